@@ -1,0 +1,3 @@
+from kling_budget.cli import main
+
+main()

@@ -1,0 +1,186 @@
+"""The one exception tree of kling-budget.
+
+Every error the library raises on purpose derives from :class:`KlingBudgetError`, so a caller can catch
+"anything from kling-budget" with one ``except``::
+
+    KlingBudgetError
+    ├── InvalidInputError (also ValueError)      bad input; nothing was changed; CLI exit code 2
+    │   ├── PricingError                         a request that cannot be priced
+    │   │   ├── UnknownModelError
+    │   │   └── UnsupportedOptionError           mode, duration, resolution, product, n ...
+    │   ├── PriceTableError                      a price file that cannot be loaded
+    │   └── ConfigurationError                   bad budget, pack, URL or option
+    ├── BudgetExceededError                      a hard budget denied the request; CLI exit code 1
+    ├── LedgerError                              the ledger refused or could not do an operation
+    │   ├── LedgerUnavailableError               cannot reach or lock the ledger: fail closed
+    │   ├── IdempotencyConflictError             same key, different request
+    │   ├── ReservationNotFoundError
+    │   └── ReservationResolvedError             already committed or released
+    └── KlingAPIError                            Kling answered with a business error code
+        ├── KlingAuthError                       1000-1004
+        ├── KlingAccountError                    1100-1103
+        │   └── KlingPackExhaustedError          1102: resource pack depleted or expired
+        ├── KlingParameterError                  1200-1203
+        ├── KlingPolicyError                     1300, 1301, 1304
+        ├── KlingRateLimitError                  1302, 1303 (retryable)
+        ├── KlingServerError                     5000-5002
+        └── KlingTransportError                  no usable answer (timeout, connection lost)
+
+Messages are one line, name what was wrong and what is accepted, and never contain a secret.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kling_budget.types import Denial
+
+__all__ = [
+    "BudgetExceededError",
+    "ConfigurationError",
+    "IdempotencyConflictError",
+    "InvalidInputError",
+    "KlingAPIError",
+    "KlingAccountError",
+    "KlingAuthError",
+    "KlingBudgetError",
+    "KlingPackExhaustedError",
+    "KlingParameterError",
+    "KlingPolicyError",
+    "KlingRateLimitError",
+    "KlingServerError",
+    "KlingTransportError",
+    "LedgerError",
+    "LedgerUnavailableError",
+    "PriceTableError",
+    "PricingError",
+    "ReservationNotFoundError",
+    "ReservationResolvedError",
+    "UnknownModelError",
+    "UnsupportedOptionError",
+]
+
+
+class KlingBudgetError(Exception):
+    """Base class of every error raised by kling-budget."""
+
+
+class InvalidInputError(KlingBudgetError, ValueError):
+    """The input was invalid; the message names the accepted values. Nothing was changed."""
+
+
+class PricingError(InvalidInputError):
+    """A request that cannot be priced exactly."""
+
+
+class UnknownModelError(PricingError):
+    """The model name is not in the price table."""
+
+
+class UnsupportedOptionError(PricingError):
+    """A mode, duration, resolution, product or count the model is not priced for."""
+
+
+class PriceTableError(InvalidInputError):
+    """A price file that is missing, malformed or inconsistent."""
+
+
+class ConfigurationError(InvalidInputError):
+    """A budget, pack, database URL or option that is not valid."""
+
+
+class BudgetExceededError(KlingBudgetError):
+    """A hard budget denied the request.
+
+    ``denial`` (when the ledger raised it) names the budget, window, limit, committed, held, price and reset
+    time. The recipe's ``raise BudgetExceededError("...")`` still works: ``denial`` is then ``None``.
+    """
+
+    def __init__(self, message: str, denial: Denial | None = None) -> None:
+        super().__init__(message)
+        self.denial = denial
+
+
+class LedgerError(KlingBudgetError):
+    """The ledger refused or could not complete an operation."""
+
+
+class LedgerUnavailableError(LedgerError):
+    """The ledger cannot be reached or locked in time. Callers must not submit the job (fail closed)."""
+
+
+class IdempotencyConflictError(LedgerError):
+    """An operation reused a key that belongs to a different request."""
+
+
+class ReservationNotFoundError(LedgerError):
+    """No reservation has that id."""
+
+
+class ReservationResolvedError(LedgerError):
+    """The reservation was already resolved differently (committed, released or denied)."""
+
+
+class KlingAPIError(KlingBudgetError):
+    """Kling answered with a non-zero business ``code``.
+
+    Attributes:
+        code: Kling's business code (e.g. 1102), or ``None`` when no envelope was received.
+        http_status: the HTTP status of the answer, when there was one.
+        request_id: Kling's ``request_id`` for support tickets, when given.
+        should_retry: whether the same request may be retried after a backoff.
+    """
+
+    should_retry: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        http_status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+        self.request_id = request_id
+
+
+class KlingAuthError(KlingAPIError):
+    """Authentication failed (codes 1000-1004)."""
+
+
+class KlingAccountError(KlingAPIError):
+    """The account cannot be charged or may not use the resource (codes 1100-1103)."""
+
+
+class KlingPackExhaustedError(KlingAccountError):
+    """The resource pack is depleted or expired (code 1102)."""
+
+
+class KlingParameterError(KlingAPIError):
+    """Kling rejected the request's parameters (codes 1200-1203)."""
+
+
+class KlingPolicyError(KlingAPIError):
+    """A platform, content-security or IP-whitelist policy was triggered (codes 1300, 1301, 1304)."""
+
+
+class KlingRateLimitError(KlingAPIError):
+    """Too many requests or concurrent tasks (codes 1302, 1303). Retryable."""
+
+    should_retry = True
+
+
+class KlingServerError(KlingAPIError):
+    """Kling had an internal error (codes 5000-5002)."""
+
+    should_retry = True
+
+
+class KlingTransportError(KlingAPIError):
+    """No usable answer arrived (timeout, connection reset, truncated body)."""
+
+    should_retry = True

@@ -1,0 +1,109 @@
+"""Exact money: Kling units as integer milli-units, dollars as integer nano-dollars or ``Decimal``.
+
+Nothing here accepts or produces a float. Conversions that would lose precision raise
+:class:`~kling_budget.errors.InvalidInputError` instead of rounding silently; the only rounding rule
+(half-up to the nano-dollar) lives in :func:`usd_nano_for_units`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from kling_budget.errors import InvalidInputError
+
+MILLI_PER_UNIT = 1000
+NANO_PER_USD = 1_000_000_000
+
+__all__ = [
+    "MILLI_PER_UNIT",
+    "NANO_PER_USD",
+    "format_units",
+    "format_usd",
+    "milli_to_units",
+    "nano_to_usd",
+    "parse_decimal",
+    "units_to_milli",
+    "usd_nano_for_units",
+    "usd_to_nano",
+]
+
+Number = Decimal | int | str
+
+
+def parse_decimal(value: Number, what: str) -> Decimal:
+    """Parse an exact decimal from an int, a ``Decimal`` or a string; floats are refused."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise InvalidInputError(
+            f"{what} must be an exact number (int, Decimal or a string like '1.5'), not {type(value).__name__}"
+        )
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int):
+        result = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            result = Decimal(value.strip())
+        except InvalidOperation:
+            raise InvalidInputError(f"{what} must be a number like 1.5, got {value!r}") from None
+    else:
+        raise InvalidInputError(f"{what} must be a number, got {type(value).__name__}")
+    if not result.is_finite():
+        raise InvalidInputError(f"{what} must be a finite number, got {value!r}")
+    return result
+
+
+def _scaled(value: Number, scale: int, what: str, digits: int) -> int:
+    exact = parse_decimal(value, what) * scale
+    if exact != exact.to_integral_value():
+        raise InvalidInputError(f"{what} has more than {digits} decimal places: {value!r}")
+    return int(exact)
+
+
+def units_to_milli(value: Number, what: str = "units") -> int:
+    """Convert units (``1.5``, ``"0.05"``, ``Decimal("2")``) to integer milli-units, exactly."""
+    return _scaled(value, MILLI_PER_UNIT, what, 3)
+
+
+def milli_to_units(milli: int) -> Decimal:
+    """Integer milli-units as an exact ``Decimal`` number of units (``1500`` -> ``Decimal("1.5")``)."""
+    return (Decimal(milli) / MILLI_PER_UNIT).normalize() if milli else Decimal(0)
+
+
+def usd_to_nano(value: Number, what: str = "USD amount") -> int:
+    """Convert dollars to integer nano-dollars, exactly."""
+    return _scaled(value, NANO_PER_USD, what, 9)
+
+
+def nano_to_usd(nano: int) -> Decimal:
+    """Integer nano-dollars as an exact ``Decimal`` (at least two decimal places)."""
+    usd = Decimal(nano) / NANO_PER_USD
+    normalized = usd.normalize()
+    if normalized.as_tuple().exponent > -2:  # type: ignore[operator]
+        return usd.quantize(Decimal("0.01"))
+    return normalized
+
+
+def usd_nano_for_units(milli: int, price_nano: int, per_milli: int) -> int:
+    """Dollars (nano) for ``milli`` units at ``price_nano`` per ``per_milli`` units, rounded half-up.
+
+    This is the single rounding rule: e.g. a pack of 3 units bought for $100 prices 1 unit at
+    ``usd_nano_for_units(1000, 100 * 10**9, 3000)`` = $33.333333333.
+    """
+    if per_milli <= 0:
+        raise InvalidInputError("a price must be for a positive number of units")
+    numerator = milli * price_nano
+    if numerator >= 0:
+        return (2 * numerator + per_milli) // (2 * per_milli)
+    return -((-2 * numerator + per_milli) // (2 * per_milli))
+
+
+def format_units(milli: int) -> str:
+    """Human form of milli-units: ``1500`` -> ``"1.5"``, ``2000`` -> ``"2"``."""
+    return f"{milli_to_units(milli):f}"
+
+
+def format_usd(nano: int) -> str:
+    """Human form of nano-dollars: ``210000000`` -> ``"$0.21"``, ``3500000`` -> ``"$0.0035"``."""
+    usd = nano_to_usd(nano)
+    sign = "-" if usd < 0 else ""
+    return f"{sign}${abs(usd):f}"
