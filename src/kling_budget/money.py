@@ -64,9 +64,15 @@ def units_to_milli(value: Number, what: str = "units") -> int:
     return _scaled(value, MILLI_PER_UNIT, what, 3)
 
 
+def _plain(value: Decimal) -> Decimal:
+    normalized = value.normalize()
+    exponent = normalized.as_tuple().exponent
+    return normalized.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else normalized
+
+
 def milli_to_units(milli: int) -> Decimal:
     """Integer milli-units as an exact ``Decimal`` number of units (``1500`` -> ``Decimal("1.5")``)."""
-    return (Decimal(milli) / MILLI_PER_UNIT).normalize() if milli else Decimal(0)
+    return _plain(Decimal(milli) / MILLI_PER_UNIT) if milli else Decimal(0)
 
 
 def usd_to_nano(value: Number, what: str = "USD amount") -> int:

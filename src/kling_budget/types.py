@@ -11,6 +11,8 @@ from enum import StrEnum
 from kling_budget.money import format_units, format_usd, milli_to_units, nano_to_usd
 
 __all__ = [
+    "AlertEvent",
+    "AlertKind",
     "Attribution",
     "Denial",
     "PackType",
@@ -141,4 +143,68 @@ class Denial:
             "held": amount(self.held),
             "price": amount(self.price),
             "reset_at": self.reset_at.isoformat() if self.reset_at else None,
+        }
+
+
+class AlertKind(StrEnum):
+    """What an alert is about."""
+
+    THRESHOLD = "threshold"
+    EXHAUSTED = "exhausted"
+    DENIED = "denied"
+    OVERAGE = "overage"
+    OVER_BUDGET_RECORD = "over_budget_record"
+    FORECAST = "forecast"
+    PACK_LOW = "pack_low"
+    PACK_EXPIRING = "pack_expiring"
+    UPSTREAM_PACK_EXHAUSTED = "upstream_pack_exhausted"
+    RECONCILE_DRIFT = "reconcile_drift"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """One alert, stored durably in the ledger's outbox before any sink sees it.
+
+    ``dedupe_key`` makes it fire exactly once: e.g. ``threshold:<budget id>:<window start>:80``.
+    Amount fields are exact decimal strings in the unit named by ``limit_kind`` ("units" or "usd").
+    """
+
+    kind: AlertKind
+    message: str
+    dedupe_key: str
+    budget: str = ""
+    scope: str = ""
+    period: str = ""
+    window_start: str = ""
+    window_end: str = ""
+    limit_kind: str = ""
+    limit: str = ""
+    used: str = ""
+    held: str = ""
+    percent: str = ""
+    threshold: int | None = None
+    reservation_id: str = ""
+    created_at: str = ""
+    id: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "id": self.id,
+            "kind": self.kind.value,
+            "message": self.message,
+            "budget": self.budget,
+            "scope": self.scope,
+            "period": self.period,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "limit_kind": self.limit_kind,
+            "limit": self.limit,
+            "used": self.used,
+            "held": self.held,
+            "percent": self.percent,
+            "threshold": self.threshold,
+            "reservation_id": self.reservation_id,
+            "created_at": self.created_at,
+            "dedupe_key": self.dedupe_key,
         }

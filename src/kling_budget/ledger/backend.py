@@ -1,0 +1,55 @@
+"""The storage seam: what a ledger backend (SQLite, PostgreSQL) provides to the ledger logic.
+
+The ledger's SQL is written once with ``?`` placeholders and runs on every backend; a backend supplies
+connections, transactions with the right locking and retry policy, and applies migrations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+__all__ = ["Backend", "Connection", "Row", "T"]
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+
+class Connection(Protocol):
+    """A connection inside a transaction. SQL uses ``?`` placeholders on every backend."""
+
+    dialect: str
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; return the number of rows it changed."""
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """Run a query and return its first row, or ``None``."""
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run a query and return all its rows."""
+
+
+class Backend(Protocol):
+    """A ledger database.
+
+    ``run(fn, write=True)`` calls ``fn(connection)`` inside one transaction and commits it; if the
+    transaction fails for a transient reason (lock timeout, serialization failure, deadlock) the backend
+    rolls back and calls ``fn`` again, a bounded number of times, so ``fn`` must only touch the database.
+    When the database cannot be reached or locked in time it raises ``LedgerUnavailableError``.
+    """
+
+    dialect: str
+    display_url: str
+
+    def run(self, fn: Callable[[Connection], T], *, write: bool = True) -> T:
+        """Run ``fn`` in one transaction (retried on transient failures) and return its result."""
+
+    def schema_version(self) -> int:
+        """The applied schema version (0 for an empty database)."""
+
+    def upgrade(self) -> list[int]:
+        """Apply pending migrations; return the versions applied."""
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,181 @@
+"""SQLite ledger backend: one file on this host, WAL, ``synchronous=FULL``, ``BEGIN IMMEDIATE``.
+
+WAL lets readers run beside the single writer; ``synchronous=FULL`` syncs the WAL on every commit so an
+acknowledged reservation survives a power loss, not only a process crash; ``BEGIN IMMEDIATE`` takes the
+write lock up front so a writer waits for the busy timeout instead of failing on lock upgrade. SQLite
+only works for processes on one host: use PostgreSQL to share a ledger between machines.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from kling_budget.errors import ConfigurationError, LedgerUnavailableError
+from kling_budget.ledger.backend import Connection, Row, T
+from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS, statements_for
+
+__all__ = ["SQLiteBackend"]
+
+DEFAULT_BUSY_TIMEOUT_SECONDS = 10.0
+
+
+class _SQLiteConnection:
+    dialect = "sqlite"
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.raw.execute(sql, params).rowcount
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self.raw.execute(sql, params).fetchone()
+        return row
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(self.raw.execute(sql, params).fetchall())
+
+
+class SQLiteBackend:
+    """A ledger in one SQLite file. Thread-safe: one connection per backend, guarded by a lock.
+
+    Args:
+        path: the database file (created with its directory if missing).
+        busy_timeout: seconds a writer waits for the lock before the ledger is reported unavailable.
+        synchronous: ``FULL`` (default, durable across power loss) or ``NORMAL`` (benchmarks only).
+    """
+
+    dialect = "sqlite"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT_SECONDS,
+        synchronous: str = "FULL",
+        migrate: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.display_url = f"sqlite:///{self.path}"
+        if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ConfigurationError(f"synchronous must be FULL, EXTRA or NORMAL, got {synchronous!r}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            raw = sqlite3.connect(
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerUnavailableError(f"cannot open ledger {self.path}: {exc}") from None
+        self._lock = threading.RLock()
+        self._busy_timeout = busy_timeout
+        try:
+            raw.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            mode = raw.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                raise LedgerUnavailableError(f"cannot enable WAL on {self.path} (is it on a network filesystem?)")
+            raw.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            raw.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as exc:
+            raw.close()
+            raise LedgerUnavailableError(f"{self.path} is not a usable ledger database: {exc}") from None
+        self._conn = _SQLiteConnection(raw)
+        if migrate:
+            self.upgrade()
+
+    def run(self, fn: Callable[[Connection], T], *, write: bool = True) -> T:
+        """Run ``fn`` in one transaction; write transactions take the write lock first (``BEGIN IMMEDIATE``)."""
+        raw = self._conn.raw
+        deadline = time.monotonic() + self._busy_timeout
+        with self._lock:
+            while True:
+                try:
+                    raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    break
+                except sqlite3.OperationalError as exc:
+                    # The busy handler already waited; a second try covers a checkpoint racing the lock.
+                    if not _is_busy(exc) or time.monotonic() >= deadline:
+                        raise LedgerUnavailableError(
+                            f"ledger {self.path} is locked by another writer (waited {self._busy_timeout:g} s)"
+                        ) from None
+            try:
+                result = fn(self._conn)
+                raw.execute("COMMIT")
+                return result
+            except sqlite3.OperationalError as exc:
+                _rollback(raw)
+                if _is_busy(exc):
+                    raise LedgerUnavailableError(f"ledger {self.path} is busy: {exc}") from None
+                raise LedgerUnavailableError(f"ledger {self.path} failed: {exc}") from None
+            except BaseException:
+                _rollback(raw)
+                raise
+
+    def schema_version(self) -> int:
+        """The highest applied migration, 0 for an empty file."""
+        with self._lock:
+            raw = self._conn.raw
+            exists = raw.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            ).fetchone()
+            if not exists:
+                return 0
+            row = raw.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
+            return int(row[0]) if row else 0
+
+    def upgrade(self) -> list[int]:
+        """Apply every pending migration, each in its own transaction."""
+        applied: list[int] = []
+        with self._lock:
+            current = self.schema_version()
+            if current > LATEST_VERSION:
+                raise LedgerUnavailableError(
+                    f"ledger {self.path} has schema version {current}, newer than this kling-budget "
+                    f"({LATEST_VERSION}); upgrade kling-budget"
+                )
+            for migration in MIGRATIONS:
+                if migration.version <= current:
+                    continue
+
+                def apply(conn: Connection, migration: Any = migration) -> None:
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations "
+                        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+                    )
+                    if conn.fetchone("SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)):
+                        return
+                    for sql in statements_for(migration, "sqlite"):
+                        conn.execute(sql)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                        (migration.version, migration.name, int(time.time())),
+                    )
+
+                self.run(apply)
+                applied.append(migration.version)
+        return applied
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.raw.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({str(self.path)!r})"
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _rollback(raw: sqlite3.Connection) -> None:
+    try:
+        raw.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass

@@ -1,0 +1,97 @@
+"""Ledger URLs: ``sqlite:///path/to/file.db`` (default: a file in the user's data directory), a plain file
+path, or ``postgresql://user@host/db``. ``--db`` and ``KLING_BUDGET_DB`` choose one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from kling_budget.errors import ConfigurationError
+from kling_budget.ledger.backend import Backend
+from kling_budget.ledger.core import Ledger
+from kling_budget.types import PackType
+
+__all__ = ["DB_ENV", "default_db_path", "open_backend", "open_ledger", "resolve_db_url"]
+
+DB_ENV = "KLING_BUDGET_DB"
+HOME_ENV = "KLING_BUDGET_HOME"
+
+
+def default_db_path() -> Path:
+    """``$KLING_BUDGET_HOME/ledger.db``, else ``ledger.db`` in the platform's user data directory."""
+    home = os.environ.get(HOME_ENV)
+    if home:
+        return Path(home) / "ledger.db"
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("kling-budget", appauthor=False)) / "ledger.db"
+
+
+def resolve_db_url(url: str | os.PathLike[str] | None) -> str:
+    """The ledger URL to use: the argument, else ``$KLING_BUDGET_DB``, else the default SQLite file."""
+    if url is None or str(url) == "":
+        url = os.environ.get(DB_ENV) or ""
+    text = str(url)
+    if not text:
+        return f"sqlite:///{default_db_path()}"
+    if "://" not in text:
+        return f"sqlite:///{Path(text).expanduser().absolute()}"
+    return text
+
+
+def open_backend(url: str | os.PathLike[str] | None = None) -> Backend:
+    """Open (and migrate, if empty) the ledger database named by ``url``."""
+    resolved = resolve_db_url(url)
+    parts = urlsplit(resolved)
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if parts.scheme == "sqlite":
+        from kling_budget.ledger.sqlite import SQLiteBackend
+
+        path = parts.path
+        if parts.netloc:  # sqlite://relative/path.db
+            path = parts.netloc + path
+        if not path or path == "/":
+            raise ConfigurationError("a sqlite URL needs a file path, e.g. sqlite:///home/me/ledger.db")
+        timeout = _float_option(options, "timeout", 10.0)
+        return SQLiteBackend(
+            Path(path).expanduser(), busy_timeout=timeout, synchronous=options.get("synchronous", "FULL")
+        )
+    if parts.scheme in {"postgresql", "postgres", "postgresql+psycopg"}:
+        try:
+            from kling_budget.ledger.postgres import PostgresBackend  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise ConfigurationError(
+                "PostgreSQL needs the postgres extra: pip install 'kling-budget[postgres]'"
+                f" ({exc.name or exc} is missing)"
+            ) from None
+        backend: Backend = PostgresBackend(resolved)
+        return backend
+    raise ConfigurationError(
+        f"unsupported ledger URL scheme {parts.scheme!r}; accepted: sqlite:///path/to/ledger.db, "
+        "a file path, or postgresql://user@host/dbname"
+    )
+
+
+def open_ledger(
+    url: str | os.PathLike[str] | None = None,
+    *,
+    list_prices: Mapping[PackType, int] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> Ledger:
+    """Open the ledger named by ``url`` (see :func:`resolve_db_url`)."""
+    return Ledger(open_backend(url), list_prices=list_prices, clock=clock)
+
+
+def _float_option(options: Mapping[str, str], name: str, default: float) -> float:
+    if name not in options:
+        return default
+    try:
+        value = float(options[name])
+    except ValueError:
+        raise ConfigurationError(f"ledger URL option {name}={options[name]!r} is not a number") from None
+    if value <= 0:
+        raise ConfigurationError(f"ledger URL option {name} must be positive")
+    return value
