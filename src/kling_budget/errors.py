@@ -21,10 +21,14 @@ Every error the library raises on purpose derives from :class:`KlingBudgetError`
         ├── KlingAccountError                    1100-1103
         │   └── KlingPackExhaustedError          1102: resource pack depleted or expired
         ├── KlingParameterError                  1200-1203
+        │   └── KlingTaskNotFoundError           1203 on a task query: no task has that id
         ├── KlingPolicyError                     1300, 1301, 1304
         ├── KlingRateLimitError                  1302, 1303 (retryable)
         ├── KlingServerError                     5000-5002
-        └── KlingTransportError                  no usable answer (timeout, connection lost)
+        ├── KlingTransportError                  no usable answer (timeout, connection lost)
+        │   ├── KlingConnectError                could not connect: the request was never sent
+        │   └── KlingAmbiguousCreateError        a create may have reached Kling: keep the hold
+        └── KlingWaitTimeoutError                a task did not finish within wait()'s timeout
 
 Messages are one line, name what was wrong and what is accepted, and never contain a secret.
 """
@@ -34,6 +38,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from kling_budget.kling.tasks import Task
     from kling_budget.types import Denial
 
 __all__ = [
@@ -43,14 +48,18 @@ __all__ = [
     "InvalidInputError",
     "KlingAPIError",
     "KlingAccountError",
+    "KlingAmbiguousCreateError",
     "KlingAuthError",
     "KlingBudgetError",
+    "KlingConnectError",
     "KlingPackExhaustedError",
     "KlingParameterError",
     "KlingPolicyError",
     "KlingRateLimitError",
     "KlingServerError",
+    "KlingTaskNotFoundError",
     "KlingTransportError",
+    "KlingWaitTimeoutError",
     "LedgerError",
     "LedgerUnavailableError",
     "PriceTableError",
@@ -184,3 +193,48 @@ class KlingTransportError(KlingAPIError):
     """No usable answer arrived (timeout, connection reset, truncated body)."""
 
     should_retry = True
+
+
+class KlingTaskNotFoundError(KlingParameterError):
+    """Kling has no task with the queried ``task_id`` or ``external_task_id`` (code 1203 on a task query)."""
+
+
+class KlingConnectError(KlingTransportError):
+    """Could not connect, so the request was never sent; safe to retry, even a create."""
+
+
+class KlingAmbiguousCreateError(KlingTransportError):
+    """A create request may or may not have created a task, and Kling could not tell us which.
+
+    The task may exist and be charged: keep any budget hold and resolve it later by looking the task up by
+    ``external_task_id`` (the client looked it up a few times already before raising this).
+
+    Attributes:
+        external_task_id: the id the create was sent with; query it to learn the outcome.
+    """
+
+    should_retry = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        external_task_id: str,
+        code: int | None = None,
+        http_status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code, http_status=http_status, request_id=request_id)
+        self.external_task_id = external_task_id
+
+
+class KlingWaitTimeoutError(KlingAPIError):
+    """A task did not finish before ``wait()``'s timeout; it may still finish (and be charged).
+
+    Attributes:
+        task: the last state seen, or ``None`` when no poll succeeded.
+    """
+
+    def __init__(self, message: str, *, task: Task | None = None) -> None:
+        super().__init__(message)
+        self.task = task
