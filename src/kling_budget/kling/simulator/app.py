@@ -1,0 +1,318 @@
+"""The simulator's HTTP face: a Starlette app speaking Kling's legacy ``/v1`` protocol, and callbacks.
+
+Routes, for every create path ``P`` in :data:`~.endpoints.ENDPOINTS` (``/v1/videos/text2video`` ...):
+
+* ``POST P`` creates a task;
+* ``GET P/{id}`` queries one task, ``{id}`` being its ``task_id`` or its ``external_task_id`` (Kling lists
+  both as path parameters, "choose one"; a task id wins if both could match);
+* ``GET P?external_task_id=...`` (or ``?task_id=...``) also queries one task, unless the
+  ``external_id_query`` switch is off;
+* ``GET P?pageNum=&pageSize=`` lists the account's tasks on ``P``, newest first;
+* ``GET /account/costs?start_time=&end_time=[&resource_pack_name=]`` reports resource packs.
+
+Callbacks are POSTed by a small scheduler running in the server's event loop; it sleeps until the next
+transition is due (or until woken by a create or a manual clock) and never busy-loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kling_budget.kling.simulator.endpoints import ENDPOINTS
+from kling_budget.kling.simulator.faults import Fault, FaultKind
+from kling_budget.kling.simulator.protocol import SimError, dumps, envelope, new_request_id
+from kling_budget.kling.simulator.state import CallbackEvent, Delivery, Simulator
+from kling_budget.kling.webhooks import sign_webhook
+
+__all__ = ["CallbackDispatcher", "create_app"]
+
+log = logging.getLogger("kling_budget.simulator")
+
+_ABORT_KEY = "kling_budget.simulator.abort"
+_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+Action = Callable[[Request, str], Awaitable[Any]]
+
+
+def _json(status: int, payload: Any) -> Response:
+    return Response(content=dumps(payload), status_code=status, media_type="application/json")
+
+
+def _error(err: SimError, request_id: str) -> Response:
+    return _json(err.http_status, envelope(err.code, str(err), request_id, None))
+
+
+class _AbortResponse(Response):
+    """Close the connection: after half of ``body`` (truncation), or before any byte (drop)."""
+
+    def __init__(self, body: bytes | None, status_code: int = 200) -> None:
+        super().__init__(content=body or b"", status_code=status_code, media_type="application/json")
+        self._partial = body[: max(1, len(body) // 2)] if body else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._partial is not None:
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            await send({"type": "http.response.body", "body": self._partial, "more_body": True})
+        abort: Callable[[], None] = scope[_ABORT_KEY]
+        abort()
+        # Return only once the server has seen the disconnect, so it does not answer 500 in our place.
+        with anyio.move_on_after(5):
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+
+class _ConnectionControl:
+    """Outermost ASGI layer: gives handlers a way to close the raw connection (uvicorn's transport)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+
+            def abort() -> None:
+                if transport is None:
+                    raise RuntimeError("truncate/drop faults need the simulator's own uvicorn server")
+                transport.close()
+
+            scope[_ABORT_KEY] = abort
+        await self.app(scope, receive, send)
+
+
+def _fault_response(fault: Fault, request_id: str, processed: Response | None) -> Response:
+    kind = fault.kind
+    if kind is FaultKind.SLOW and processed is not None:
+        return processed
+    if kind is FaultKind.TIMEOUT_5002:
+        return _error(SimError(5002), request_id)
+    if kind is FaultKind.UNAVAILABLE_5001:
+        return _error(SimError(5001), request_id)
+    if kind is FaultKind.PLAIN_500:
+        return PlainTextResponse("Internal Server Error", status_code=500)
+    if kind is FaultKind.TRUNCATE:
+        full = processed if processed is not None else _error(SimError(5000), request_id)
+        return _AbortResponse(bytes(full.body), full.status_code)
+    if kind is FaultKind.DROP:
+        return _AbortResponse(None)
+    return _error(SimError(5000), request_id)
+
+
+class _Handlers:
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    async def collection(self, request: Request) -> Response:
+        return await self._run(request, self._collection)
+
+    async def item(self, request: Request) -> Response:
+        return await self._run(request, self._item)
+
+    async def costs(self, request: Request) -> Response:
+        return await self._run(request, self._costs)
+
+    async def unknown(self, request: Request) -> Response:
+        return await self._run(request, self._unknown)
+
+    async def _run(self, request: Request, action: Action) -> Response:
+        request_id = new_request_id()
+        fault = self.sim.faults.pick(request.method, request.url.path)
+        if fault is not None and fault.delay > 0:
+            await asyncio.sleep(fault.delay)
+        if fault is not None and not fault.process and fault.kind is not FaultKind.SLOW:
+            return _fault_response(fault, request_id, None)
+        response = await self._answer(request, action, request_id)
+        return response if fault is None else _fault_response(fault, request_id, response)
+
+    async def _answer(self, request: Request, action: Action, request_id: str) -> Response:
+        try:
+            account = self.sim.authorize(request.headers.get("authorization"))
+            data = await action(request, account)
+        except SimError as err:
+            return _error(err, request_id)
+        except Exception:
+            log.exception("simulator failed on %s %s", request.method, request.url.path)
+            return _error(SimError(5000), request_id)
+        return _json(200, envelope(0, "SUCCEED", request_id, data))
+
+    async def _collection(self, request: Request, account: str) -> Any:
+        path = request.url.path.rstrip("/")
+        if request.method == "POST":
+            raw = await request.body()
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                raise SimError(1200, "the request body is not valid JSON") from None
+            return self.sim.create_task(account, path, body)
+        if request.method in ("GET", "HEAD"):
+            query = request.query_params
+            if self.sim.config.external_id_query and ("task_id" in query or "external_task_id" in query):
+                if "task_id" in query and "external_task_id" in query:
+                    raise SimError(1201, "give task_id or external_task_id, not both")
+                return self.sim.get_task(
+                    account, path, query.get("task_id") or query.get("external_task_id") or ""
+                )
+            return self.sim.list_tasks(account, path, query.get("pageNum"), query.get("pageSize"))
+        raise SimError(1202, f"{request.method} is not supported on {path}")
+
+    async def _item(self, request: Request, account: str) -> Any:
+        if request.method not in ("GET", "HEAD"):
+            raise SimError(1202, f"{request.method} is not supported on {request.url.path}")
+        base, _, ref = request.url.path.rstrip("/").rpartition("/")
+        return self.sim.get_task(account, base, ref)
+
+    async def _costs(self, request: Request, account: str) -> Any:
+        if request.method not in ("GET", "HEAD"):
+            raise SimError(1202, f"{request.method} is not supported on /account/costs")
+        query = request.query_params
+        return self.sim.account_costs(
+            account, query.get("start_time"), query.get("end_time"), query.get("resource_pack_name")
+        )
+
+    async def _unknown(self, request: Request, account: str) -> Any:
+        raise SimError(1202, f"no such API: {request.method} {request.url.path}")
+
+
+class CallbackDispatcher:
+    """Delivers a simulator's callbacks from inside the server's event loop.
+
+    Notifications of one task are delivered in order, one after the other; different tasks in parallel.
+    Standard Webhooks headers are added when the simulator has a webhook secret.
+    """
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self._chains: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def waker() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(wake.set)
+
+        self.sim.set_waker(waker)
+        timeout = httpx.Timeout(self.sim.config.callback_timeout_seconds)
+        try:
+            async with httpx.AsyncClient(timeout=timeout) as client:
+                while True:
+                    wake.clear()
+                    self.sim.advance()
+                    events = self.sim.take_callbacks()
+                    if events:
+                        self._dispatch(client, events)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), self._sleep_seconds())
+        finally:
+            self.sim.set_waker(None)
+            for chain in list(self._chains.values()):
+                chain.cancel()
+
+    def _sleep_seconds(self) -> float:
+        due = self.sim.next_due_ms()
+        if due is None:
+            return 1.0
+        return min(max(0.0, (due - self.sim.clock.now_ms()) / 1000), 1.0)
+
+    def _dispatch(self, client: httpx.AsyncClient, events: list[CallbackEvent]) -> None:
+        groups: dict[str, list[CallbackEvent]] = {}
+        for event in events:
+            groups.setdefault(event.task_id, []).append(event)
+        for task_id, group in groups.items():
+            previous = self._chains.get(task_id)
+            chain = asyncio.create_task(self._deliver_all(client, group, previous))
+            self._chains[task_id] = chain
+            chain.add_done_callback(functools.partial(self._forget, task_id))
+
+    def _forget(self, task_id: str, done: asyncio.Task[None]) -> None:
+        if self._chains.get(task_id) is done:
+            del self._chains[task_id]
+
+    async def _deliver_all(
+        self, client: httpx.AsyncClient, events: list[CallbackEvent], previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
+        for event in events:
+            await self._deliver(client, event)
+            if self.sim.callbacks.duplicate:
+                await self._deliver(client, event)
+
+    async def _deliver(self, client: httpx.AsyncClient, event: CallbackEvent) -> None:
+        config = self.sim.config
+        for attempt in range(1, config.callback_retries + 2):
+            headers = {"content-type": "application/json", "user-agent": "kling-budget-simulator"}
+            if config.webhook_secret:
+                # Signature timestamps are wall-clock time: receivers check them against their own clock.
+                stamp = int(time.time())
+                headers["webhook-id"] = event.msg_id
+                headers["webhook-timestamp"] = str(stamp)
+                headers["webhook-signature"] = sign_webhook(
+                    config.webhook_secret, event.msg_id, stamp, event.body
+                )
+            status: int | None = None
+            error: str | None = None
+            try:
+                answer = await client.post(event.url, content=event.body, headers=headers)
+                status = answer.status_code
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            self.sim.record_delivery(
+                Delivery(
+                    msg_id=event.msg_id,
+                    task_id=event.task_id,
+                    url=event.url,
+                    status=event.status,
+                    attempt=attempt,
+                    headers=headers,
+                    body=event.body,
+                    http_status=status,
+                    error=error,
+                )
+            )
+            if status is not None and 200 <= status < 300:
+                return
+            if attempt <= config.callback_retries:
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+
+
+def create_app(sim: Simulator) -> ASGIApp:
+    """The ASGI app serving ``sim`` (Starlette inside a thin connection-control layer)."""
+    handlers = _Handlers(sim)
+    routes = [Route("/account/costs", handlers.costs, methods=_ALL_METHODS)]
+    for path in ENDPOINTS:
+        routes.append(Route(path, handlers.collection, methods=_ALL_METHODS))
+        routes.append(Route(path + "/", handlers.collection, methods=_ALL_METHODS))
+        routes.append(Route(path + "/{ref}", handlers.item, methods=_ALL_METHODS))
+    routes.append(Route("/{rest:path}", handlers.unknown, methods=_ALL_METHODS))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        dispatcher = asyncio.create_task(CallbackDispatcher(sim).run(), name="kling-simulator-callbacks")
+        try:
+            yield
+        finally:
+            dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dispatcher
+
+    return _ConnectionControl(Starlette(routes=routes, lifespan=lifespan))
