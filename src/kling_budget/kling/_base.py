@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum, StrEnum
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 
@@ -30,6 +31,7 @@ from kling_budget.errors import (
     KlingAmbiguousCreateError,
     KlingAPIError,
     KlingConnectError,
+    KlingParameterError,
     KlingTaskNotFoundError,
     KlingTransportError,
     KlingWaitTimeoutError,
@@ -132,6 +134,11 @@ def _transport_error(reply: _Reply, send: _Send, reason: str) -> KlingTransportE
     if reply.error is not None and isinstance(reply.error, _NOT_SENT):
         return KlingConnectError(f"Kling transport error: could not connect ({reason}) [{where}]")
     return KlingTransportError(f"Kling transport error: {reason} [{where}]", http_status=reply.status)
+
+
+def _names_duplicate(error: KlingAPIError) -> bool:
+    """A parameter rejection about ``external_task_id``: proof that a task with that id already exists."""
+    return isinstance(error, KlingParameterError) and "external_task_id" in str(error)
 
 
 def resolve_base_url(base_url: str | None, region: str | None, environ: Mapping[str, str]) -> str:
@@ -324,15 +331,15 @@ class _KlingCore:
     # -- tasks ------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _task_query(
-        endpoint: str, task_id: str | None, external_task_id: str | None
-    ) -> tuple[str, dict[str, str]]:
+    def _task_query(endpoint: str, task_id: str | None, external_task_id: str | None) -> str:
+        """The query path: Kling's ``/v1`` design takes either id in the path (``GET <endpoint>/<id>``)."""
         if (task_id is None) == (external_task_id is None):
             raise InvalidInputError("give exactly one of task_id or external_task_id")
-        if task_id is not None:
-            return f"{endpoint.rstrip('/')}/{task_id}", {}
-        assert external_task_id is not None
-        return endpoint.rstrip("/"), {"external_task_id": external_task_id}
+        ref = task_id if task_id is not None else external_task_id
+        assert ref is not None
+        if not ref:
+            raise InvalidInputError("a task id must not be empty")
+        return f"{str(endpoint).rstrip('/')}/{quote(ref, safe='')}"
 
     @staticmethod
     def _parse_task_data(data: Any, endpoint: str, send_what: str) -> Task:
@@ -342,8 +349,8 @@ class _KlingCore:
             raise KlingTransportError(f"Kling answered {send_what} with an unusable task: {exc}") from None
 
     def _get_task_flow(self, endpoint: str, task_id: str | None, external_task_id: str | None) -> Flow[Task]:
-        path, params = self._task_query(endpoint, task_id, external_task_id)
-        ok = yield from self._call("GET", path, params=params or None, task_query=True)
+        path = self._task_query(endpoint, task_id, external_task_id)
+        ok = yield from self._call("GET", path, task_query=True)
         return self._parse_task_data(ok.data, str(endpoint), f"GET {path}")
 
     def _list_tasks_flow(self, endpoint: str, page_num: int, page_size: int) -> Flow[list[Task]]:
@@ -371,7 +378,10 @@ class _KlingCore:
     def _create_flow(self, path: str, body: Mapping[str, Any]) -> Flow[Task]:
         """Create a task without ever creating it twice (the state machine in :mod:`.client`)."""
         external, prepared = self._prepare_create(path, body)
-        payload = json.dumps(prepared, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        try:
+            payload = json.dumps(prepared, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"create body is not JSON-serialisable: {exc}") from None
         submissions = 0
         uncertain: KlingAPIError | None = None
         while True:
@@ -411,11 +421,17 @@ class _KlingCore:
                 logger.warning("kling create %s external_task_id=%s not found; resubmitting", path, external)
                 yield _Sleep(delay_for(outcome, submissions, jitter=self._jitter))
                 continue
-            if state is _Lookup.ABSENT and kind is not Disposition.AMBIGUOUS:
+            duplicate = _names_duplicate(outcome)
+            if state is _Lookup.ABSENT and kind is not Disposition.AMBIGUOUS and not duplicate:
                 raise outcome
+            if duplicate:
+                why = "Kling reports the external_task_id as taken but the task cannot be read"
+            elif state is _Lookup.ABSENT:
+                why = "task not found"
+            else:
+                why = "lookup failed"
             raise KlingAmbiguousCreateError(
-                f"Kling create may or may not have succeeded after {submissions} submission(s) "
-                f"({'task not found' if state is _Lookup.ABSENT else 'lookup failed'}); "
+                f"Kling create may or may not have succeeded after {submissions} submission(s) ({why}); "
                 f"last error: {outcome} [external_task_id={external}]",
                 external_task_id=external,
                 code=outcome.code,
@@ -425,11 +441,11 @@ class _KlingCore:
 
     def _find_created(self, path: str, external: str) -> Flow[tuple[_Lookup, Task | None]]:
         """Look a maybe-created task up by ``external_task_id`` with bounded attempts and backoff."""
-        query_path, params = self._task_query(path, None, external)
+        query_path = self._task_query(path, None, external)
         attempts = self._max_retries + 1
         for attempt in range(1, attempts + 1):
             yield _Sleep(delay_for(None, attempt, jitter=self._jitter))
-            outcome = yield from self._attempt("GET", query_path, params=params, task_query=True)
+            outcome = yield from self._attempt("GET", query_path, task_query=True)
             if isinstance(outcome, _Ok):
                 try:
                     task = parse_task(

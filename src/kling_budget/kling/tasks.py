@@ -383,7 +383,7 @@ def parse_task(payload: Mapping[str, Any] | bytes | str, *, endpoint: str | None
         outputs=tuple(outputs),
         charged_units_milli=charged,
         charges=charges,
-        endpoint=endpoint,
+        endpoint=None if endpoint is None else str(endpoint),
         raw=data,
     )
 
