@@ -115,9 +115,7 @@ def ok(data: Any, request_id: str = "req-ok") -> httpx.Response:
 
 
 def err(code: int, status: int = 400, message: str = "nope", request_id: str = "req-err") -> httpx.Response:
-    return httpx.Response(
-        status, json={"code": code, "message": message, "request_id": request_id, "data": None}
-    )
+    return httpx.Response(status, json={"code": code, "message": message, "request_id": request_id, "data": None})
 
 
 def task_data(
@@ -174,9 +172,7 @@ CODES = [
 
 
 @pytest.mark.parametrize(("code", "status", "cls"), CODES)
-def test_definite_codes_map_to_their_class_without_retry(
-    code: int, status: int, cls: type[KlingAPIError]
-) -> None:
+def test_definite_codes_map_to_their_class_without_retry(code: int, status: int, cls: type[KlingAPIError]) -> None:
     """Each non-retryable business code raises its class at once, keeping code, status and request id."""
     kling = Kling(err(code, status, "Kling says no", "rid-7"))
     with make_client(kling) as client, pytest.raises(cls) as info:
@@ -434,9 +430,7 @@ def test_second_expired_answer_raises() -> None:
 def test_api_key_is_sent_as_bearer_and_not_resigned() -> None:
     """An API key goes out as-is; a 1004 with it is raised without a retry."""
     kling = Kling(ok([]), err(1004, 401))
-    with KlingClient(
-        api_key=API_KEY, base_url="https://kling.test", transport=httpx.MockTransport(kling)
-    ) as c:
+    with KlingClient(api_key=API_KEY, base_url="https://kling.test", transport=httpx.MockTransport(kling)) as c:
         c.list_tasks()
         with pytest.raises(KlingAuthError):
             c.list_tasks()
@@ -627,6 +621,8 @@ def test_legacy_task_is_parsed_fully() -> None:
         ({"final_unit_deduction": Decimal("3.5")}, "succeed", 3500),
         ({"final_unit_deduction": 7}, "succeed", 7000),
         ({"final_unit_deduction": ""}, "processing", None),
+        ({"final_unit_deduction": "0"}, "processing", None),
+        ({"final_unit_deduction": "0"}, "submitted", None),
         ({}, "processing", None),
         ({}, "succeed", None),
         ({}, "failed", 0),
@@ -1028,9 +1024,7 @@ def test_wait_polls_until_terminal_with_progress() -> None:
     seen: list[TaskStatus] = []
     with make_client(kling, clock) as client:
         start = Task(task_id="860001", status=TaskStatus.SUBMITTED, endpoint=Endpoint.IMAGE_TO_VIDEO)
-        done = client.wait(
-            start, poll_interval=2, max_poll_interval=3, on_progress=lambda t: seen.append(t.status)
-        )
+        done = client.wait(start, poll_interval=2, max_poll_interval=3, on_progress=lambda t: seen.append(t.status))
     assert done.status is TaskStatus.SUCCEEDED and done.charged_units_milli == 5000
     assert seen == [TaskStatus.SUBMITTED, TaskStatus.PROCESSING, TaskStatus.PROCESSING, TaskStatus.SUCCEEDED]
     polls = [s for s in clock.sleeps if s >= 2]
@@ -1084,9 +1078,7 @@ def anyio_backend() -> str:
 @pytest.mark.anyio
 async def test_async_create_and_wait() -> None:
     """The async client creates, polls with an async progress callback and returns the charge."""
-    kling = Kling(
-        ok(task_data()), ok(task_data("processing")), ok(task_data("succeed", final_unit_deduction="2.5"))
-    )
+    kling = Kling(ok(task_data()), ok(task_data("processing")), ok(task_data("succeed", final_unit_deduction="2.5")))
     seen: list[TaskStatus] = []
 
     async def progress(task: Task) -> None:
@@ -1103,9 +1095,7 @@ async def test_async_create_and_wait() -> None:
 @pytest.mark.anyio
 async def test_async_ambiguous_create_and_errors() -> None:
     """The async client runs the same ambiguous-create machine and error mapping."""
-    kling = Kling(
-        httpx.ReadTimeout("slow"), ok(task_data(external="j")), err(1102, 429), err(1303, 429), ok([])
-    )
+    kling = Kling(httpx.ReadTimeout("slow"), ok(task_data(external="j")), err(1102, 429), err(1303, 429), ok([]))
     async with make_async(kling) as client:
         task = await client.create_task(T2V, {"prompt": "x", "external_task_id": "j"})
         assert task.external_task_id == "j"

@@ -129,9 +129,10 @@ class Task:
         created_at: creation time (aware, UTC), when given.
         updated_at: last status change (aware, UTC), when given.
         outputs: generated files in Kling's order.
-        charged_units_milli: units deducted from resource packs, exact, in milli-units. ``None`` while
-            unknown (running, or finished without a deduction field); ``0`` for a failed task Kling reports
-            no charge for (Kling documents that failed tasks are never charged) and for a cash-only charge.
+        charged_units_milli: units deducted from resource packs, exact, in milli-units, once the task is
+            terminal. ``None`` while it runs (whatever Kling reports then, e.g. ``"0"``) and when a finished
+            task has no deduction field; ``0`` for a failed task Kling reports no charge for (Kling documents
+            that failed tasks are never charged) and for a cash-only charge.
         charges: every deduction item as reported (unit and cash), exact.
         endpoint: the create path the task belongs to (``/v1/videos/text2video`` ...), when known.
         raw: the decoded JSON object this task was parsed from.
@@ -370,7 +371,10 @@ def parse_task(payload: Mapping[str, Any] | bytes | str, *, endpoint: str | None
             charged = units_to_milli(units, "final_unit_deduction")
         elif cash_charges:
             charged = 0
-    if charged is None and status is TaskStatus.FAILED:
+    if not status.is_terminal:
+        # Kling may send "0" (or a figure) before the task ends; only a terminal task's charge is final.
+        charged = None
+    elif charged is None and status is TaskStatus.FAILED:
         charged = 0
 
     return Task(
