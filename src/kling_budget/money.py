@@ -32,7 +32,7 @@ Number = Decimal | int | str
 
 def parse_decimal(value: Number, what: str) -> Decimal:
     """Parse an exact decimal from an int, a ``Decimal`` or a string; floats are refused."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise InvalidInputError(
             f"{what} must be an exact number (int, Decimal or a string like '1.5'), not {type(value).__name__}"
         )

@@ -22,9 +22,9 @@ __all__ = [
     "WEEKDAYS",
     "Period",
     "Window",
+    "from_micros",
     "parse_weekday",
     "to_micros",
-    "from_micros",
     "window_at",
     "zone",
 ]

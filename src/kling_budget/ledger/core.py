@@ -209,9 +209,7 @@ class Ledger:
         config = self._config
         if config.version == version:
             return config
-        budgets = tuple(
-            budget_from_row(r) for r in conn.fetchall(f"SELECT {_BUDGET_COLUMNS} FROM budgets ORDER BY id")
-        )
+        budgets = tuple(budget_from_row(r) for r in conn.fetchall(f"SELECT {_BUDGET_COLUMNS} FROM budgets ORDER BY id"))
         pack_types = frozenset(r[0] for r in conn.fetchall("SELECT DISTINCT pack_type FROM packs"))
         fresh = _Config(version, budgets, pack_types, set())
         with self._config_lock:
@@ -220,9 +218,7 @@ class Ledger:
 
     @staticmethod
     def _bump_config(conn: Connection) -> None:
-        conn.execute(
-            "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'config_version'"
-        )
+        conn.execute("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'config_version'")
 
     # ----------------------------------------------------------------- budgets
 
@@ -282,9 +278,7 @@ class Ledger:
             row = conn.fetchone(f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE name = ?", (name,))
             if row is None:
                 names = [r[0] for r in conn.fetchall("SELECT name FROM budgets ORDER BY name")]
-                raise ConfigurationError(
-                    f"no budget named {name!r}; existing: {', '.join(names) if names else 'none'}"
-                )
+                raise ConfigurationError(f"no budget named {name!r}; existing: {', '.join(names) if names else 'none'}")
             return budget_from_row(row)
 
         return self.backend.run(tx, write=False)
@@ -367,7 +361,12 @@ class Ledger:
         return Counters(*(int(v) for v in row))
 
     def _ensure_window(
-        self, conn: Connection, config: _Config, budget: Budget, window: Window, created: list[tuple[int, int]]
+        self,
+        conn: Connection,
+        config: _Config,
+        budget: Budget,
+        window: Window,
+        created: list[tuple[int, int]],
     ) -> None:
         """Create the budget's row for ``window`` if missing, initialised from the jobs already in it.
 
@@ -486,7 +485,12 @@ class Ledger:
 
     @staticmethod
     def _store_allocs(
-        conn: Connection, reservation_id: str, allocs: Sequence[_Alloc], *, committed: bool, first_position: int = 0
+        conn: Connection,
+        reservation_id: str,
+        allocs: Sequence[_Alloc],
+        *,
+        committed: bool,
+        first_position: int = 0,
     ) -> None:
         for position, alloc in enumerate(allocs, start=first_position):
             conn.execute(
@@ -814,8 +818,16 @@ class Ledger:
                     "overage_milli = overage_milli + ?, held_nano = held_nano - ?, "
                     "committed_nano = committed_nano + ?, overage_nano = overage_nano + ? "
                     f"WHERE budget_id = ? AND window_start = ? RETURNING {_COUNTER_COLUMNS}",
-                    (held_delta, actual_delta, overage_delta, info.usd_nano, actual_nano, overage_nano,
-                     budget.id, window.start_us),
+                    (
+                        held_delta,
+                        actual_delta,
+                        overage_delta,
+                        info.usd_nano,
+                        actual_nano,
+                        overage_nano,
+                        budget.id,
+                        window.start_us,
+                    ),
                 )
                 if row is None:
                     continue  # window not materialised yet; its first job will fold this commit in
@@ -910,7 +922,11 @@ class Ledger:
             (info.id, info.units_milli, info.usd_nano, at),
         )
         self._bucket(
-            conn, info.attribution, info.pack_type, to_micros(info.reserved_at), held=(-info.units_milli, -info.usd_nano)
+            conn,
+            info.attribution,
+            info.pack_type,
+            to_micros(info.reserved_at),
+            held=(-info.units_milli, -info.usd_nano),
         )
 
     def expire_unsubmitted(self, *, now: datetime | None = None, limit: int = 1000) -> list[str]:
@@ -968,7 +984,8 @@ class Ledger:
         """Alert events not yet delivered, oldest first (the outbox)."""
         rows = self.backend.run(
             lambda conn: conn.fetchall(
-                "SELECT id, payload FROM alert_events WHERE delivered_at IS NULL ORDER BY id LIMIT ?", (limit,)
+                "SELECT id, payload FROM alert_events WHERE delivered_at IS NULL ORDER BY id LIMIT ?",
+                (limit,),
             ),
             write=False,
         )
@@ -1021,7 +1038,12 @@ class Ledger:
         from kling_budget.ledger.queries import usage
 
         return usage(
-            self.backend, start=start, end=end, group_by=group_by, timezone=timezone, week_start=week_start,
+            self.backend,
+            start=start,
+            end=end,
+            group_by=group_by,
+            timezone=timezone,
+            week_start=week_start,
             filters=filters,
         )
 
@@ -1223,8 +1245,17 @@ class Ledger:
 
 def _request_hash(kind: str, units_milli: int, pack: PackType, attribution: Attribution, product: str) -> str:
     text = json.dumps(
-        [kind, units_milli, pack.value, attribution.project, attribution.user, attribution.api_key,
-         attribution.model, list(attribution.tags), product],
+        [
+            kind,
+            units_milli,
+            pack.value,
+            attribution.project,
+            attribution.user,
+            attribution.api_key,
+            attribution.model,
+            list(attribution.tags),
+            product,
+        ],
         separators=(",", ":"),
     )
     return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -68,9 +68,7 @@ def usage(
     zone(timezone)
     time_groups = [g for g in group_by if g in _TIME_GROUPS]
     if "tag" in group_by or "tag" in filters:
-        rows = backend.run(
-            lambda conn: _from_reservations(conn, start, end, group_by, filters), write=False
-        )
+        rows = backend.run(lambda conn: _from_reservations(conn, start, end, group_by, filters), write=False)
     else:
         rows = backend.run(
             lambda conn: _from_buckets(conn, start, end, group_by, filters, bool(time_groups)), write=False
@@ -117,7 +115,7 @@ def _from_buckets(
         f"SUM(held_nano), SUM(jobs) FROM usage_buckets WHERE {' AND '.join(where)}"
         + (f" GROUP BY {group_clause}" if group_clause else "")
     )
-    result = []
+    result: list[tuple[list[tuple[str, str]], int, Sequence[Any]]] = []
     for row in conn.fetchall(sql, params):
         group = list(zip(names, (str(v) for v in row[: len(names)]), strict=True))
         amounts = row[len(names) + 1 :]
@@ -149,12 +147,31 @@ def _from_reservations(
         params,
     )
     wanted_tag = filters.get("tag")
-    result = []
-    for project, user, api_key, model, pack_type, tags, reserved_at, state, units, usd, actual, actual_nano in rows:
+    result: list[tuple[list[tuple[str, str]], int, Sequence[Any]]] = []
+    for (
+        project,
+        user,
+        api_key,
+        model,
+        pack_type,
+        tags,
+        reserved_at,
+        state,
+        units,
+        usd,
+        actual,
+        actual_nano,
+    ) in rows:
         tag_list = [t for t in tags.split(",") if t]
         if wanted_tag is not None and wanted_tag not in tag_list:
             continue
-        values = {"project": project, "user": user, "api_key": api_key, "model": model, "pack_type": pack_type}
+        values = {
+            "project": project,
+            "user": user,
+            "api_key": api_key,
+            "model": model,
+            "pack_type": pack_type,
+        }
         committed = state == "committed"
         amounts = (
             actual if committed else 0,
@@ -169,9 +186,7 @@ def _from_reservations(
     return result
 
 
-def period_bounds(
-    period: str, now: datetime, timezone: str = "UTC", week_start: int = 0
-) -> tuple[datetime, datetime]:
+def period_bounds(period: str, now: datetime, timezone: str = "UTC", week_start: int = 0) -> tuple[datetime, datetime]:
     """``[start, end)`` of the current day/week/month (or ``last-7d``/``last-30d``) in ``timezone``."""
     text = period.strip().lower()
     if text.startswith("last-") and text.endswith("d") and text[5:-1].isdigit():

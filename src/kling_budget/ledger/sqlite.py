@@ -8,6 +8,7 @@ only works for processes on one host: use PostgreSQL to share a ledger between m
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -67,9 +68,7 @@ class SQLiteBackend:
             raise ConfigurationError(f"synchronous must be FULL, EXTRA or NORMAL, got {synchronous!r}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            raw = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
+            raw = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise LedgerUnavailableError(f"cannot open ledger {self.path}: {exc}") from None
         self._lock = threading.RLock()
@@ -175,7 +174,5 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 
 def _rollback(raw: sqlite3.Connection) -> None:
-    try:
+    with contextlib.suppress(sqlite3.Error):
         raw.execute("ROLLBACK")
-    except sqlite3.Error:
-        pass

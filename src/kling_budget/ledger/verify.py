@@ -13,7 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from kling_budget.ledger.backend import Backend, Connection
-from kling_budget.ledger.core import _BUDGET_COLUMNS, _COUNTER_COLUMNS, BUCKET_MICROS, budget_from_row, scope_filter
+from kling_budget.ledger.core import (
+    _BUDGET_COLUMNS,
+    _COUNTER_COLUMNS,
+    BUCKET_MICROS,
+    budget_from_row,
+    scope_filter,
+)
 from kling_budget.ledger.records import VerifyReport
 from kling_budget.windows import Window, from_micros
 
@@ -55,7 +61,15 @@ def _entry_amounts(row: tuple[Any, ...]) -> tuple[int, int, int, int, int, int] 
 
 def _check_reservation(row: tuple[Any, ...]) -> str | None:
     rid, kind, state, units, usd, actual, actual_nano, overage, overage_nano = (
-        row[0], row[1], row[2], row[10], row[11], row[12], row[13], row[14], row[15],
+        row[0],
+        row[1],
+        row[2],
+        row[10],
+        row[11],
+        row[12],
+        row[13],
+        row[14],
+        row[15],
     )
     n, rs_u, rs_d, cm_u, cm_d, rl_u, rl_d, rc_u, rc_d = row[16:25]
     n = n or 0
@@ -128,7 +142,8 @@ def _verify(conn: Connection) -> VerifyReport:
     ):
         if (held, committed) != (alloc_held, alloc_committed):
             problems.append(
-                f"pack {name} ({pack_id}): held/committed {held}/{committed} != allocations {alloc_held}/{alloc_committed}"
+                f"pack {name} ({pack_id}): held/committed {held}/{committed} "
+                f"!= allocations {alloc_held}/{alloc_committed}"
             )
 
     expected_buckets: dict[tuple[Any, ...], list[int]] = {}

@@ -1,0 +1,118 @@
+"""The ``kling-budget`` command line: a thin layer that parses, calls the library and formats.
+
+Exit codes: 0 ok; 1 denied, over budget, or a check failed; 2 bad input (one line on stderr, nothing
+changed). Set ``KLING_BUDGET_DEBUG=1`` to see tracebacks of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from kling_budget.cli._common import EXIT_BAD_INPUT, EXIT_DENIED, AppContext
+from kling_budget.errors import BudgetExceededError, InvalidInputError, KlingBudgetError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--db",
+    envvar="KLING_BUDGET_DB",
+    metavar="URL",
+    help="Ledger: sqlite:///path.db, a file path, or postgresql://user@host/db "
+    "[env KLING_BUDGET_DB; default: ledger.db in the user data directory].",
+)
+@click.option(
+    "--prices",
+    envvar="KLING_BUDGET_PRICES",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Your own price table (TOML) instead of the packaged one [env KLING_BUDGET_PRICES].",
+)
+@click.version_option(package_name="kling-budget")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None, prices: str | None) -> None:
+    """Exact prices, a crash-safe spend ledger and enforced budgets for the Kling AI API.
+
+    \b
+    Example:
+      kling-budget price --model kling-v2-6 --mode pro --duration 10 --sound on
+      kling-budget budget set marketing --project marketing --period monthly --limit-units 1000
+      kling-budget reserve --model kling-v2-6 --mode pro --duration 5 --project marketing
+    """
+    _configure_logging()
+    app = AppContext(db=db, prices=prices)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+def _configure_logging() -> None:
+    """Alerts and warnings from the library go to stderr, one line each."""
+    log = logging.getLogger("kling_budget")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.WARNING)
+        log.propagate = False
+
+
+def _register() -> None:
+    from kling_budget.cli import budget_cmds, demo, ledger_cmds, pricing_cmds
+
+    for module in (pricing_cmds, budget_cmds, ledger_cmds, demo):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+    try:
+        from kling_budget.cli_simulate import simulate
+    except ImportError:  # the simulator needs the server extra
+        pass
+    else:
+        cli.add_command(simulate)
+    try:
+        from kling_budget.cli_db import db  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        cli.add_command(db)
+
+
+_register()
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of the ``kling-budget`` console script."""
+    try:
+        return cli.main(args=argv, prog_name="kling-budget", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _fail(exc.format_message() + hint, EXIT_BAD_INPUT)
+    except click.exceptions.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except BudgetExceededError as exc:
+        _fail(f"denied: {exc}", EXIT_DENIED)
+    except InvalidInputError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    except KlingBudgetError as exc:
+        _fail(str(exc), EXIT_DENIED)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:
+        if os.environ.get("KLING_BUDGET_DEBUG"):
+            raise
+        _fail(f"internal error ({type(exc).__name__}): {exc}; set KLING_BUDGET_DEBUG=1 for details", EXIT_DENIED)
+    return None

@@ -1,0 +1,133 @@
+"""Shared CLI plumbing: global options, output formats, and turning errors into one line + exit code."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from kling_budget.errors import InvalidInputError
+from kling_budget.windows import zone
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+EXIT_DENIED = 1
+EXIT_BAD_INPUT = 2
+
+
+@dataclass
+class AppContext:
+    """What every command needs: where the ledger is, which price file, and a lazily opened tracker."""
+
+    db: str | None
+    prices: str | None
+    _tracker: Any = field(default=None, repr=False)
+
+    def tracker(self) -> Any:
+        """The :class:`~kling_budget.tracker.CostTracker`, opened on first use."""
+        if self._tracker is None:
+            from kling_budget.tracker import CostTracker
+
+            self._tracker = CostTracker(self.db, prices=self.prices)
+        return self._tracker
+
+    def close(self) -> None:
+        """Close the tracker if it was opened."""
+        if self._tracker is not None:
+            self._tracker.close()
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+def json_option(fn: F) -> F:
+    """Add ``--json``: machine-readable output on stdout."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(fn)
+
+
+def console() -> Console:
+    """Rich console on stdout; wide when piped so tables are not truncated."""
+    probe = Console()
+    return Console(highlight=False, width=None if probe.is_terminal else 200)
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as indented JSON; Decimals and datetimes as strings."""
+
+    def default(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return str(value)
+        if isinstance(value, datetime | date):
+            return value.isoformat()
+        raise TypeError(f"cannot serialise {type(value).__name__}")
+
+    click.echo(json.dumps(data, indent=2, default=default))
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A rich table; numbers right-aligned."""
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, justify="right" if _numeric_column(column) else "left")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console().print(table)
+
+
+def _numeric_column(name: str) -> bool:
+    return any(word in name.lower() for word in ("units", "usd", "%", "jobs", "percent", "held", "committed"))
+
+
+def print_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """CSV with a header row on stdout."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if v is None else str(v) for v in row])
+    click.echo(buffer.getvalue(), nl=False)
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+
+
+def parse_ttl(value: str | None) -> timedelta | None:
+    """``90s``, ``10m``, ``2h``, ``1d`` → timedelta."""
+    if value is None:
+        return None
+    match = _DURATION.match(value)
+    if not match:
+        raise InvalidInputError(f"--ttl must look like 90s, 10m, 2h or 1d, got {value!r}")
+    amount, unit = int(match.group(1)), match.group(2)
+    if amount <= 0:
+        raise InvalidInputError("--ttl must be positive")
+    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: amount})
+
+
+def parse_date(value: str, option: str, timezone: str) -> datetime:
+    """``YYYY-MM-DD`` (local midnight in ``timezone``) or an ISO datetime with offset."""
+    tz = zone(timezone)
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            return datetime(day.year, day.month, day.day, tzinfo=tz)
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInputError(f"{option} must be a date like 2026-11-01 or an ISO datetime, got {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+
+
+def split_csv(value: str | None) -> list[str]:
+    """``"a, b,,c"`` → ``["a", "b", "c"]``."""
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
