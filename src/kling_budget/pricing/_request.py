@@ -54,9 +54,7 @@ def quote_kling_request(
     if handler is None:
         raise UnsupportedOptionError(f"cannot price {path!r}; supported paths: {', '.join(SUPPORTED_PATHS)}")
     if not isinstance(body, Mapping):
-        raise UnsupportedOptionError(
-            f"the body of {endpoint} must be a JSON object, got {type(body).__name__}"
-        )
+        raise UnsupportedOptionError(f"the body of {endpoint} must be a JSON object, got {type(body).__name__}")
     return handler(table, body, input_duration)
 
 

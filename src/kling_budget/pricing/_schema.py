@@ -31,9 +31,7 @@ _TOP_KEYS = frozenset(
     {"version", "currency", "description", "effective", "pack_types", "mode_resolution", "products"}
     | {"aliases", "prices"}
 )
-_PRODUCT_KEYS = frozenset(
-    {"pack_type", "default_mode", "default_duration", "default_resolution", "description"}
-)
+_PRODUCT_KEYS = frozenset({"pack_type", "default_mode", "default_duration", "default_resolution", "description"})
 _ROW_KEYS = frozenset(
     {"product", "model", "mode", "resolution", "units", "units_by_mode", "units_by_resolution"}
     | {"sound", "voice_control", "video_input", "image_input", "per", "durations", "min_duration"}
@@ -192,9 +190,7 @@ def parse_table(text: str, file: str) -> TableData:
 
     unknown = sorted(set(doc) - _TOP_KEYS)
     if unknown:
-        where.fail(
-            "", f"unknown top-level key(s) {', '.join(unknown)}; accepted: {', '.join(sorted(_TOP_KEYS))}"
-        )
+        where.fail("", f"unknown top-level key(s) {', '.join(unknown)}; accepted: {', '.join(sorted(_TOP_KEYS))}")
     version = _req_str(doc, "version", "top level", where)
     currency = _req_str(doc, "currency", "top level", where)
     if currency != "USD":
@@ -356,9 +352,7 @@ def _flags(table: Mapping[str, Any], key: str, location: str, where: _Where) -> 
 # --- top-level sections -------------------------------------------------------------------------------
 
 
-def _parse_packs(
-    doc: Mapping[str, Any], where: _Where
-) -> tuple[dict[PackType, Decimal], dict[PackType, int]]:
+def _parse_packs(doc: Mapping[str, Any], where: _Where) -> tuple[dict[PackType, Decimal], dict[PackType, int]]:
     packs = doc.get("pack_types")
     if not isinstance(packs, dict) or not packs:
         where.fail("top level", 'needs a [pack_types] table: list USD per unit, e.g. video = "0.14"')
@@ -410,16 +404,12 @@ def _parse_products(
             where.fail(location, "must be a table")
         unknown = sorted(set(spec) - _PRODUCT_KEYS)
         if unknown:
-            where.fail(
-                location, f"unknown key(s) {', '.join(unknown)}; accepted: {', '.join(sorted(_PRODUCT_KEYS))}"
-            )
+            where.fail(location, f"unknown key(s) {', '.join(unknown)}; accepted: {', '.join(sorted(_PRODUCT_KEYS))}")
         pack_name = _req_str(spec, "pack_type", location, where)
         try:
             pack = PackType(pack_name)
         except ValueError:
-            where.fail(
-                location, f"unknown pack_type {pack_name!r}; accepted: {', '.join(p.value for p in PackType)}"
-            )
+            where.fail(location, f"unknown pack_type {pack_name!r}; accepted: {', '.join(p.value for p in PackType)}")
         if pack not in pack_usd:
             where.fail(location, f"pack_type {pack.value!r} has no list price in [pack_types]")
         mode = _opt_str(spec, "default_mode", location, where)
@@ -562,9 +552,7 @@ def _durations(entry: Mapping[str, Any], location: str, where: _Where) -> tuple[
         or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
         or len(set(value)) != len(value)
     ):
-        where.fail(
-            location, f"durations must be a list of distinct positive integers (seconds), got {value!r}"
-        )
+        where.fail(location, f"durations must be a list of distinct positive integers (seconds), got {value!r}")
     return tuple(sorted(value))
 
 
@@ -585,9 +573,7 @@ def _check_per_fields(
         if durations and has_range:
             where.fail(location, "give durations or min_duration/max_duration, not both")
         if per != "block" and not durations and (min_duration is None or max_duration is None):
-            where.fail(
-                location, f'per = "{per}" needs durations = [...] or both min_duration and max_duration'
-            )
+            where.fail(location, f'per = "{per}" needs durations = [...] or both min_duration and max_duration')
         if min_duration is not None and max_duration is not None and min_duration > max_duration:
             where.fail(location, f"min_duration {min_duration} is above max_duration {max_duration}")
     elif durations or has_range or max_input is not None or default_duration is not None:
@@ -657,10 +643,7 @@ def _overlap(a: PriceRow, b: PriceRow) -> bool:
     low_b, high_b = _span(b)
     if high_a < low_b or high_b < low_a:
         return False
-    return any(
-        a.accepts_seconds(s) and b.accepts_seconds(s)
-        for s in range(max(low_a, low_b), min(high_a, high_b) + 1)
-    )
+    return any(a.accepts_seconds(s) and b.accepts_seconds(s) for s in range(max(low_a, low_b), min(high_a, high_b) + 1))
 
 
 def _span(row: PriceRow) -> tuple[int, int]:
@@ -693,9 +676,7 @@ def _parse_aliases(
         for raw_alias, target in mapping.items():
             alias = normalise_name(raw_alias)
             if not isinstance(target, str) or normalise_name(target) not in known:
-                where.fail(
-                    location, f"alias {raw_alias!r} points to {target!r}, which is not a priced model here"
-                )
+                where.fail(location, f"alias {raw_alias!r} points to {target!r}, which is not a priced model here")
             if alias in known:
                 where.fail(location, f"alias {raw_alias!r} shadows a priced model of the same name")
             scoped[alias] = normalise_name(target)

@@ -249,10 +249,7 @@ class PriceTable:
                 else " (Kling prices effects per template; add [[prices]] rows with"
                 ' product = "effects" to your own price file)'
             )
-            return (
-                f"video effect {name!r} is not priced in price table {self.version}; "
-                f"priced effects: {priced}{hint}"
-            )
+            return f"video effect {name!r} is not priced in price table {self.version}; priced effects: {priced}{hint}"
         if not models:
             return f"unknown model {name!r}; no model is priced for {product} in price table {self.version}"
         message = f"unknown model {name!r}; accepted for {product}: {', '.join(models)}"
@@ -264,9 +261,7 @@ class PriceTable:
     def _product(self, product: str) -> str:
         name = normalise_name(product) if isinstance(product, str) else product
         if name not in self._data.products:
-            raise UnsupportedOptionError(
-                f"unknown product {product!r}; accepted: {', '.join(self._data.products)}"
-            )
+            raise UnsupportedOptionError(f"unknown product {product!r}; accepted: {', '.join(self._data.products)}")
         return name
 
     # --- quoting ------------------------------------------------------------------------------------
@@ -361,12 +356,9 @@ class PriceTable:
         params.update(sound=key[1], voice_control=key[2], video_input=key[3], image_input=key[4], n=n)
         notes: list[str] = []
         row = rows[0]
-        per = row.per
-        if per in ("second", "clip", "block"):
+        if row.per in ("second", "clip", "block"):
             if n != 1:
-                raise UnsupportedOptionError(
-                    f"n applies only to per-image products; {group.subject} got n={n}"
-                )
+                raise UnsupportedOptionError(f"n applies only to per-image products; {group.subject} got n={n}")
             suffix = ""
             if duration is None:
                 if group.default_duration is not None and not length_from_input:
@@ -378,9 +370,7 @@ class PriceTable:
                         f"priced the longest accepted input, {duration} s"
                     )
                 else:
-                    raise UnsupportedOptionError(
-                        f"{group.subject} is priced by length; give a duration in seconds"
-                    )
+                    raise UnsupportedOptionError(f"{group.subject} is priced by length; give a duration in seconds")
             seconds, exact = _seconds(duration)
             for candidate in rows:
                 if candidate.accepts_seconds(seconds):
@@ -388,13 +378,12 @@ class PriceTable:
                     break
             else:
                 accepted = ", ".join(dict.fromkeys(r.durations_text() for r in rows))
-                raise UnsupportedOptionError(
-                    f"{row.label} is priced for durations {accepted} s; got {duration!s}"
-                )
+                raise UnsupportedOptionError(f"{row.label} is priced for durations {accepted} s; got {duration!s}")
             if exact != seconds:
-                suffix = "" if per == "block" else f" ({exact} s rounded up)"
+                suffix = "" if row.per == "block" else f" ({exact} s rounded up)"
                 params["duration_requested"] = str(exact)
             params["duration"] = seconds
+            per = row.per
             if per == "second":
                 units = row.units_milli * seconds
                 label = f"{row.label}: {row.units_text} U/s × {seconds} s{suffix}"
@@ -412,7 +401,7 @@ class PriceTable:
             if assumed_note:
                 notes.append(assumed_note)
                 params["duration_assumed"] = True
-        elif per == "image":
+        elif row.per == "image":
             if not 1 <= n <= row.max_n:
                 accepted = "1" if row.max_n == 1 else f"1-{row.max_n}"
                 raise UnsupportedOptionError(f"{group.subject} is priced for n {accepted} images; got n={n}")
@@ -420,9 +409,7 @@ class PriceTable:
             label = f"{row.label}: {row.units_text} U/image × {n} image{'s' if n != 1 else ''}"
         else:
             if n != 1:
-                raise UnsupportedOptionError(
-                    f"n applies only to per-image products; {group.subject} got n={n}"
-                )
+                raise UnsupportedOptionError(f"n applies only to per-image products; {group.subject} got n={n}")
             units = row.units_milli
             label = f"{row.label}: {row.units_text} U per call"
 
@@ -440,9 +427,7 @@ class PriceTable:
             effective=row.effective,
         )
 
-    def _axis_value(
-        self, group: _Group, mode: str | None, resolution: str | None
-    ) -> tuple[str, str | None, bool]:
+    def _axis_value(self, group: _Group, mode: str | None, resolution: str | None) -> tuple[str, str | None, bool]:
         """(mode or resolution value to look up, mode to report, whether a default was applied)."""
         m = _option(mode, "mode")
         r = _option(resolution, "resolution")
@@ -457,13 +442,10 @@ class PriceTable:
                 implied = self._resolution_mode.get(r)
                 if implied not in group.axis_values:
                     raise UnsupportedOptionError(
-                        f"{group.subject} is priced by mode ({values}); "
-                        f"resolution {resolution!r} maps to none of them"
+                        f"{group.subject} is priced by mode ({values}); resolution {resolution!r} maps to none of them"
                     )
                 if m is not None and m != implied:
-                    raise UnsupportedOptionError(
-                        f"mode {mode!r} contradicts resolution {resolution!r} ({implied})"
-                    )
+                    raise UnsupportedOptionError(f"mode {mode!r} contradicts resolution {resolution!r} ({implied})")
                 m = implied
             if m is None:
                 if group.default_axis is None:
@@ -480,18 +462,14 @@ class PriceTable:
                     f"{group.subject} is priced for resolutions {values} (modes {modes}); got mode {mode!r}"
                 )
             if r is not None and r != implied:
-                raise UnsupportedOptionError(
-                    f"mode {mode!r} ({implied}) contradicts resolution {resolution!r}"
-                )
+                raise UnsupportedOptionError(f"mode {mode!r} ({implied}) contradicts resolution {resolution!r}")
             return implied, m, False
         if r is None:
             if group.default_axis is None:
                 raise UnsupportedOptionError(f"{group.subject} needs a resolution: {values}")
             return group.default_axis, None, True
         if r not in group.axis_values:
-            raise UnsupportedOptionError(
-                f"{group.subject} is priced for resolutions {values}; got {resolution!r}"
-            )
+            raise UnsupportedOptionError(f"{group.subject} is priced for resolutions {values}; got {resolution!r}")
         return r, None, False
 
     def __repr__(self) -> str:
@@ -549,15 +527,12 @@ def _seconds(value: int | str | Decimal) -> tuple[int, int | Decimal]:
             try:
                 exact = Decimal(text)
             except InvalidOperation:
-                raise UnsupportedOptionError(
-                    f"duration must be seconds like '5' or '5.5', got {value!r}"
-                ) from None
+                raise UnsupportedOptionError(f"duration must be seconds like '5' or '5.5', got {value!r}") from None
     elif isinstance(value, Decimal):
         exact = value
     else:
         raise UnsupportedOptionError(
-            "duration must be an int, a string like '5' or a Decimal (never a float), "
-            f"got {type(value).__name__}"
+            f"duration must be an int, a string like '5' or a Decimal (never a float), got {type(value).__name__}"
         )
     if isinstance(exact, Decimal):
         if not exact.is_finite():
