@@ -85,6 +85,7 @@ def usage(
     return [
         UsageRow(dict(key), committed_milli=t[0], held_milli=t[1], committed_nano=t[2], held_nano=t[3], jobs=t[4])
         for key, t in sorted(totals.items())
+        if any(t)  # groups whose jobs were all released show nothing
     ]
 
 
