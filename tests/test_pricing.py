@@ -444,12 +444,12 @@ ERRORS = [
     (
         dict(model="kling-v2-6", mode="pro", voice_control=True),
         UnsupportedOptionError,
-        "not priced for pro + voice control; priced variants: std; pro; pro + native audio;",
+        "kling-v2-6 with voice control is priced only with native audio",
     ),
     (
         dict(model="kling-v3-omni", sound=True, video_input=True),
         UnsupportedOptionError,
-        "kling-v3-omni is not priced for 1080p + native audio + video input",
+        "kling-v3-omni with video input is priced only without native audio",
     ),
     (
         dict(model="kling-v3", resolution="4k", sound=True, voice_control=True),
@@ -692,3 +692,21 @@ def test_empty_price_list_is_refused(tmp_path):
     text = MINIMAL.split("[[prices]]")[0]
     with pytest.raises(PriceTableError, match=r"needs at least one \[\[prices\]\] entry"):
         PriceTable.load(write(tmp_path, text))
+
+
+def test_clashing_features_list_priced_variants():
+    """When no single feature change helps, the error lists every priced variant."""
+    text = MINIMAL.split("[[prices]]")[0] + (
+        '[[prices]]\nproduct = "video"\nmodel = "m"\nsound = "native"\nvoice_control = true\n'
+        'units = "1"\nper = "second"\ndurations = [5]\nsource = "s"\n'
+        '[[prices]]\nproduct = "video"\nmodel = "m"\nvideo_input = true\nimage_input = true\n'
+        'units = "1"\nper = "second"\ndurations = [5]\nsource = "s"\n'
+    )
+    text = text.replace('"my-model-1.0" = "my-model"', '"m-1" = "m"')
+    table = PriceTable.loads(text)
+    with pytest.raises(UnsupportedOptionError) as info:
+        table.quote("m", sound=True, video_input=True)
+    assert str(info.value) == (
+        "m is not priced for native audio + video input; "
+        "priced variants: native audio + voice control; video input + image input"
+    )

@@ -546,25 +546,36 @@ def _seconds(value: int | str | Decimal) -> tuple[int, int | Decimal]:
     return int(exact.to_integral_value(rounding=ROUND_CEILING)), exact.normalize()
 
 
-def _describe(group: _Group, key: _Key) -> str:
+def _on(key: _Key) -> tuple[bool, bool, bool, bool]:
+    return (key[1] == "native", key[2], key[3], key[4])
+
+
+def _describe(key: _Key) -> str:
     parts = [key[0]] if key[0] else []
-    parts += [text for on, text in zip((key[1] == "native", *key[2:]), _FEATURES, strict=True) if on]
+    parts += [text for on, text in zip(_on(key), _FEATURES, strict=True) if on]
     return " + ".join(parts) or "no extras"
 
 
 def _explain(group: _Group, key: _Key, axis_defaulted: bool) -> str:
     """One line saying why no row matches ``key`` and what is priced instead."""
     keys = list(group.rows)
-    for index, feature in enumerate(_FEATURES, start=1):
-        if key[index] not in {k[index] for k in keys}:
-            on = key[index] == "native" if index == 1 else bool(key[index])
-            return f"{group.subject} is not priced {'with' if on else 'without'} {feature}"
-    same_features = [k[0] for k in keys if k[1:] == key[1:]]
+    wanted = _on(key)
+    for index, feature in enumerate(_FEATURES):
+        if wanted[index] not in {_on(k)[index] for k in keys}:
+            return f"{group.subject} is not priced {'with' if wanted[index] else 'without'} {feature}"
+    same_features = [k[0] for k in keys if _on(k) == wanted]
     if same_features:
-        features = [text for on, text in zip((key[1] == "native", *key[2:]), _FEATURES, strict=True) if on]
+        features = [text for on, text in zip(wanted, _FEATURES, strict=True) if on]
         with_text = f" with {' + '.join(features)}" if features else ""
-        axis = "mode" if group.axis == "mode" else "resolution"
         got = key[0] + (" (the default)" if axis_defaulted else "")
-        return f"{group.subject}{with_text} is priced only for {axis} {', '.join(same_features)}; got {got}"
-    priced = "; ".join(_describe(group, k) for k in keys)
-    return f"{group.subject} is not priced for {_describe(group, key)}; priced variants: {priced}"
+        return f"{group.subject}{with_text} is priced only for {group.axis} {', '.join(same_features)}; got {got}"
+    # The features clash with each other: name one feature whose flip would make the others priced.
+    for index, feature in enumerate(_FEATURES):
+        others = [i for i in range(len(_FEATURES)) if i != index]
+        if any(all(_on(k)[i] == wanted[i] for i in others) for k in keys):
+            kept = [_FEATURES[i] for i in others if wanted[i]]
+            with_text = f" with {' + '.join(kept)}" if kept else ""
+            needed = "with" if not wanted[index] else "without"
+            return f"{group.subject}{with_text} is priced only {needed} {feature}"
+    priced = "; ".join(_describe(k) for k in keys)
+    return f"{group.subject} is not priced for {_describe(key)}; priced variants: {priced}"
