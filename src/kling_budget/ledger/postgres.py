@@ -1,0 +1,420 @@
+"""PostgreSQL ledger backend: a ledger shared by processes on many hosts.
+
+Write transactions run at READ COMMITTED: each budget window is charged with one conditional ``UPDATE``,
+which re-checks its ``WHERE`` against the newest row version after waiting for a concurrent writer, so
+admission is exact without ``SERIALIZABLE`` and its retries. Read transactions run at REPEATABLE READ READ
+ONLY, so a multi-statement read (``verify``, status) sees one snapshot. ``synchronous_commit`` is forced on
+for every connection: an acknowledged reservation is what lets a job be submitted, so it must survive a
+server crash.
+
+Retries, bounded: serialization failures and deadlocks (40001, 40P01); a unique violation (23505), which
+at READ COMMITTED means a concurrent call inserted the same key between our check and our insert, so the
+re-run reads the winner's row; and a connection lost *before* COMMIT was sent (the server rolled the
+transaction back). A connection lost *during* COMMIT is in doubt: the transaction id taken at BEGIN is
+looked up with ``pg_xact_status`` on a new connection, and the transaction is re-run only if it is known
+to have aborted. Anything else that stops the ledger from answering in time raises
+:class:`LedgerUnavailableError` (fail closed).
+
+URL: ``postgresql://user[:password]@host[:port]/dbname[?param=value...]``. Every libpq parameter is
+passed through; kling-budget reads and removes ``timeout`` (seconds to wait for a connection or a lock,
+default 10), ``pool_min`` (default 1) and ``pool_max`` (default 10).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from functools import lru_cache, partial
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from kling_budget.errors import ConfigurationError, LedgerUnavailableError
+from kling_budget.ledger.backend import Connection, Row, T
+from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS, Migration, statements_for
+
+__all__ = ["PostgresBackend", "translate"]
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_POOL_MIN = 1
+DEFAULT_POOL_MAX = 10
+MAX_CONFLICT_RETRIES = 10  # 40001 / 40P01
+MAX_DUPLICATE_RETRIES = 3  # 23505: a concurrent insert of the same key won
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000  # a client stuck mid-transaction must not hold budget rows forever
+
+_OWN_OPTIONS = ("timeout", "pool_min", "pool_max")
+_SECRET_OPTIONS = ("password", "sslpassword")
+_RETRY_STATES = frozenset({"40001", "40P01"})
+_DUPLICATE_STATE = "23505"
+_LOCKED_STATES = frozenset({"55P03", "57014"})  # lock_timeout, statement timeout / cancel
+_WRITE_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_current_xact_id()::text"
+_READ_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+_MIGRATION_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtextextended('kling_budget.migrate:' || COALESCE(current_schema(), ''), 0))"
+)
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=2048)
+def translate(sql: str) -> str:
+    """Rewrite the ledger's ``?`` placeholders for psycopg: ``?`` → ``%s`` and a literal ``%`` → ``%%``.
+
+    The ledger's SQL never has ``?`` inside a string literal; LIKE patterns are passed as parameters.
+    """
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _PgConnection:
+    """The :class:`Connection` the ledger's functions see: one psycopg cursor inside one transaction."""
+
+    dialect = "postgresql"
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self._cursor = raw.cursor()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cursor = self._cursor
+        cursor.execute(translate(sql), tuple(params))
+        return cursor.rowcount
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        cursor = self._cursor
+        cursor.execute(translate(sql), tuple(params))
+        return cursor.fetchone()
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        cursor = self._cursor
+        cursor.execute(translate(sql), tuple(params))
+        return cursor.fetchall()
+
+
+class _Lost(Exception):
+    """The connection broke. ``xid`` is set when it broke after a write transaction sent COMMIT (in
+    doubt); ``result`` is then what ``fn`` returned, valid if that transaction committed."""
+
+    def __init__(self, reason: str, *, xid: str | None = None, result: Any = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.xid = xid
+        self.result = result
+
+
+class PostgresBackend:
+    """A ledger in a PostgreSQL database (or schema), shared by every process that opens the same URL.
+
+    Thread-safe: each transaction borrows its own connection from a ``psycopg_pool.ConnectionPool``.
+
+    Args:
+        url: ``postgresql://user@host:port/dbname`` (see the module docstring for options).
+        timeout: seconds to wait for a connection or a row lock before the ledger is reported unavailable;
+            overrides the URL's ``timeout``.
+        pool_min, pool_max: connection pool size; override the URL's options.
+        migrate: apply pending schema migrations on open (as :class:`SQLiteBackend` does).
+    """
+
+    dialect = "postgresql"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float | None = None,
+        pool_min: int | None = None,
+        pool_max: int | None = None,
+        migrate: bool = True,
+    ) -> None:
+        conninfo, options, self.display_url, self._password = _parse_url(url)
+        self._timeout = float(timeout if timeout is not None else _option(options, "timeout", DEFAULT_TIMEOUT_SECONDS))
+        low = int(pool_min if pool_min is not None else _option(options, "pool_min", DEFAULT_POOL_MIN))
+        high = int(pool_max if pool_max is not None else _option(options, "pool_max", DEFAULT_POOL_MAX))
+        if self._timeout <= 0:
+            raise ConfigurationError("the PostgreSQL ledger timeout must be positive")
+        if low < 0 or high < max(1, low):
+            raise ConfigurationError("the PostgreSQL pool needs 0 <= pool_min <= pool_max and pool_max >= 1")
+        self._conninfo = conninfo
+        self._closed = False
+        self._check_lock = threading.Lock()
+        # One direct connection first: its error says why (refused, auth, no such database), where a
+        # pool would only time out.
+        self._connect_once()
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            conninfo,
+            min_size=low,
+            max_size=high,
+            kwargs={"autocommit": True},
+            configure=self._configure,
+            open=False,
+            timeout=self._timeout,
+            name="kling-budget",
+        )
+        self._pool.open(wait=False)
+        if migrate:
+            try:
+                self.upgrade()
+            except BaseException:
+                self.close()
+                raise
+
+    # ----------------------------------------------------------------- connections
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(
+            "SELECT set_config('synchronous_commit', 'on', false), set_config('lock_timeout', %s, false), "
+            "set_config('idle_in_transaction_session_timeout', %s, false)",
+            (str(max(1, int(self._timeout * 1000))), str(IDLE_IN_TRANSACTION_TIMEOUT_MS)),
+        )
+
+    def _connect_once(self) -> None:
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=max(2, int(self._timeout)))
+        except psycopg.Error as exc:
+            raise LedgerUnavailableError(f"cannot connect to ledger {self.display_url}: {self._reason(exc)}") from None
+        conn.close()
+
+    def _reason(self, exc: BaseException) -> str:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if self._password:
+            text = text.replace(self._password, "***")
+        return text[:300]
+
+    def _getconn(self, deadline: float) -> psycopg.Connection[Any]:
+        if self._closed:
+            raise LedgerUnavailableError(f"ledger {self.display_url} is closed")
+        try:
+            return self._pool.getconn(timeout=max(0.05, deadline - time.monotonic()))
+        except PoolTimeout:
+            raise LedgerUnavailableError(
+                f"ledger {self.display_url} is unreachable (no connection within {self._timeout:g} s)"
+            ) from None
+        except psycopg.Error as exc:
+            raise LedgerUnavailableError(f"ledger {self.display_url} is unreachable: {self._reason(exc)}") from None
+
+    def _putconn(self, conn: psycopg.Connection[Any]) -> None:
+        try:
+            self._pool.putconn(conn)
+        except Exception:  # the pool is closing; the connection goes with it
+            conn.close()
+
+    def _drop_dead_connections(self) -> None:
+        # After one broken connection (server restart, network cut) its idle siblings are likely dead too.
+        if self._check_lock.acquire(blocking=False):
+            try:
+                self._pool.check()
+            except Exception:
+                pass
+            finally:
+                self._check_lock.release()
+
+    # ----------------------------------------------------------------- transactions
+
+    def run(self, fn: Callable[[Connection], T], *, write: bool = True) -> T:
+        """Run ``fn`` in one transaction (READ COMMITTED to write, REPEATABLE READ READ ONLY to read).
+
+        Retries serialization failures, deadlocks, duplicate-key races and connections lost before
+        COMMIT; resolves a connection lost during COMMIT with ``pg_xact_status``.
+        """
+        deadline = time.monotonic() + self._timeout
+        conflicts = duplicates = lost = 0
+        while True:
+            conn = self._getconn(deadline)
+            try:
+                return self._attempt(conn, fn, write)
+            except _Lost as exc:
+                self._putconn(conn)
+                self._drop_dead_connections()
+                if exc.xid is not None:
+                    status = self._xact_status(exc.xid, deadline)
+                    if status == "committed":
+                        result: T = exc.result
+                        return result
+                    if status != "aborted":
+                        raise LedgerUnavailableError(
+                            f"lost the connection to ledger {self.display_url} during COMMIT and could not "
+                            "learn whether it committed; retry the operation with the same key"
+                        ) from None
+                lost += 1
+                if time.monotonic() >= deadline:
+                    raise LedgerUnavailableError(f"ledger {self.display_url} is unreachable: {exc.reason}") from None
+                time.sleep(min(0.05 * lost, 0.5, max(0.0, deadline - time.monotonic())))
+            except psycopg.Error as exc:
+                self._putconn(conn)
+                state = exc.sqlstate or ""
+                if state in _RETRY_STATES and conflicts < MAX_CONFLICT_RETRIES:
+                    conflicts += 1
+                    time.sleep(random.uniform(0, 0.002 * conflicts))
+                    continue
+                if state == _DUPLICATE_STATE and duplicates < MAX_DUPLICATE_RETRIES:
+                    duplicates += 1
+                    continue
+                if state in _RETRY_STATES:
+                    raise LedgerUnavailableError(
+                        f"ledger {self.display_url}: gave up after {conflicts} retries ({self._reason(exc)})"
+                    ) from None
+                if state in _LOCKED_STATES:
+                    raise LedgerUnavailableError(
+                        f"ledger {self.display_url} is locked by another writer (waited {self._timeout:g} s)"
+                    ) from None
+                raise
+            except BaseException:
+                self._putconn(conn)
+                raise
+
+    def _attempt(self, conn: psycopg.Connection[Any], fn: Callable[[Connection], T], write: bool) -> T:
+        """One try; returns the connection to the pool itself only on success."""
+        xid = ""
+        try:
+            if write:
+                cursor = conn.execute(_WRITE_BEGIN)
+                cursor.nextset()
+                row = cursor.fetchone()
+                xid = str(row[0]) if row else ""
+            else:
+                conn.execute(_READ_BEGIN)
+            result = fn(_PgConnection(conn))
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed:
+                raise _Lost(self._reason(exc)) from None
+            _rollback(conn)
+            raise
+        except BaseException:
+            if not (conn.broken or conn.closed):
+                _rollback(conn)
+            raise
+        try:
+            conn.execute("COMMIT")
+        except psycopg.Error as exc:
+            if not (conn.broken or conn.closed):
+                _rollback(conn)
+                raise
+            if not write:
+                self._putconn(conn)
+                return result  # nothing to lose: the reads are done
+            raise _Lost(self._reason(exc), xid=xid, result=result) from None
+        except BaseException:
+            conn.close()  # interrupted mid-COMMIT: never reuse a connection in an unknown state
+            raise
+        self._putconn(conn)
+        return result
+
+    def _xact_status(self, xid: str, deadline: float) -> str | None:
+        """``committed``, ``aborted``, or ``None`` when it cannot be learned before ``deadline``."""
+        if not xid:
+            return None
+        while True:
+            try:
+                conn = self._pool.getconn(timeout=max(0.05, deadline - time.monotonic()))
+            except psycopg.Error:
+                return None
+            try:
+                row = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()
+                status = row[0] if row else None
+            except psycopg.Error:
+                status = "unreachable"
+            finally:
+                self._putconn(conn)
+            if status in ("committed", "aborted"):
+                return str(status)
+            if status not in ("in progress", "unreachable") or time.monotonic() >= deadline:
+                return None
+            if status == "unreachable":
+                self._drop_dead_connections()
+            # "in progress": the server has not yet noticed the cut connection; it will commit or abort.
+            time.sleep(0.02)
+
+    # ----------------------------------------------------------------- schema
+
+    def schema_version(self) -> int:
+        """The highest applied migration, 0 for an empty database or schema."""
+
+        def read(conn: Connection) -> int:
+            exists = conn.fetchone("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            if not exists or not exists[0]:
+                return 0
+            row = conn.fetchone("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            return int(row[0]) if row else 0
+
+        return self.run(read, write=False)
+
+    def upgrade(self) -> list[int]:
+        """Apply every pending migration, each in its own transaction under an advisory lock, so that
+        several processes opening an empty database at once apply each migration exactly once."""
+        current = self.schema_version()
+        if current > LATEST_VERSION:
+            raise LedgerUnavailableError(
+                f"ledger {self.display_url} has schema version {current}, newer than this kling-budget "
+                f"({LATEST_VERSION}); upgrade kling-budget"
+            )
+        applied: list[int] = []
+        for migration in MIGRATIONS:
+            if migration.version > current and self.run(partial(_apply, migration=migration)):
+                applied.append(migration.version)
+        return applied
+
+    def close(self) -> None:
+        """Close the pool and its connections."""
+        if not self._closed:
+            self._closed = True
+            self._pool.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend({self.display_url!r})"
+
+
+def _apply(conn: Connection, *, migration: Migration) -> bool:
+    conn.execute(_MIGRATION_LOCK)
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+    )
+    if conn.fetchone("SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)):
+        return False  # another process applied it while we waited for the lock
+    for statement in statements_for(migration, "postgresql"):
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+        (migration.version, migration.name, int(time.time())),
+    )
+    return True
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except psycopg.Error:
+        conn.close()
+
+
+def _parse_url(url: str) -> tuple[str, dict[str, str], str, str]:
+    """(libpq conninfo, kling-budget options, URL safe to print, password or '')."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    if scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
+        raise ConfigurationError(f"not a PostgreSQL URL (scheme {scheme!r}); use postgresql://user@host/dbname")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = {k: v for k, v in query if k in _OWN_OPTIONS}
+    passthrough = [(k, v) for k, v in query if k not in _OWN_OPTIONS]
+    password = parts.password or next((v for k, v in passthrough if k == "password"), "")
+    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(passthrough), ""))
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = (f"{parts.username}@" if parts.username else "") + host + (f":{parts.port}" if parts.port else "")
+    shown = [(k, v) for k, v in passthrough if k not in _SECRET_OPTIONS]
+    display = urlunsplit(("postgresql", netloc, parts.path, urlencode(shown), ""))
+    return conninfo, options, display, password
+
+
+def _option(options: dict[str, str], name: str, default: float) -> float:
+    if name not in options:
+        return default
+    try:
+        return float(options[name])
+    except ValueError:
+        raise ConfigurationError(f"ledger URL option {name}={options[name]!r} is not a number") from None
