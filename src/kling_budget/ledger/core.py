@@ -38,6 +38,7 @@ from kling_budget.errors import (
     ReservationResolvedError,
 )
 from kling_budget.ledger.backend import Backend, Connection, Row
+from kling_budget.ledger.locks import for_update, lock_config, lock_window, skip_locked
 from kling_budget.ledger.records import Pack, ReservationInfo, ReservationState, UsageRow, VerifyReport
 from kling_budget.money import format_units, format_usd, milli_to_units, nano_to_usd, usd_nano_for_units
 from kling_budget.types import AlertEvent, AlertKind, Attribution, Denial, PackType
@@ -204,6 +205,7 @@ class Ledger:
     # ----------------------------------------------------------------- configuration cache
 
     def _load_config(self, conn: Connection) -> _Config:
+        lock_config(conn, exclusive=False)  # dialect hook: see ledger/locks.py
         row = conn.fetchone("SELECT value FROM meta WHERE key = 'config_version'")
         version = row[0] if row else ""
         config = self._config
@@ -231,6 +233,7 @@ class Ledger:
         at = to_micros(now or self.now())
 
         def tx(conn: Connection) -> Budget:
+            lock_config(conn, exclusive=True)  # dialect hook: see ledger/locks.py
             row = conn.fetchone(f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE name = ?", (budget.name,))
             values = (
                 budget.scope.project,
@@ -294,6 +297,7 @@ class Ledger:
         """Delete a budget and its window counters (the entries, and so the spend history, stay)."""
 
         def tx(conn: Connection) -> None:
+            lock_config(conn, exclusive=True)  # dialect hook: see ledger/locks.py
             row = conn.fetchone("SELECT id FROM budgets WHERE name = ?", (name,))
             if row is None:
                 raise ConfigurationError(f"no budget named {name!r}")
@@ -376,6 +380,12 @@ class Ledger:
         key = (budget.id, window.start_us)
         if key in config.known_windows:
             return
+        if conn.fetchone(
+            "SELECT 1 FROM budget_windows WHERE budget_id = ? AND window_start = ?", (budget.id, window.start_us)
+        ):
+            created.append(key)
+            return
+        lock_window(conn, budget.id, window.start_us, exclusive=True)  # dialect hook: see ledger/locks.py
         select, params = self._fold_select(budget, window)
         conn.execute(
             f"INSERT INTO budget_windows (budget_id, window_start, window_end, {_COUNTER_COLUMNS}) "
@@ -397,6 +407,7 @@ class Ledger:
         at = to_micros(now or self.now())
 
         def tx(conn: Connection) -> Pack:
+            lock_config(conn, exclusive=True)  # dialect hook: see ledger/locks.py
             if conn.fetchone("SELECT 1 FROM packs WHERE name = ?", (pack.name,)):
                 raise ConfigurationError(f"a pack named {pack.name!r} already exists")
             conn.execute(
@@ -425,6 +436,7 @@ class Ledger:
         """Remove a pack nothing was drawn from (otherwise it stays, for the record)."""
 
         def tx(conn: Connection) -> None:
+            lock_config(conn, exclusive=True)  # dialect hook: see ledger/locks.py
             row = conn.fetchone("SELECT id FROM packs WHERE name = ?", (name,))
             if row is None:
                 raise ConfigurationError(f"no pack named {name!r}")
@@ -762,7 +774,7 @@ class Ledger:
         """
 
         def tx(conn: Connection) -> ReservationInfo:
-            info = self._require(conn, key)
+            info = self._require(conn, key, lock=True)
             if info.state is ReservationState.HELD or info.state is ReservationState.SUBMITTED:
                 conn.execute(
                     "UPDATE reservations SET state = 'submitted', task_id = COALESCE(?, task_id) WHERE id = ?",
@@ -792,7 +804,7 @@ class Ledger:
         at = to_micros(at_dt)
 
         def tx(conn: Connection) -> ReservationInfo:
-            info = self._require(conn, key)
+            info = self._require(conn, key, lock=True)
             actual = info.units_milli if units_milli is None else units_milli
             if info.state is ReservationState.COMMITTED:
                 if info.kind == "reserve" and info.actual_milli == actual:
@@ -813,7 +825,7 @@ class Ledger:
                 held_delta = budget.units_delta(info.pack_type, info.units_milli)
                 actual_delta = budget.units_delta(info.pack_type, actual)
                 overage_delta = budget.units_delta(info.pack_type, overage)
-                row = conn.fetchone(
+                update = (
                     "UPDATE budget_windows SET held_milli = held_milli - ?, committed_milli = committed_milli + ?, "
                     "overage_milli = overage_milli + ?, held_nano = held_nano - ?, "
                     "committed_nano = committed_nano + ?, overage_nano = overage_nano + ? "
@@ -829,6 +841,9 @@ class Ledger:
                         window.start_us,
                     ),
                 )
+                row = conn.fetchone(*update)
+                if row is None and lock_window(conn, budget.id, window.start_us, exclusive=False):
+                    row = conn.fetchone(*update)  # dialect hook: a concurrent creation is now committed or not
                 if row is None:
                     continue  # window not materialised yet; its first job will fold this commit in
                 after = Counters(*row)
@@ -883,7 +898,7 @@ class Ledger:
         at = to_micros(now or self.now())
 
         def tx(conn: Connection) -> ReservationInfo:
-            info = self._require(conn, key)
+            info = self._require(conn, key, lock=True)
             if info.state is ReservationState.RELEASED:
                 return replace(info, replayed=True)
             if not info.state.is_open:
@@ -897,19 +912,22 @@ class Ledger:
         return self.backend.run(tx)
 
     def _release_in(self, conn: Connection, config: _Config, info: ReservationInfo, at: int, reason: str) -> None:
-        for budget in self._matching(config, info.attribution):
-            window = budget.window(info.reserved_at)
-            held_delta = budget.units_delta(info.pack_type, info.units_milli)
-            conn.execute(
-                "UPDATE budget_windows SET held_milli = held_milli - ?, held_nano = held_nano - ? "
-                "WHERE budget_id = ? AND window_start = ?",
-                (held_delta, info.usd_nano, budget.id, window.start_us),
-            )
+        # Packs before budget windows: the lock order of reserve and commit (see ledger/locks.py).
         for pack_id, held in conn.fetchall(
             "SELECT pack_id, held_milli FROM allocations WHERE reservation_id = ? AND pack_id IS NOT NULL",
             (info.id,),
         ):
             conn.execute("UPDATE packs SET held_milli = held_milli - ? WHERE id = ?", (held, pack_id))
+        for budget in self._matching(config, info.attribution):
+            window = budget.window(info.reserved_at)
+            held_delta = budget.units_delta(info.pack_type, info.units_milli)
+            update = (
+                "UPDATE budget_windows SET held_milli = held_milli - ?, held_nano = held_nano - ? "
+                "WHERE budget_id = ? AND window_start = ?",
+                (held_delta, info.usd_nano, budget.id, window.start_us),
+            )
+            if not conn.execute(*update) and lock_window(conn, budget.id, window.start_us, exclusive=False):
+                conn.execute(*update)  # dialect hook: a concurrent creation is now committed or not
         detail = dict(info.detail)
         if reason:
             detail["release_reason"] = reason
@@ -940,7 +958,7 @@ class Ledger:
         def tx(conn: Connection) -> list[str]:
             rows = conn.fetchall(
                 "SELECT id FROM reservations WHERE state = 'held' AND expires_at IS NOT NULL AND expires_at <= ? "
-                "ORDER BY reserved_at LIMIT ?",
+                f"ORDER BY reserved_at, id LIMIT ?{skip_locked(conn)}",  # dialect hook: see ledger/locks.py
                 (at, limit),
             )
             config = self._load_config(conn)
@@ -1221,12 +1239,13 @@ class Ledger:
         return stored
 
     @staticmethod
-    def _fetch(conn: Connection, key: str) -> ReservationInfo | None:
-        row = conn.fetchone(f"SELECT {_RES_COLUMNS} FROM reservations WHERE id = ?", (key,))
+    def _fetch(conn: Connection, key: str, *, lock: bool = False) -> ReservationInfo | None:
+        lock_sql = for_update(conn) if lock else ""  # dialect hook: see ledger/locks.py
+        row = conn.fetchone(f"SELECT {_RES_COLUMNS} FROM reservations WHERE id = ?{lock_sql}", (key,))
         return None if row is None else _info_from_row(row)
 
-    def _require(self, conn: Connection, key: str) -> ReservationInfo:
-        info = self._fetch(conn, key)
+    def _require(self, conn: Connection, key: str, *, lock: bool = False) -> ReservationInfo:
+        info = self._fetch(conn, key, lock=lock)
         if info is None:
             raise ReservationNotFoundError(f"no reservation with id {key!r}")
         return info
