@@ -24,9 +24,7 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
 
 @click.command("simulate")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option(
-    "--port", default=8750, show_default=True, type=int, help="Port to listen on (0: any free port)."
-)
+@click.option("--port", default=8750, show_default=True, type=int, help="Port to listen on (0: any free port).")
 @click.option(
     "--access-key",
     default="sim-access-key",
@@ -42,9 +40,7 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
     help="Secret key (JWT signing).",
 )
 @click.option("--api-key", "api_keys", multiple=True, help="Also accept 'Bearer <API key>' (repeatable).")
-@click.option(
-    "--webhook-secret", default=None, help="whsec_... secret; callbacks are then signed (Standard Webhooks)."
-)
+@click.option("--webhook-secret", default=None, help="whsec_... secret; callbacks are then signed (Standard Webhooks).")
 @click.option(
     "--pack",
     "packs",
@@ -61,22 +57,12 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
     metavar="TYPE=N",
     help="Parallel-task quota of a pack type (repeatable; default 10).",
 )
-@click.option(
-    "--queued-seconds", default=0.2, show_default=True, type=float, help="Time a task stays submitted."
-)
-@click.option(
-    "--running-seconds", default=0.5, show_default=True, type=float, help="Time a task stays processing."
-)
-@click.option(
-    "--costs-lag", default=0.0, show_default=True, type=float, help="Seconds /account/costs lags behind."
-)
-@click.option(
-    "--failure-rate", default=0.0, show_default=True, type=float, help="Share of tasks that fail (0..1)."
-)
+@click.option("--queued-seconds", default=0.2, show_default=True, type=float, help="Time a task stays submitted.")
+@click.option("--running-seconds", default=0.5, show_default=True, type=float, help="Time a task stays processing.")
+@click.option("--costs-lag", default=0.0, show_default=True, type=float, help="Seconds /account/costs lags behind.")
+@click.option("--failure-rate", default=0.0, show_default=True, type=float, help="Share of tasks that fail (0..1).")
 @click.option("--seed", default=None, type=int, help="Seed for random failures and ids.")
-@click.option(
-    "--report-billing", is_flag=True, help="Add the new design's billing[] to task results and callbacks."
-)
+@click.option("--report-billing", is_flag=True, help="Add the new design's billing[] to task results and callbacks.")
 @click.option("--new-status-names", is_flag=True, help="Report 'succeeded' instead of the legacy 'succeed'.")
 @click.option("--access-log", is_flag=True, help="Log every request.")
 def simulate(

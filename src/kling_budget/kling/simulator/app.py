@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 import httpx
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -65,9 +65,7 @@ class _AbortResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._partial is not None:
-            await send(
-                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-            )
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             await send({"type": "http.response.body", "body": self._partial, "more_body": True})
         abort: Callable[[], None] = scope[_ABORT_KEY]
         abort()
@@ -134,6 +132,9 @@ class _Handlers:
         request_id = new_request_id()
         fault = self.sim.faults.pick(request.method, request.url.path)
         if fault is not None and fault.delay > 0:
+            # The request has arrived in full before the server stalls; a client giving up changes nothing.
+            with contextlib.suppress(ClientDisconnect):
+                await request.body()
             await asyncio.sleep(fault.delay)
         if fault is not None and not fault.process and fault.kind is not FaultKind.SLOW:
             return _fault_response(fault, request_id, None)
@@ -165,9 +166,7 @@ class _Handlers:
             if self.sim.config.external_id_query and ("task_id" in query or "external_task_id" in query):
                 if "task_id" in query and "external_task_id" in query:
                     raise SimError(1201, "give task_id or external_task_id, not both")
-                return self.sim.get_task(
-                    account, path, query.get("task_id") or query.get("external_task_id") or ""
-                )
+                return self.sim.get_task(account, path, query.get("task_id") or query.get("external_task_id") or "")
             return self.sim.list_tasks(account, path, query.get("pageNum"), query.get("pageSize"))
         raise SimError(1202, f"{request.method} is not supported on {path}")
 
@@ -266,9 +265,7 @@ class CallbackDispatcher:
                 stamp = int(time.time())
                 headers["webhook-id"] = event.msg_id
                 headers["webhook-timestamp"] = str(stamp)
-                headers["webhook-signature"] = sign_webhook(
-                    config.webhook_secret, event.msg_id, stamp, event.body
-                )
+                headers["webhook-signature"] = sign_webhook(config.webhook_secret, event.msg_id, stamp, event.body)
             status: int | None = None
             error: str | None = None
             try:

@@ -160,6 +160,8 @@ class SimulatorConfig:
         callback_on_submit: also call back for the initial ``submitted`` status.
         callback_retries / callback_timeout_seconds: attempts after the first, and the per-attempt timeout.
         media_base_url: prefix of the result URLs handed out.
+        unpriced_units: charge for a request Kling accepts but the pricing module cannot price (effects
+            templates, for one); ``None`` refuses such requests with 1201/1203 instead.
     """
 
     accounts: tuple[AccountConfig, ...] = (AccountConfig(),)
@@ -182,6 +184,7 @@ class SimulatorConfig:
     callback_retries: int = 0
     callback_timeout_seconds: float = 5.0
     media_base_url: str = "https://media.kling-simulator.invalid"
+    unpriced_units: Decimal | int | str | None = 1
 
     def __post_init__(self) -> None:
         if not self.accounts:
@@ -192,6 +195,8 @@ class SimulatorConfig:
             raise ConfigurationError("failure_probability must be between 0 and 1")
         if self.webhook_secret is not None and not self.webhook_secret.startswith("whsec_"):
             raise ConfigurationError("a webhook secret looks like whsec_<base64>")
+        if self.unpriced_units is not None:
+            units_to_milli(self.unpriced_units, "unpriced_units")
         seen: set[str] = set()
         for account in self.accounts:
             keys = [ak for ak, _ in account.key_pairs] + list(account.api_keys)

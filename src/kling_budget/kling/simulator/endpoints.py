@@ -82,9 +82,7 @@ def _object(body: Body, field: str, *, required: bool = False) -> Mapping[str, A
     return value
 
 
-def _list(
-    body: Body, field: str, *, required: bool = False, low: int = 0, high: int = 1000
-) -> list[Any] | None:
+def _list(body: Body, field: str, *, required: bool = False, low: int = 0, high: int = 1000) -> list[Any] | None:
     value = body.get(field)
     if value is None:
         if required:
@@ -107,7 +105,11 @@ def _video_common(body: Body, model: str, durations: tuple[str, ...] = ("5", "10
     _string(body, "negative_prompt", max_len=_MAX_PROMPT)
     _enum(body, "mode", ("std", "pro"))
     _enum(body, "aspect_ratio", _VIDEO_ASPECTS)
-    _enum(body, "sound", ("on", "off"))
+    if _enum(body, "sound", ("on", "off")) == "on":
+        if model not in ("kling-v2-6", "kling-v3"):
+            raise _bad("sound", f"'on' needs kling-v2-6 or later, not {model}")
+        if model == "kling-v2-6" and body.get("mode", "std") != "pro":
+            raise _bad("sound", "'on' with kling-v2-6 needs mode pro")
     _fraction(body, "cfg_scale")
     if model == "kling-v3":
         durations = tuple(str(s) for s in range(3, 16))
@@ -301,9 +303,7 @@ ENDPOINTS: Mapping[str, Endpoint] = {
         Endpoint("/v1/videos/video-extend", "videos", None, None, _video_extend, video_ref="video_id"),
         Endpoint("/v1/videos/lip-sync", "videos", None, None, _lip_sync, video_ref="input.video_id"),
         Endpoint("/v1/videos/effects", "videos", None, None, _effects),
-        Endpoint(
-            "/v1/videos/motion-control", "videos", ("kling-v2-6", "kling-v3"), "kling-v2-6", _motion_control
-        ),
+        Endpoint("/v1/videos/motion-control", "videos", ("kling-v2-6", "kling-v3"), "kling-v2-6", _motion_control),
         Endpoint(
             "/v1/videos/omni-video",
             "videos",

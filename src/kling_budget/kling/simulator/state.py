@@ -86,7 +86,8 @@ def default_pricer() -> Pricer:
 class TaskView:
     """A read-only snapshot of one task, for tests and inspection.
 
-    ``status`` uses the legacy words (``succeed``); unit amounts are exact decimal strings.
+    ``status`` uses the legacy words (``succeed``); unit amounts are exact decimal strings. ``priced`` is
+    false when the pricing module had no price and ``unpriced_units`` was charged instead.
     """
 
     task_id: str
@@ -99,6 +100,7 @@ class TaskView:
     callback_url: str | None
     pack_type: PackType
     quoted_units: str
+    priced: bool
     planned_charge_units: str
     charged_units: str
     slots: int
@@ -244,6 +246,7 @@ class _Task:
     callback_url: str | None
     pack_type: PackType
     quote_milli: int
+    priced: bool
     charge_milli: int
     slots: int
     fail_message: str | None
@@ -339,6 +342,7 @@ class Simulator:
         self._held: dict[str, list[CallbackEvent]] = {}
         self._deliveries: list[Delivery] = []
         self._waker: Callable[[], None] | None = None
+        self._unpriced_warned: set[tuple[str, str]] = set()
         self._access_keys: dict[str, tuple[str, str]] = {}
         self._api_keys: dict[str, str] = {}
         self._accounts: dict[str, _Account] = {}
@@ -376,9 +380,7 @@ class Simulator:
                 self._rng = random.Random(self._config.seed)
             return self._config
 
-    def set_timing(
-        self, *, queued_seconds: float | None = None, running_seconds: float | None = None
-    ) -> None:
+    def set_timing(self, *, queued_seconds: float | None = None, running_seconds: float | None = None) -> None:
         """Change how long new tasks stay ``submitted`` and ``processing``."""
         changes: dict[str, float] = {}
         if queued_seconds is not None:
@@ -412,14 +414,16 @@ class Simulator:
         """Check an ``Authorization`` header (and the account's rate limit); return the account name.
 
         Raises:
-            SimError: 1001 empty, 1002 not ``Bearer <token>`` or not a well-formed JWT, 1000 unknown key or
-                bad signature, 1003 ``nbf`` in the future, 1004 expired, 1302 over the rate limit.
+            SimError: 1001 empty (or no token), 1002 not ``Bearer <token>`` or a malformed JWT, 1000 unknown
+                key or bad signature, 1003 ``nbf`` in the future, 1004 expired, 1302 over the rate limit.
         """
         if authorization is None or not authorization.strip():
             raise SimError(1001)
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
-        if scheme != "Bearer" or not token or " " in token:
+        if scheme == "Bearer" and not token:
+            raise SimError(1001, "no token after 'Bearer'")
+        if scheme != "Bearer" or " " in token:
             raise SimError(1002, "expected 'Bearer <token>'")
         account = self._api_keys.get(token)
         if account is None:
@@ -440,9 +444,7 @@ class Simulator:
             raise SimError(1000, "unknown access key")
         account, secret = entry
         try:
-            decode_token(
-                token, secret, now=self.clock.now_ms() // 1000, leeway=self._config.jwt_leeway_seconds
-            )
+            decode_token(token, secret, now=self.clock.now_ms() // 1000, leeway=self._config.jwt_leeway_seconds)
         except TokenError as exc:
             raise SimError(_TOKEN_CODES.get(exc.reason, 1000), str(exc)) from None
         log.debug("authenticated access key %s", issuer)
@@ -472,14 +474,7 @@ class Simulator:
         if not isinstance(body, dict):
             raise SimError(1200, "the request body must be a JSON object")
         model = endpoint.check(body)
-        quote = self._price(endpoint, body)
-        if quote.pack_type is not endpoint.pack_type:
-            log.warning(
-                "pricing put %s in the %s pack; Kling bills it from %s",
-                path,
-                quote.pack_type,
-                endpoint.pack_type,
-            )
+        quote_milli, priced = self._price(endpoint, body)
         markers = self._markers(body)
         external = body.get("external_task_id") or None
         with self._lock:
@@ -490,7 +485,7 @@ class Simulator:
                 raise SimError(1201, f"external_task_id {external!r} already exists for this account")
             parent = self._parent_video(acct, endpoint, body)
             plan = self._plan(markers)
-            charge = quote.units_milli if plan.charge_milli is None else plan.charge_milli
+            charge = quote_milli if plan.charge_milli is None else plan.charge_milli
             pack_type = endpoint.pack_type
             count = int(body.get("n") or 1) if pack_type is PackType.IMAGE else 1
             slots = count
@@ -506,12 +501,8 @@ class Simulator:
             if acct.active_slots.get(pack_type, 0) + slots > quota:
                 raise SimError(1303)
             self.script._consume()
-            queued = (
-                plan.queued_ms if plan.queued_ms is not None else round(self._config.queued_seconds * 1000)
-            )
-            running = (
-                plan.running_ms if plan.running_ms is not None else round(self._config.running_seconds * 1000)
-            )
+            queued = plan.queued_ms if plan.queued_ms is not None else round(self._config.queued_seconds * 1000)
+            running = plan.running_ms if plan.running_ms is not None else round(self._config.running_seconds * 1000)
             task = _Task(
                 task_id=self._new_task_id(),
                 account=account,
@@ -520,7 +511,8 @@ class Simulator:
                 external_task_id=external,
                 callback_url=body.get("callback_url") or None,
                 pack_type=pack_type,
-                quote_milli=quote.units_milli,
+                quote_milli=quote_milli,
+                priced=priced,
                 charge_milli=charge,
                 slots=slots,
                 fail_message=plan.fail,
@@ -552,13 +544,26 @@ class Simulator:
             }
             return data
 
-    def _price(self, endpoint: Endpoint, body: Mapping[str, Any]) -> Quote:
+    def _price(self, endpoint: Endpoint, body: Mapping[str, Any]) -> tuple[int, bool]:
         try:
-            return self._pricer(endpoint.path, body)
-        except UnknownModelError as exc:
-            raise SimError(1203, str(exc)) from None
+            quote = self._pricer(endpoint.path, body)
         except InvalidInputError as exc:
-            raise SimError(1201, str(exc)) from None
+            fallback = self._config.unpriced_units
+            if fallback is None:
+                raise SimError(1203 if isinstance(exc, UnknownModelError) else 1201, str(exc)) from None
+            key = (endpoint.path, str(body.get("model_name", "")))
+            if key not in self._unpriced_warned:
+                self._unpriced_warned.add(key)
+                log.warning("no price for %s %s (%s); charging %s units", key[0], key[1] or "-", exc, fallback)
+            return units_to_milli(fallback, "unpriced_units"), False
+        if quote.pack_type is not endpoint.pack_type:
+            log.warning(
+                "pricing bills %s from the %s pack; Kling uses %s",
+                endpoint.path,
+                quote.pack_type,
+                endpoint.pack_type,
+            )
+        return quote.units_milli, True
 
     def _markers(self, body: Mapping[str, Any]) -> _Plan:
         prompt = body.get("prompt")
@@ -593,9 +598,7 @@ class Simulator:
             running_ms=markers.running_ms if markers.running_ms is not None else scripted.running_ms,
         )
 
-    def _parent_video(
-        self, acct: _Account, endpoint: Endpoint, body: Mapping[str, Any]
-    ) -> dict[str, str] | None:
+    def _parent_video(self, acct: _Account, endpoint: Endpoint, body: Mapping[str, Any]) -> dict[str, str] | None:
         if endpoint.video_ref is None:
             return None
         holder: Any = body
@@ -609,9 +612,7 @@ class Simulator:
         if video is not None:
             return dict(video)
         if self._config.strict_video_refs:
-            raise SimError(
-                1201, f"{endpoint.video_ref} {video_id!r} is not a video generated by this account"
-            )
+            raise SimError(1201, f"{endpoint.video_ref} {video_id!r} is not a video generated by this account")
         return {
             "id": video_id,
             "url": f"{self._config.media_base_url}/videos/{video_id}.mp4",
@@ -650,9 +651,7 @@ class Simulator:
                 raise SimError(1203, f"task {ref!r} does not exist on {path}")
             return self._task_data(task)
 
-    def list_tasks(
-        self, account: str, path: str, page_num: str | None, page_size: str | None
-    ) -> list[dict[str, Any]]:
+    def list_tasks(self, account: str, path: str, page_num: str | None, page_size: str | None) -> list[dict[str, Any]]:
         """One page of the account's tasks on ``path``, newest first.
 
         Raises:
@@ -885,9 +884,7 @@ class Simulator:
         """
         with self._delivered:
             if not self._delivered.wait_for(lambda: len(self._deliveries) >= count, timeout):
-                raise TimeoutError(
-                    f"{len(self._deliveries)} of {count} callback deliveries after {timeout} s"
-                )
+                raise TimeoutError(f"{len(self._deliveries)} of {count} callback deliveries after {timeout} s")
             return list(self._deliveries)
 
     # ----------------------------------------------------------------- inspection
@@ -912,6 +909,7 @@ class Simulator:
             callback_url=task.callback_url,
             pack_type=task.pack_type,
             quoted_units=format_units(task.quote_milli),
+            priced=task.priced,
             planned_charge_units=format_units(task.charge_milli),
             charged_units=format_units(task.charged_milli),
             slots=task.slots,
