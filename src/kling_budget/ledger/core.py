@@ -575,7 +575,7 @@ class Ledger:
                     raise _Denied(denial, budget.id, window)
                 before = replace(after, held_milli=after.held_milli - units_delta, held_nano=after.held_nano - usd_nano)
                 events += self._threshold_events(budget, window, before, after, at, key)
-            self._insert_reservation(
+            info = self._insert_reservation(
                 conn,
                 key=key,
                 kind="reserve",
@@ -594,11 +594,10 @@ class Ledger:
                 "INSERT INTO entries (reservation_id, kind, units_milli, usd_nano, at) VALUES (?, 'reserve', ?, ?, ?)",
                 (key, units_milli, usd_nano, at),
             )
-            self._store_allocs(conn, key, allocs, committed=False)
+            if any(a.pack_id is not None for a in allocs):
+                self._store_allocs(conn, key, allocs, committed=False)
             self._bucket(conn, attribution, pack, at, held=(units_milli, usd_nano))
             stored = self._insert_events(conn, events, at)
-            info = self._fetch(conn, key)
-            assert info is not None
             return replace(info, alerts=tuple(stored))
 
         try:
@@ -752,7 +751,8 @@ class Ledger:
                 "INSERT INTO entries (reservation_id, kind, units_milli, usd_nano, at) VALUES (?, 'record', ?, ?, ?)",
                 (key, units_milli, usd_nano, at),
             )
-            self._store_allocs(conn, key, allocs, committed=True)
+            if any(a.pack_id is not None for a in allocs):
+                self._store_allocs(conn, key, allocs, committed=True)
             self._bucket(conn, attribution, pack, at, committed=(units_milli, usd_nano), jobs=1)
             stored = self._insert_events(conn, events, at)
             info = self._fetch(conn, key)
@@ -887,9 +887,16 @@ class Ledger:
                 jobs=1,
             )
             stored = self._insert_events(conn, events, at)
-            fresh = self._fetch(conn, key)
-            assert fresh is not None
-            return replace(fresh, alerts=tuple(stored))
+            return replace(
+                info,
+                state=ReservationState.COMMITTED,
+                actual_milli=actual,
+                actual_nano=actual_nano,
+                overage_milli=overage,
+                overage_nano=overage_nano,
+                resolved_at=from_micros(at),
+                alerts=tuple(stored),
+            )
 
         return self.backend.run(tx)
 
@@ -1097,14 +1104,27 @@ class Ledger:
         return Counters(*row) if row else self._fold(conn, budget, window)
 
     def _settle_allocs(self, conn: Connection, config: _Config, info: ReservationInfo, actual: int, at: int) -> int:
-        """Turn the held allocations into committed ones for ``actual`` units; return the dollars (nano)."""
-        rows = conn.fetchall(
-            "SELECT position, pack_id, held_milli, price_nano, per_milli FROM allocations "
-            "WHERE reservation_id = ? ORDER BY position",
-            (info.id,),
+        """Turn the held allocations into committed ones for ``actual`` units; return the dollars (nano).
+
+        Allocation rows exist only for reservations that drew from a pack; any other hold was priced at one
+        rate, so its committed part costs the same rate.
+        """
+        rows = (
+            conn.fetchall(
+                "SELECT position, pack_id, held_milli, price_nano, per_milli FROM allocations "
+                "WHERE reservation_id = ? ORDER BY position",
+                (info.id,),
+            )
+            if info.pack_type.value in config.pack_types
+            else []
         )
-        remaining = actual
-        usd = 0
+        if not rows:
+            covered = min(actual, info.units_milli)
+            usd = usd_nano_for_units(covered, info.usd_nano, info.units_milli) if covered else 0
+            remaining = actual - covered
+        else:
+            remaining = actual
+            usd = 0
         for position, pack_id, held, price_nano, per_milli in rows:
             used = min(remaining, held)
             remaining -= used
@@ -1120,7 +1140,8 @@ class Ledger:
             usd += usd_nano_for_units(used, price_nano, per_milli)
         if remaining > 0:
             extra = self._allocate(conn, config, info.pack_type, remaining, at)
-            self._store_allocs(conn, info.id, extra, committed=True, first_position=len(rows))
+            if any(a.pack_id is not None for a in extra):
+                self._store_allocs(conn, info.id, extra, committed=True, first_position=len(rows))
             usd += sum(a.usd_nano for a in extra)
         return usd
 
@@ -1142,7 +1163,9 @@ class Ledger:
         detail: Mapping[str, Any] | None,
         actual: tuple[int, int] | None = None,
         over_budget: bool = False,
-    ) -> None:
+    ) -> ReservationInfo:
+        detail_text = json.dumps(dict(detail or {}), default=str, sort_keys=True)
+        resolved = at if state in (ReservationState.COMMITTED, ReservationState.DENIED) else None
         conn.execute(
             "INSERT INTO reservations (id, kind, state, request_hash, project, user_id, api_key, model, tags, "
             "product, pack_type, units_milli, usd_nano, actual_milli, actual_nano, over_budget, reserved_at, "
@@ -1165,10 +1188,31 @@ class Ledger:
                 None if actual is None else actual[1],
                 int(over_budget),
                 at,
-                at if state in (ReservationState.COMMITTED, ReservationState.DENIED) else None,
+                resolved,
                 expires,
-                json.dumps(dict(detail or {}), default=str, sort_keys=True),
+                detail_text,
             ),
+        )
+        return ReservationInfo(
+            id=key,
+            kind=kind,
+            state=state,
+            attribution=attribution,
+            product=product,
+            pack_type=pack,
+            units_milli=units_milli,
+            usd_nano=usd_nano,
+            actual_milli=None if actual is None else actual[0],
+            actual_nano=None if actual is None else actual[1],
+            overage_milli=0,
+            overage_nano=0,
+            over_budget=over_budget,
+            reserved_at=from_micros(at),
+            resolved_at=None if resolved is None else from_micros(resolved),
+            expires_at=None if expires is None else from_micros(expires),
+            task_id=None,
+            detail=json.loads(detail_text),
+            request_hash=request_hash,
         )
 
     @staticmethod
