@@ -26,7 +26,7 @@ from typing import Any
 
 from kling_budget.alerts import AlertDispatcher, AlertSink, LogSink
 from kling_budget.budgets import DEFAULT_THRESHOLDS, Budget, BudgetStatus, check_admission
-from kling_budget.errors import ConfigurationError
+from kling_budget.errors import ConfigurationError, InvalidInputError
 from kling_budget.ledger import (
     Ledger,
     Pack,
@@ -49,6 +49,14 @@ BudgetPeriod = Period
 
 PRICES_ENV = "KLING_BUDGET_PRICES"
 logger = logging.getLogger("kling_budget")
+
+
+def _amount_milli(value: Number, what: str) -> int:
+    """Units as exact milli-units; negative amounts are refused with a message in units."""
+    milli = units_to_milli(value, what)
+    if milli < 0:
+        raise InvalidInputError(f"{what} cannot be negative, got {value!r}")
+    return milli
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +140,7 @@ class Reservation:
 
     def commit(self, units: Number | None = None) -> UsageRecord:
         """Settle with what Kling charged (default: the held amount); above the hold is overage."""
-        milli = None if units is None else units_to_milli(units, "charged units")
+        milli = None if units is None else _amount_milli(units, "charged units")
         self.info = self._tracker._dispatched(self._tracker.ledger.commit(self.id, units_milli=milli))
         return UsageRecord.from_info(self.info)
 
@@ -221,6 +229,7 @@ class CostTracker:
         sound: bool | str = False,
         voice_control: bool = False,
         video_input: bool = False,
+        image_input: bool = False,
         n: int = 1,
     ) -> Quote:
         """The exact price of one request, at list price (see ``PriceTable.quote``)."""
@@ -233,6 +242,7 @@ class CostTracker:
             sound=sound,
             voice_control=voice_control,
             video_input=video_input,
+            image_input=image_input,
             n=n,
         )
 
@@ -404,6 +414,7 @@ class CostTracker:
         sound: bool | str = False,
         voice_control: bool = False,
         video_input: bool = False,
+        image_input: bool = False,
         n: int = 1,
         units: Number | None = None,
         key: str | None = None,
@@ -429,6 +440,7 @@ class CostTracker:
             sound=sound,
             voice_control=voice_control,
             video_input=video_input,
+            image_input=image_input,
             n=n,
         )
         return self.reserve_quote(
@@ -457,7 +469,7 @@ class CostTracker:
         detail: Mapping[str, Any] | None = None,
     ) -> Reservation:
         """Reserve an already computed quote (used by the Kling client and the gateway)."""
-        milli = quote.units_milli if units is None else units_to_milli(units, "units")
+        milli = quote.units_milli if units is None else _amount_milli(units, "units")
         attribution = Attribution(
             project=project_id or "",
             user=user_id or "",
@@ -466,7 +478,7 @@ class CostTracker:
             tags=tuple(tags),
         )
         info = self.ledger.reserve(
-            key or uuid.uuid4().hex,
+            uuid.uuid4().hex if key is None else key,
             units_milli=milli,
             pack_type=quote.pack_type,
             attribution=attribution,
@@ -487,10 +499,10 @@ class CostTracker:
         job_id: str,
         duration: int | str | None = 5,
         model: str = "kling-v1",
+        user_id: str | None = None,
         project_id: str | None = None,
         *,
         mode: str | None = None,
-        user_id: str | None = None,
         api_key: str | None = None,
         tags: Iterable[str] = (),
         credits: Number | None = None,
@@ -500,9 +512,30 @@ class CostTracker:
         """Record a job that already ran (idempotent on ``job_id``). Always recorded — the money is spent —
         and flagged ``over_budget`` (with an alert) when it pushed a budget past its limit.
 
+        The positional order is the recipe's: ``record_usage(job_id, duration, model, user_id, project_id)``.
         ``credits`` overrides the price from the table with what Kling actually charged."""
         quote = self.quote(model, product=product, mode=mode, duration=duration, **options)
-        milli = quote.units_milli if credits is None else units_to_milli(credits, "credits")
+        info = self.record_quote(
+            quote, job_id, project_id=project_id, user_id=user_id, api_key=api_key, tags=tags, credits=credits
+        )
+        return UsageRecord.from_info(info)
+
+    def record_quote(
+        self,
+        quote: Quote,
+        job_id: str,
+        *,
+        project_id: str | None = None,
+        user_id: str | None = None,
+        api_key: str | None = None,
+        tags: Iterable[str] = (),
+        credits: Number | None = None,
+    ) -> ReservationInfo:
+        """:meth:`record_usage` for an already computed quote (used by ``kling-budget record``).
+
+        Returns the ledger's view of the job: ``.over_budget``, and ``.replayed`` when ``job_id`` was
+        already recorded with the same request."""
+        milli = quote.units_milli if credits is None else _amount_milli(credits, "charged units")
         info = self.ledger.record(
             job_id,
             units_milli=milli,
@@ -517,7 +550,7 @@ class CostTracker:
             product=quote.product,
             detail={"params": dict(quote.params), "price_version": quote.price_version},
         )
-        return UsageRecord.from_info(self._dispatched(info))
+        return self._dispatched(info)
 
     def get_usage(
         self,

@@ -76,7 +76,10 @@ class Quote:
 
     def describe(self) -> str:
         """One line for people: ``kling-v2-6 video: 5 units ($0.70)``."""
-        return f"{self.model} {self.product}: {format_units(self.units_milli)} units ({format_usd(self.list_usd_nano)})"
+        noun = "unit" if self.units_milli == 1000 else "units"
+        return (
+            f"{self.model} {self.product}: {format_units(self.units_milli)} {noun} ({format_usd(self.list_usd_nano)})"
+        )
 
 
 @dataclass(frozen=True, slots=True)

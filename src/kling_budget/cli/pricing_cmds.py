@@ -17,7 +17,7 @@ def quote_options(fn: click.decorators.FC) -> click.decorators.FC:
             "--product",
             default="video",
             show_default=True,
-            help="video, image, try-on, lip-sync, tts, extend, effects ... (see 'price --list').",
+            help="video, image, try-on, lip-sync, tts, video-extend ... (see 'price --list').",
         ),
         click.option("--mode", help="std or pro (legacy video models)."),
         click.option("--duration", "-d", help="Seconds of output (5, 10; 3-15 for 3.x models)."),
@@ -25,6 +25,7 @@ def quote_options(fn: click.decorators.FC) -> click.decorators.FC:
         click.option("--sound", type=click.Choice(["on", "off"]), default="off", show_default=True),
         click.option("--voice-control", is_flag=True, help="Voice control (priced for kling-v2-6 audio)."),
         click.option("--video-input", is_flag=True, help="A reference video is given (omni / O1 models)."),
+        click.option("--image-input", is_flag=True, help="Image-to-image generation (a reference image is given)."),
         click.option("-n", "n", type=int, default=1, show_default=True, help="Images per request."),
     ]
     for option in reversed(options):
@@ -44,6 +45,7 @@ def build_quote(app: AppContext, **params: object) -> Quote:
         sound=params.get("sound") == "on",
         voice_control=bool(params.get("voice_control")),
         video_input=bool(params.get("video_input")),
+        image_input=bool(params.get("image_input")),
         n=int(params.get("n") or 1),  # type: ignore[call-overload]
     )
 
