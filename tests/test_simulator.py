@@ -581,3 +581,17 @@ def test_account_costs_rate_is_limited_when_asked() -> None:
             expect_error(client.get("/account/costs", params=params), 429, 1302)
             clock.advance(1)
             assert client.get("/account/costs", params=params).json()["code"] == 0
+
+
+def test_retention_forgets_old_tasks() -> None:
+    """With retention_seconds, ended tasks disappear after that long and their external ids free up."""
+    with serve(retention_seconds=10) as (sim, clock), sim_client(sim) as client:
+        old = create(client, T2V, {**VIDEO_BODY, "external_task_id": "old"})
+        clock.advance(5)
+        newer = create(client, T2V, VIDEO_BODY)
+        clock.advance(5.6)
+        assert query(client, T2V, "old")["task_status"] == "succeed"
+        clock.advance(0.2)
+        expect_error(client.get(f"{T2V}/{old['task_id']}"), 404, 1203)
+        assert [t["task_id"] for t in client.get(T2V).json()["data"]] == [newer["task_id"]]
+        create(client, T2V, {**VIDEO_BODY, "external_task_id": "old"})

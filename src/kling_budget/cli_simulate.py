@@ -62,6 +62,7 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
 @click.option("--costs-lag", default=0.0, show_default=True, type=float, help="Seconds /account/costs lags behind.")
 @click.option("--failure-rate", default=0.0, show_default=True, type=float, help="Share of tasks that fail (0..1).")
 @click.option("--seed", default=None, type=int, help="Seed for random failures and ids.")
+@click.option("--retention", default=None, type=float, help="Forget tasks this many seconds after they end.")
 @click.option("--report-billing", is_flag=True, help="Add the new design's billing[] to task results and callbacks.")
 @click.option("--new-status-names", is_flag=True, help="Report 'succeeded' instead of the legacy 'succeed'.")
 @click.option("--access-log", is_flag=True, help="Log every request.")
@@ -79,6 +80,7 @@ def simulate(
     costs_lag: float,
     failure_rate: float,
     seed: int | None,
+    retention: float | None,
     report_billing: bool,
     new_status_names: bool,
     access_log: bool,
@@ -116,6 +118,7 @@ def simulate(
             costs_lag_seconds=costs_lag,
             failure_probability=failure_rate,
             seed=seed,
+            retention_seconds=retention,
             report_billing=report_billing,
             new_status_names=new_status_names,
         )

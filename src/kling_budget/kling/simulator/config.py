@@ -162,6 +162,8 @@ class SimulatorConfig:
         media_base_url: prefix of the result URLs handed out.
         unpriced_units: charge for a request Kling accepts but the pricing module cannot price (effects
             templates, for one); ``None`` refuses such requests with 1201/1203 instead.
+        retention_seconds: forget tasks this long after they end (their ids and external ids too), to bound
+            memory in long benchmarks; ``None`` keeps every task (Kling keeps results 30 days).
     """
 
     accounts: tuple[AccountConfig, ...] = (AccountConfig(),)
@@ -185,6 +187,7 @@ class SimulatorConfig:
     callback_timeout_seconds: float = 5.0
     media_base_url: str = "https://media.kling-simulator.invalid"
     unpriced_units: Decimal | int | str | None = 1
+    retention_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if not self.accounts:

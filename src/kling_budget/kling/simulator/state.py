@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
 import logging
 import random
 import re
@@ -272,7 +273,7 @@ class _Pack:
     purchase_ms: int
     effective_ms: int
     invalid_ms: int
-    deductions: list[tuple[int, int]] = field(default_factory=list)
+    deductions: deque[tuple[int, int]] = field(default_factory=deque)
 
     @property
     def pack_type(self) -> PackType:
@@ -282,7 +283,10 @@ class _Pack:
         return self.effective_ms <= now < self.invalid_ms and self.remaining_milli > 0
 
     def remaining_as_of(self, when: int) -> int:
-        return self.remaining_milli + sum(amount for at, amount in self.deductions if at > when)
+        # Deductions are in time order and ``when`` only moves forward, so older ones can go.
+        while self.deductions and self.deductions[0][0] <= when:
+            self.deductions.popleft()
+        return self.remaining_milli + sum(amount for _, amount in self.deductions)
 
     def status(self, now: int, remaining: int) -> str:
         if now < self.effective_ms:
@@ -298,7 +302,7 @@ class _Account:
     packs: list[_Pack]
     tasks: dict[str, _Task] = field(default_factory=dict)
     by_external: dict[str, str] = field(default_factory=dict)
-    by_path: dict[str, list[str]] = field(default_factory=dict)
+    by_path: dict[str, dict[str, None]] = field(default_factory=dict)
     videos: dict[str, dict[str, str]] = field(default_factory=dict)
     active_slots: dict[PackType, int] = field(default_factory=dict)
     held_milli: dict[PackType, int] = field(default_factory=dict)
@@ -343,6 +347,7 @@ class Simulator:
         self._deliveries: list[Delivery] = []
         self._waker: Callable[[], None] | None = None
         self._unpriced_warned: set[tuple[str, str]] = set()
+        self._finished: deque[tuple[int, str]] = deque()
         self._access_keys: dict[str, tuple[str, str]] = {}
         self._api_keys: dict[str, str] = {}
         self._accounts: dict[str, _Account] = {}
@@ -527,7 +532,7 @@ class Simulator:
             )
             self._tasks[task.task_id] = task
             acct.tasks[task.task_id] = task
-            acct.by_path.setdefault(endpoint.path, []).append(task.task_id)
+            acct.by_path.setdefault(endpoint.path, {})[task.task_id] = None
             if external is not None:
                 acct.by_external[external] = task.task_id
             acct.active_slots[pack_type] = acct.active_slots.get(pack_type, 0) + slots
@@ -662,9 +667,9 @@ class Simulator:
         with self._lock:
             self._advance(self.clock.now_ms())
             acct = self._accounts[account]
-            ids = acct.by_path.get(path, [])
-            newest_first = ids[::-1][(number - 1) * size : number * size]
-            return [self._task_data(acct.tasks[i]) for i in newest_first]
+            newest_first = reversed(acct.by_path.get(path, {}))
+            page = itertools.islice(newest_first, (number - 1) * size, number * size)
+            return [self._task_data(acct.tasks[i]) for i in page]
 
     def account_costs(
         self, account: str, start_time: str | None, end_time: str | None, pack_name: str | None
@@ -740,12 +745,30 @@ class Simulator:
             else:
                 self._finish(task, due)
             self._emit(task)
+        if self._config.retention_seconds is not None:
+            self._forget_before(now - round(self._config.retention_seconds * 1000))
+
+    def _forget_before(self, cutoff: int) -> None:
+        while self._finished and self._finished[0][0] < cutoff:
+            _, task_id = self._finished.popleft()
+            task = self._tasks.pop(task_id, None)
+            if task is None:
+                continue
+            acct = self._accounts[task.account]
+            del acct.tasks[task_id]
+            acct.by_path[task.endpoint.path].pop(task_id, None)
+            if task.external_task_id is not None and acct.by_external.get(task.external_task_id) == task_id:
+                del acct.by_external[task.external_task_id]
+            for output in task.outputs:
+                acct.videos.pop(str(output.get("id", "")), None)
 
     def _finish(self, task: _Task, due: int) -> None:
         acct = self._accounts[task.account]
         acct.active_slots[task.pack_type] -= task.slots
         acct.held_milli[task.pack_type] -= task.charge_milli
         task.updated_ms = due
+        if self._config.retention_seconds is not None:
+            self._finished.append((due, task.task_id))
         if task.fail_message is not None:
             task.status = FAILED
             return
@@ -758,7 +781,8 @@ class Simulator:
             take = min(left, pack.remaining_milli)
             if take:
                 pack.remaining_milli -= take
-                pack.deductions.append((due, take))
+                if self._config.costs_lag_seconds > 0:
+                    pack.deductions.append((due, take))
                 left -= take
         if left:
             log.warning("task %s charged %s units more than its packs held", task.task_id, format_units(left))
