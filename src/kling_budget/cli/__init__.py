@@ -9,12 +9,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import NoReturn
 
 import click
 
-from kling_budget.cli._common import EXIT_BAD_INPUT, EXIT_DENIED, AppContext
-from kling_budget.errors import BudgetExceededError, InvalidInputError, KlingBudgetError
+from kling_budget.cli._common import EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, AppContext
+from kling_budget.errors import (
+    BudgetExceededError,
+    IdempotencyConflictError,
+    InvalidInputError,
+    KlingBudgetError,
+    ReservationNotFoundError,
+)
 
 __all__ = ["cli", "main"]
 
@@ -45,21 +51,34 @@ def cli(ctx: click.Context, db: str | None, prices: str | None) -> None:
       kling-budget budget set marketing --project marketing --period monthly --limit-units 1000
       kling-budget reserve --model kling-v2-6 --mode pro --duration 5 --project marketing
     """
-    _configure_logging()
     app = AppContext(db=db, prices=prices)
     ctx.obj = app
     ctx.call_on_close(app.close)
+    _configure_logging(ctx)
 
 
-def _configure_logging() -> None:
-    """Alerts and warnings from the library go to stderr, one line each."""
+def _configure_logging(ctx: click.Context) -> None:
+    """Alerts and warnings from the library go to stderr, one line each, while the command runs.
+
+    The previous logging set-up is restored when the command ends, so calling :func:`main` in-process
+    (tests, embedding) neither leaks a handler bound to an old ``sys.stderr`` nor hides later records.
+    """
     log = logging.getLogger("kling_budget")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.WARNING)
-        log.propagate = False
+    if log.handlers:  # the embedding application configured logging itself
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    saved_level, saved_propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING)
+    log.propagate = False
+
+    def restore() -> None:
+        log.removeHandler(handler)
+        log.setLevel(saved_level)
+        log.propagate = saved_propagate
+
+    ctx.call_on_close(restore)
 
 
 def _register() -> None:
@@ -85,15 +104,16 @@ def _register() -> None:
 _register()
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
-def main(argv: list[str] | None = None) -> Any:
-    """Entry point of the ``kling-budget`` console script."""
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point of the ``kling-budget`` console script; always ends with ``sys.exit(code)``."""
     try:
-        return cli.main(args=argv, prog_name="kling-budget", standalone_mode=False)
+        # Without standalone mode click returns the code of ``ctx.exit(code)`` instead of exiting.
+        result = cli.main(args=argv, prog_name="kling-budget", standalone_mode=False)
     except click.exceptions.Abort:
         _fail("aborted", 130)
     except click.exceptions.Exit as exc:
@@ -105,7 +125,8 @@ def main(argv: list[str] | None = None) -> Any:
         _fail(exc.format_message(), exc.exit_code)
     except BudgetExceededError as exc:
         _fail(f"denied: {exc}", EXIT_DENIED)
-    except InvalidInputError as exc:
+    except (InvalidInputError, ReservationNotFoundError, IdempotencyConflictError) as exc:
+        # An unknown reservation id, or a key that belongs to another request, is bad input: nothing changed.
         _fail(str(exc), EXIT_BAD_INPUT)
     except KlingBudgetError as exc:
         _fail(str(exc), EXIT_DENIED)
@@ -115,4 +136,4 @@ def main(argv: list[str] | None = None) -> Any:
         if os.environ.get("KLING_BUDGET_DEBUG"):
             raise
         _fail(f"internal error ({type(exc).__name__}): {exc}; set KLING_BUDGET_DEBUG=1 for details", EXIT_DENIED)
-    return None
+    sys.exit(result if isinstance(result, int) else EXIT_OK)

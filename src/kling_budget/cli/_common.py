@@ -100,10 +100,11 @@ def print_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+MAX_TTL = timedelta(days=365)
 
 
 def parse_ttl(value: str | None) -> timedelta | None:
-    """``90s``, ``10m``, ``2h``, ``1d`` → timedelta."""
+    """``90s``, ``10m``, ``2h``, ``1d`` → timedelta (more than 0, at most 365 days)."""
     if value is None:
         return None
     match = _DURATION.match(value)
@@ -111,8 +112,11 @@ def parse_ttl(value: str | None) -> timedelta | None:
         raise InvalidInputError(f"--ttl must look like 90s, 10m, 2h or 1d, got {value!r}")
     amount, unit = int(match.group(1)), match.group(2)
     if amount <= 0:
-        raise InvalidInputError("--ttl must be positive")
-    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: amount})
+        raise InvalidInputError(f"--ttl must be positive, got {value!r}")
+    seconds = amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    if seconds > MAX_TTL.total_seconds():
+        raise InvalidInputError(f"--ttl must be at most 365d, got {value!r}")
+    return timedelta(seconds=seconds)
 
 
 def parse_date(value: str, option: str, timezone: str) -> datetime:
@@ -121,10 +125,13 @@ def parse_date(value: str, option: str, timezone: str) -> datetime:
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
-            return datetime(day.year, day.month, day.day, tzinfo=tz)
-        parsed = datetime.fromisoformat(value)
+            parsed = datetime(day.year, day.month, day.day)
+        else:
+            parsed = datetime.fromisoformat(value)
     except ValueError:
         raise InvalidInputError(f"{option} must be a date like 2026-11-01 or an ISO datetime, got {value!r}") from None
+    if not 1 < parsed.year < 9999:  # leaves room for time zone offsets and a day's end
+        raise InvalidInputError(f"{option} must be between the years 2 and 9998, got {value!r}")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
 
 

@@ -75,7 +75,13 @@ def budget_set(
     unit_pack: str,
     as_json: bool,
 ) -> None:
-    """Create or replace the budget NAME (spend already in the current window counts)."""
+    """Create or replace the budget NAME (spend already in the current window counts).
+
+    \b
+    Example:
+      kling-budget budget set marketing --project marketing --period monthly --limit-units 1000 --limit-usd 150
+      kling-budget budget set team-week --period weekly --week-start sunday --limit-usd 50 --soft
+    """
     tracker = app.tracker()
     tracker.set_budget(
         name,
@@ -169,7 +175,12 @@ def statuses_table(statuses: list[BudgetStatus], title: str | None = None) -> No
 @json_option
 @pass_app
 def budget_list(app: AppContext, as_json: bool) -> None:
-    """List every budget with where it stands now."""
+    """List every budget with where it stands now.
+
+    \b
+    Example:
+      kling-budget budget list --json
+    """
     statuses = app.tracker().ledger.statuses()
     if as_json:
         print_json([s.to_dict() for s in statuses])
@@ -184,7 +195,12 @@ def budget_list(app: AppContext, as_json: bool) -> None:
 @json_option
 @pass_app
 def budget_show(app: AppContext, name: str, as_json: bool) -> None:
-    """Show one budget: limit, committed, held, remaining, percent, window and reset time."""
+    """Show one budget: limit, committed, held, remaining, percent, window and reset time.
+
+    \b
+    Example:
+      kling-budget budget show marketing
+    """
     show_status(app.tracker().budget_status(name), as_json)
 
 
@@ -193,7 +209,12 @@ def budget_show(app: AppContext, name: str, as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_app
 def budget_delete(app: AppContext, name: str, yes: bool) -> None:
-    """Delete the budget NAME (its spend stays in the ledger)."""
+    """Delete the budget NAME (its spend stays in the ledger).
+
+    \b
+    Example:
+      kling-budget budget delete marketing --yes
+    """
     tracker = app.tracker()
     tracker.get_budget(name)
     if not yes:

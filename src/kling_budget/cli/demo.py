@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from kling_budget.cli._common import print_table
-from kling_budget.errors import BudgetExceededError
+from kling_budget.errors import BudgetExceededError, InvalidInputError
 from kling_budget.money import format_units, format_usd, units_to_milli
 
 _PRICE_MIX = [
@@ -51,7 +51,8 @@ def _worker(db: str, project: str, worker: int, go: Any, results: Any) -> None:
 @click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True, help="Worker processes.")
 @click.option("--limit-units", default="300", show_default=True, help="Daily budget the workers race for.")
 @click.option("--keep", is_flag=True, help="Keep the demo ledger and print its path.")
-def demo(workers: int, limit_units: str, keep: bool) -> None:
+@click.pass_context
+def demo(ctx: click.Context, workers: int, limit_units: str, keep: bool) -> None:
     """Run a short scripted session on a throwaway ledger.
 
     Sets budgets, prices a mix of jobs, lets several worker processes race to reserve 1.5-unit jobs against
@@ -60,9 +61,17 @@ def demo(workers: int, limit_units: str, keep: bool) -> None:
     \b
     Example:
       kling-budget demo --workers 8
+
+    Exit code 1 if the workers were not admitted exactly floor(limit / 1.5) jobs or verify fails.
     """
     from kling_budget.tracker import CostTracker
 
+    price = 1500
+    limit_milli = units_to_milli(limit_units, "--limit-units")
+    if limit_milli < price:
+        raise InvalidInputError(f"--limit-units must be at least 1.5 (one job), got {limit_units!r}")
+    expected = limit_milli // price
+    ok = True
     directory = Path(tempfile.mkdtemp(prefix="kling-budget-demo-"))
     db = f"sqlite:///{directory / 'demo.db'}"
     try:
@@ -102,8 +111,6 @@ def demo(workers: int, limit_units: str, keep: bool) -> None:
                 "'account-monthly' allows $500 a month for everything."
             )
 
-        price = 1500
-        expected = units_to_milli(limit_units, "--limit-units") // price
         click.echo(
             f"\n3. {workers} worker processes race to reserve 1.5-unit jobs (kling-v2-5-turbo std 5 s) "
             f"against 'studio-daily' at the same time..."
@@ -121,9 +128,10 @@ def demo(workers: int, limit_units: str, keep: bool) -> None:
         for process in processes:
             process.join()
         admitted = sum(count for _, count, _ in results)
+        ok = admitted == expected
         click.echo(
             f"   admitted {admitted} jobs in {elapsed:.1f} s; floor({limit_units} / 1.5) = {expected}: "
-            + ("exactly exhausted, no overspend." if admitted == expected else "MISMATCH")
+            + ("exactly exhausted, no overspend." if ok else "MISMATCH")
         )
         for worker, count, _ in sorted(results):
             click.echo(f"   worker-{worker}: {count} jobs")
@@ -155,6 +163,7 @@ def demo(workers: int, limit_units: str, keep: bool) -> None:
             ]
             print_table(None, ["project", "user", "committed units", "committed usd", "jobs"], rows)
             report = tracker.verify()
+            ok = ok and report.ok
             click.echo(
                 f"\n6. verify: {'ok' if report.ok else 'PROBLEMS'} — every counter re-derived from "
                 f"{report.checked_entries} append-only entries."
@@ -164,6 +173,8 @@ def demo(workers: int, limit_units: str, keep: bool) -> None:
     finally:
         if not keep:
             shutil.rmtree(directory, ignore_errors=True)
+    if not ok:
+        ctx.exit(1)
 
 
 COMMANDS = [demo]

@@ -105,7 +105,12 @@ def commit(app: AppContext, reservation_id: str, units: str | None, as_json: boo
 @json_option
 @pass_app
 def release(app: AppContext, reservation_id: str, reason: str, as_json: bool) -> None:
-    """Return a reservation's hold to its budgets (the job failed or was never sent)."""
+    """Return a reservation's hold to its budgets (the job failed or was never sent).
+
+    \b
+    Example:
+      kling-budget release 5f0c... --reason "Kling returned 1301"
+    """
     hold = app.tracker().reservation(reservation_id)
     hold.release(reason)
     _print_reservation(hold.info, as_json, "released")
@@ -138,38 +143,13 @@ def record(
     """
     app: AppContext = ctx.obj
     quote = build_quote(app, **params)
-    tracker = app.tracker()
-    info = tracker.ledger.record(
-        job_id,
-        units_milli=quote.units_milli if units is None else _milli(units),
-        pack_type=quote.pack_type,
-        attribution=_attribution(project, user, api_key, tags, quote.model),
-        product=quote.product,
-        detail={"params": dict(quote.params), "price_version": quote.price_version},
+    info = app.tracker().record_quote(
+        quote, job_id, project_id=project, user_id=user, api_key=api_key, tags=split_csv(tags), credits=units
     )
-    tracker._dispatched(info)
     _print_reservation(info, as_json, "recorded")
     if info.over_budget:
         click.echo(f"over budget: {job_id} took a budget past its limit", err=True)
         ctx.exit(1)
-
-
-def _milli(units: str) -> int:
-    from kling_budget.money import units_to_milli
-
-    return units_to_milli(units, "--units")
-
-
-def _attribution(project: str | None, user: str | None, api_key: str | None, tags: str | None, model: str):  # type: ignore[no-untyped-def]
-    from kling_budget.types import Attribution
-
-    return Attribution(
-        project=project or "",
-        user=user or "",
-        api_key=api_key or "",
-        model=model,
-        tags=tuple(split_csv(tags)),
-    )
 
 
 @click.command()
@@ -178,7 +158,12 @@ def _attribution(project: str | None, user: str | None, api_key: str | None, tag
 @json_option
 @pass_app
 def reservations(app: AppContext, only_open: bool, limit: int, as_json: bool) -> None:
-    """List recent reservations (newest first), or only the open holds."""
+    """List recent reservations (newest first), or only the open holds.
+
+    \b
+    Example:
+      kling-budget reservations --open
+    """
     states = ("held", "submitted") if only_open else ()
     items = app.tracker().ledger.list_reservations(states=states, limit=limit)
     if as_json:
@@ -290,7 +275,12 @@ def usage(
 @json_option
 @click.pass_context
 def verify(ctx: click.Context, as_json: bool) -> None:
-    """Re-derive every counter from the append-only entries; exit 1 on any mismatch."""
+    """Re-derive every counter from the append-only entries; exit 1 on any mismatch.
+
+    \b
+    Example:
+      kling-budget verify --json
+    """
     app: AppContext = ctx.obj
     report = app.tracker().verify()
     if as_json:
@@ -309,7 +299,13 @@ def verify(ctx: click.Context, as_json: bool) -> None:
 
 @click.group()
 def packs() -> None:
-    """Purchased resource packs: what you paid, so costs follow the pack a job draws from."""
+    """Purchased resource packs: what you paid, so costs follow the pack a job draws from.
+
+    \b
+    Example:
+      kling-budget packs add video-2026-11 --units 10000 --price 1260 --expires 2027-02-01
+      kling-budget packs list
+    """
 
 
 @packs.command("add")
@@ -360,7 +356,12 @@ def packs_add(
 @json_option
 @pass_app
 def packs_list(app: AppContext, as_json: bool) -> None:
-    """List packs, soonest expiry first, with what was drawn from each."""
+    """List packs, soonest expiry first, with what was drawn from each.
+
+    \b
+    Example:
+      kling-budget packs list --json
+    """
     items = app.tracker().ledger.list_packs()
     if as_json:
         print_json([p.to_dict() for p in items])
@@ -388,7 +389,12 @@ def packs_list(app: AppContext, as_json: bool) -> None:
 @click.argument("name")
 @pass_app
 def packs_remove(app: AppContext, name: str) -> None:
-    """Remove a pack nothing was drawn from."""
+    """Remove a pack nothing was drawn from.
+
+    \b
+    Example:
+      kling-budget packs remove video-2026-11
+    """
     app.tracker().ledger.remove_pack(name)
     click.echo(f"removed pack {name}")
 
@@ -412,7 +418,7 @@ def import_cmd(app: AppContext, path: Path, as_json: bool) -> None:
     else:
         click.echo(
             f"imported {result.records_imported} usage records ({result.records_skipped} already present), "
-            f"{result.budgets_imported} budgets from {path}"
+            f"{result.budgets_imported} budgets ({result.budgets_unchanged} unchanged) from {path}"
         )
 
 
