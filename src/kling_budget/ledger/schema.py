@@ -164,8 +164,40 @@ _M1_POSTGRESQL = (
         FOR EACH ROW EXECUTE FUNCTION kling_budget_entries_append_only()""",
 )
 
+# Alert delivery: a lease on each outbox event (claimed_by/claimed_until) so concurrent deliverers never
+# send the same event at once, per-sink progress (delivered_to) so a retry skips sinks that already
+# accepted it, bounded retries (attempts, next_attempt_at, failed_at), and the sinks themselves, stored in
+# the ledger so every process and gateway instance delivers to the same places.
+_M2_COMMON = (
+    """ALTER TABLE alert_events ADD COLUMN claimed_by TEXT""",
+    """ALTER TABLE alert_events ADD COLUMN claimed_until BIGINT""",
+    """ALTER TABLE alert_events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0""",
+    """ALTER TABLE alert_events ADD COLUMN next_attempt_at BIGINT NOT NULL DEFAULT 0""",
+    """ALTER TABLE alert_events ADD COLUMN delivered_to TEXT NOT NULL DEFAULT ''""",
+    """ALTER TABLE alert_events ADD COLUMN last_error TEXT NOT NULL DEFAULT ''""",
+    """ALTER TABLE alert_events ADD COLUMN failed_at BIGINT""",
+    """CREATE INDEX alert_events_due ON alert_events (next_attempt_at, id)
+        WHERE delivered_at IS NULL AND failed_at IS NULL""",
+    """CREATE TABLE alert_sinks (
+        id {id},
+        kind TEXT NOT NULL CHECK (kind IN ('log', 'webhook', 'slack', 'email')),
+        budget TEXT NOT NULL DEFAULT '',
+        kinds TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        created_at BIGINT NOT NULL,
+        sent BIGINT NOT NULL DEFAULT 0,
+        failures BIGINT NOT NULL DEFAULT 0,
+        consecutive_failures BIGINT NOT NULL DEFAULT 0,
+        last_ok_at BIGINT,
+        last_error_at BIGINT,
+        last_error TEXT NOT NULL DEFAULT ''
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial ledger", _M1_COMMON, {"sqlite": _M1_SQLITE, "postgresql": _M1_POSTGRESQL}),
+    Migration(2, "alert delivery leases and sinks", _M2_COMMON, {}),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
