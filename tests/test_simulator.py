@@ -288,7 +288,7 @@ def test_video_extend_needs_a_known_video(kling: tuple[RunningSimulator, ManualC
 
 
 def test_other_endpoints_accept_documented_bodies(kling: tuple[RunningSimulator, ManualClock]) -> None:
-    """image2video, multi-image2video, lip-sync and effects validate and run like text2video."""
+    """Every other task endpoint validates and runs like text2video; unpriced effects charge unpriced_units."""
     sim, clock = kling
     bodies = {
         "/v1/videos/image2video": {
@@ -306,6 +306,20 @@ def test_other_endpoints_accept_documented_bodies(kling: tuple[RunningSimulator,
             "input": {"mode": "text2video", "video_url": "https://x/v.mp4", "text": "hello", "voice_id": "v1"}
         },
         "/v1/videos/effects": {"effect_scene": "pet_lion", "input": {"image": "https://x/p.png", "duration": "5"}},
+        "/v1/videos/motion-control": {
+            "image_url": "https://x/i.png",
+            "video_url": "https://x/v.mp4",
+            "character_orientation": "image",
+            "mode": "std",
+        },
+        "/v1/videos/omni-video": {"model_name": "kling-video-o1", "prompt": "a dance", "duration": "5"},
+        "/v1/videos/avatar/image2video": {"image": "https://x/a.png", "sound_file": "https://x/s.mp3"},
+        "/v1/images/omni-image": {"prompt": "a poster", "n": 2},
+        "/v1/images/multi-image2image": {"subject_image_list": [{"subject_image": "https://x/s.png"}]},
+        "/v1/images/editing/expand": {
+            "image": "https://x/e.png",
+            **{f"{side}_expansion_ratio": 0.5 for side in ("up", "down", "left", "right")},
+        },
     }
     with sim_client(sim) as client:
         expect_error(client.post("/v1/videos/image2video", json={"prompt": "no image"}), 400, 1201)
@@ -314,6 +328,9 @@ def test_other_endpoints_accept_documented_bodies(kling: tuple[RunningSimulator,
         clock.advance(1)
         for path, task_id in ids.items():
             assert query(client, path, task_id)["task_status"] == "succeed"
+    unpriced = {t.path for t in sim.sim.tasks() if not t.priced}
+    assert unpriced == {"/v1/videos/effects"}
+    assert sim.sim.task(ids["/v1/videos/effects"]).charged_units == "1"
 
 
 # ---------------------------------------------------------------------------- lifecycle

@@ -173,7 +173,8 @@ class _Handlers:
     async def _item(self, request: Request, account: str) -> Any:
         if request.method not in ("GET", "HEAD"):
             raise SimError(1202, f"{request.method} is not supported on {request.url.path}")
-        base, _, ref = request.url.path.rstrip("/").rpartition("/")
+        ref = str(request.path_params["ref"])
+        base = request.url.path.removesuffix("/" + ref)
         return self.sim.get_task(account, base, ref)
 
     async def _costs(self, request: Request, account: str) -> Any:

@@ -218,6 +218,9 @@ def _motion_control(body: Body, model: str) -> None:
 
 def _omni_video(body: Body, model: str) -> None:
     _string(body, "prompt", required=True, max_len=_MAX_PROMPT)
+    _list(body, "image_list", high=7)
+    _list(body, "element_list", high=7)
+    _list(body, "video_list", high=1)
     _enum(body, "mode", ("std", "pro"))
     _enum(body, "aspect_ratio", _VIDEO_ASPECTS)
     _enum(body, "duration", tuple(str(s) for s in range(3, 11)))
@@ -225,8 +228,43 @@ def _omni_video(body: Body, model: str) -> None:
 
 def _omni_image(body: Body, model: str) -> None:
     _string(body, "prompt", required=True, max_len=_MAX_PROMPT)
+    _list(body, "image_list", high=10)
     _int(body, "n", 1, 9)
-    _enum(body, "resolution", ("1k", "2k", "4k"))
+    _enum(body, "resolution", ("1k", "2k"))
+    _enum(body, "aspect_ratio", (*_IMAGE_ASPECTS, "auto"))
+
+
+def _avatar(body: Body, model: str) -> None:
+    _string(body, "image", required=True)
+    if _present(body, "audio_id") == _present(body, "sound_file"):
+        raise _bad("audio_id", "or sound_file is required (exactly one of them)")
+    _string(body, "audio_id")
+    _string(body, "sound_file")
+    _string(body, "prompt", max_len=_MAX_PROMPT)
+    _enum(body, "mode", ("std", "pro"))
+
+
+def _multi_image2image(body: Body, model: str) -> None:
+    subjects = _list(body, "subject_image_list", required=True, low=1, high=4)
+    for index, item in enumerate(subjects or ()):
+        if not isinstance(item, dict) or not isinstance(item.get("subject_image"), str) or not item["subject_image"]:
+            raise _bad(f"subject_image_list[{index}].subject_image", "is required")
+    _string(body, "prompt", max_len=_MAX_PROMPT)
+    _string(body, "scene_image")
+    _string(body, "style_image")
+    _int(body, "n", 1, 9)
+    _enum(body, "aspect_ratio", _IMAGE_ASPECTS)
+
+
+def _expand(body: Body, model: str) -> None:
+    _string(body, "image", required=True)
+    for side in ("up", "down", "left", "right"):
+        field = f"{side}_expansion_ratio"
+        if body.get(field) is None:
+            raise _bad(field, "is required")
+        _fraction(body, field, 0, 2)
+    _string(body, "prompt", max_len=_MAX_PROMPT)
+    _int(body, "n", 1, 9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +349,10 @@ ENDPOINTS: Mapping[str, Endpoint] = {
             "kling-video-o1",
             _omni_video,
         ),
+        Endpoint("/v1/videos/avatar/image2video", "videos", None, None, _avatar),
         Endpoint("/v1/images/generations", "images", _IMAGE_MODELS, "kling-v1", _image_generation),
+        Endpoint("/v1/images/multi-image2image", "images", ("kling-v2", "kling-v2-1"), "kling-v2", _multi_image2image),
+        Endpoint("/v1/images/editing/expand", "images", None, None, _expand),
         Endpoint("/v1/images/omni-image", "images", ("kling-image-o1",), "kling-image-o1", _omni_image),
         Endpoint(
             "/v1/images/kolors-virtual-try-on",
