@@ -38,7 +38,7 @@ from kling_budget.errors import (
     ReservationResolvedError,
 )
 from kling_budget.ledger.backend import Backend, Connection, Row
-from kling_budget.ledger.locks import for_update, lock_config, lock_window, skip_locked
+from kling_budget.ledger.locks import for_update, lock_config, lock_order, lock_window, skip_locked
 from kling_budget.ledger.records import Pack, ReservationInfo, ReservationState, UsageRow, VerifyReport
 from kling_budget.money import format_units, format_usd, milli_to_units, nano_to_usd, usd_nano_for_units
 from kling_budget.types import AlertEvent, AlertKind, Attribution, Denial, PackType
@@ -561,20 +561,9 @@ class Ledger:
             config = windows.start(self._load_config(conn))
             allocs = self._allocate(conn, config, pack, units_milli, at)
             usd_nano = sum(a.usd_nano for a in allocs)
-            events: list[AlertEvent] = []
-            for budget in self._matching(config, attribution):
-                window = budget.window(at_dt)
-                self._ensure_window(conn, config, budget, window, windows.created)
-                units_delta = budget.units_delta(pack, units_milli)
-                after = self._add_held(conn, budget, window, units_delta, usd_nano)
-                if after is None:
-                    counters = self._fold_or_row(conn, budget, window)
-                    denial = check_admission(budget, window, counters, units_delta, usd_nano)
-                    assert denial is not None, "conditional update refused a job that fits"
-                    assert budget.id is not None
-                    raise _Denied(denial, budget.id, window)
-                before = replace(after, held_milli=after.held_milli - units_delta, held_nano=after.held_nano - usd_nano)
-                events += self._threshold_events(budget, window, before, after, at, key)
+            matching = self._matching(config, attribution)
+            for budget in matching:  # before our own row exists, so a new window's fold excludes this job
+                self._ensure_window(conn, config, budget, budget.window(at_dt), windows.created)
             info = self._insert_reservation(
                 conn,
                 key=key,
@@ -597,6 +586,21 @@ class Ledger:
             if any(a.pack_id is not None for a in allocs):
                 self._store_allocs(conn, key, allocs, committed=False)
             self._bucket(conn, attribution, pack, at, held=(units_milli, usd_nano))
+            events: list[AlertEvent] = []
+            # Budget rows last, broadest last: a row lock is held from its UPDATE to COMMIT, and the
+            # account-wide row is the one every job waits for (see ledger/locks.py).
+            for budget in matching:
+                window = budget.window(at_dt)
+                units_delta = budget.units_delta(pack, units_milli)
+                after = self._add_held(conn, budget, window, units_delta, usd_nano)
+                if after is None:
+                    counters = self._fold_or_row(conn, budget, window)
+                    denial = check_admission(budget, window, counters, units_delta, usd_nano)
+                    assert denial is not None, "conditional update refused a job that fits"
+                    assert budget.id is not None
+                    raise _Denied(denial, budget.id, window)
+                before = replace(after, held_milli=after.held_milli - units_delta, held_nano=after.held_nano - usd_nano)
+                events += self._threshold_events(budget, window, before, after, at, key)
             stored = self._insert_events(conn, events, at)
             return replace(info, alerts=tuple(stored))
 
@@ -694,6 +698,7 @@ class Ledger:
             config = windows.start(self._load_config(conn))
             allocs = self._allocate(conn, config, pack, units_milli, at)
             usd_nano = sum(a.usd_nano for a in allocs)
+            self._bucket(conn, attribution, pack, at, committed=(units_milli, usd_nano), jobs=1)  # before budget rows
             events: list[AlertEvent] = []
             over: list[str] = []
             for budget in self._matching(config, attribution):
@@ -753,7 +758,6 @@ class Ledger:
             )
             if any(a.pack_id is not None for a in allocs):
                 self._store_allocs(conn, key, allocs, committed=True)
-            self._bucket(conn, attribution, pack, at, committed=(units_milli, usd_nano), jobs=1)
             stored = self._insert_events(conn, events, at)
             info = self._fetch(conn, key)
             assert info is not None
@@ -818,9 +822,27 @@ class Ledger:
             actual_nano = self._settle_allocs(conn, config, info, actual, at)
             overage = max(0, actual - info.units_milli)
             overage_nano = max(0, actual_nano - info.usd_nano)
+            conn.execute(
+                "UPDATE reservations SET state = 'committed', actual_milli = ?, actual_nano = ?, overage_milli = ?, "
+                "overage_nano = ?, resolved_at = ? WHERE id = ?",
+                (actual, actual_nano, overage, overage_nano, at, key),
+            )
+            conn.execute(
+                "INSERT INTO entries (reservation_id, kind, units_milli, usd_nano, at) VALUES (?, 'commit', ?, ?, ?)",
+                (key, actual, actual_nano, at),
+            )
+            self._bucket(
+                conn,
+                info.attribution,
+                info.pack_type,
+                to_micros(info.reserved_at),
+                held=(-info.units_milli, -info.usd_nano),
+                committed=(actual, actual_nano),
+                jobs=1,
+            )
             events: list[AlertEvent] = []
             reserved_dt = info.reserved_at
-            for budget in self._matching(config, info.attribution):
+            for budget in self._matching(config, info.attribution):  # budget rows last (see reserve)
                 window = budget.window(reserved_dt)
                 held_delta = budget.units_delta(info.pack_type, info.units_milli)
                 actual_delta = budget.units_delta(info.pack_type, actual)
@@ -868,24 +890,6 @@ class Ledger:
                         created_at=from_micros(at).isoformat(),
                     )
                 )
-            conn.execute(
-                "UPDATE reservations SET state = 'committed', actual_milli = ?, actual_nano = ?, overage_milli = ?, "
-                "overage_nano = ?, resolved_at = ? WHERE id = ?",
-                (actual, actual_nano, overage, overage_nano, at, key),
-            )
-            conn.execute(
-                "INSERT INTO entries (reservation_id, kind, units_milli, usd_nano, at) VALUES (?, 'commit', ?, ?, ?)",
-                (key, actual, actual_nano, at),
-            )
-            self._bucket(
-                conn,
-                info.attribution,
-                info.pack_type,
-                to_micros(info.reserved_at),
-                held=(-info.units_milli, -info.usd_nano),
-                committed=(actual, actual_nano),
-                jobs=1,
-            )
             stored = self._insert_events(conn, events, at)
             return replace(
                 info,
@@ -919,22 +923,12 @@ class Ledger:
         return self.backend.run(tx)
 
     def _release_in(self, conn: Connection, config: _Config, info: ReservationInfo, at: int, reason: str) -> None:
-        # Packs before budget windows: the lock order of reserve and commit (see ledger/locks.py).
+        # Packs first, budget windows last: the lock order of reserve and commit (see ledger/locks.py).
         for pack_id, held in conn.fetchall(
             "SELECT pack_id, held_milli FROM allocations WHERE reservation_id = ? AND pack_id IS NOT NULL",
             (info.id,),
         ):
             conn.execute("UPDATE packs SET held_milli = held_milli - ? WHERE id = ?", (held, pack_id))
-        for budget in self._matching(config, info.attribution):
-            window = budget.window(info.reserved_at)
-            held_delta = budget.units_delta(info.pack_type, info.units_milli)
-            update = (
-                "UPDATE budget_windows SET held_milli = held_milli - ?, held_nano = held_nano - ? "
-                "WHERE budget_id = ? AND window_start = ?",
-                (held_delta, info.usd_nano, budget.id, window.start_us),
-            )
-            if not conn.execute(*update) and lock_window(conn, budget.id, window.start_us, exclusive=False):
-                conn.execute(*update)  # dialect hook: a concurrent creation is now committed or not
         detail = dict(info.detail)
         if reason:
             detail["release_reason"] = reason
@@ -953,6 +947,16 @@ class Ledger:
             to_micros(info.reserved_at),
             held=(-info.units_milli, -info.usd_nano),
         )
+        for budget in self._matching(config, info.attribution):  # budget rows last (see reserve)
+            window = budget.window(info.reserved_at)
+            held_delta = budget.units_delta(info.pack_type, info.units_milli)
+            update = (
+                "UPDATE budget_windows SET held_milli = held_milli - ?, held_nano = held_nano - ? "
+                "WHERE budget_id = ? AND window_start = ?",
+                (held_delta, info.usd_nano, budget.id, window.start_us),
+            )
+            if not conn.execute(*update) and lock_window(conn, budget.id, window.start_us, exclusive=False):
+                conn.execute(*update)  # dialect hook: a concurrent creation is now committed or not
 
     def expire_unsubmitted(self, *, now: datetime | None = None, limit: int = 1000) -> list[str]:
         """Release reservations whose TTL passed and that were never marked submitted.
@@ -1076,7 +1080,8 @@ class Ledger:
 
     @staticmethod
     def _matching(config: _Config, attribution: Attribution) -> list[Budget]:
-        return [b for b in config.budgets if b.scope.matches(attribution)]
+        """The budgets ``attribution`` counts against, in lock order (see ``ledger/locks.py``)."""
+        return sorted((b for b in config.budgets if b.scope.matches(attribution)), key=lock_order)
 
     @staticmethod
     def _add_held(conn: Connection, budget: Budget, window: Window, units_delta: int, usd_nano: int) -> Counters | None:
