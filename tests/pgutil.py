@@ -4,10 +4,9 @@ Default: postgresql://postgres@127.0.0.1:5432/test (trust auth, as in CI). When 
 is unreachable the tests fail loudly instead of skipping.
 
 A schema per test (``options=-csearch_path=<schema>`` in the URL) costs about 8 ms to create and drop;
-a database per test (``CREATE DATABASE … TEMPLATE template0``) about 160 ms (measured here), so
-schemas it is. The
-ledger salts its advisory-lock keys with ``current_schema()``, so tests in different schemas of one
-database never wait on each other.
+a database per test (``CREATE DATABASE … TEMPLATE template0``) about 160 ms (measured here), so schemas
+it is. The ledger salts its advisory-lock keys with ``current_schema()``, so tests in different schemas
+of one database never wait on each other.
 """
 
 from __future__ import annotations

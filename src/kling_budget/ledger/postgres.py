@@ -26,6 +26,7 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import lru_cache, partial
 from typing import Any
@@ -140,6 +141,9 @@ class PostgresBackend:
             raise ConfigurationError("the PostgreSQL pool needs 0 <= pool_min <= pool_max and pool_max >= 1")
         self._conninfo = conninfo
         self._closed = False
+        #: Retries and in-doubt resolutions so far, by kind (``conflict``, ``duplicate``, ``lost``,
+        #: ``in_doubt_committed``, ``in_doubt_aborted``); for benchmarks and tests.
+        self.stats: Counter[str] = Counter()
         self._check_lock = threading.Lock()
         # One direct connection first: its error says why (refused, auth, no such database), where a
         # pool would only time out.
@@ -231,6 +235,7 @@ class PostgresBackend:
                 self._drop_dead_connections()
                 if exc.xid is not None:
                     status = self._xact_status(exc.xid, deadline)
+                    self.stats[f"in_doubt_{status or 'unknown'}"] += 1
                     if status == "committed":
                         result: T = exc.result
                         return result
@@ -240,6 +245,7 @@ class PostgresBackend:
                             "learn whether it committed; retry the operation with the same key"
                         ) from None
                 lost += 1
+                self.stats["lost"] += 1
                 if time.monotonic() >= deadline:
                     raise LedgerUnavailableError(f"ledger {self.display_url} is unreachable: {exc.reason}") from None
                 time.sleep(min(0.05 * lost, 0.5, max(0.0, deadline - time.monotonic())))
@@ -248,10 +254,12 @@ class PostgresBackend:
                 state = exc.sqlstate or ""
                 if state in _RETRY_STATES and conflicts < MAX_CONFLICT_RETRIES:
                     conflicts += 1
+                    self.stats["conflict"] += 1
                     time.sleep(random.uniform(0, 0.002 * conflicts))
                     continue
                 if state == _DUPLICATE_STATE and duplicates < MAX_DUPLICATE_RETRIES:
                     duplicates += 1
+                    self.stats["duplicate"] += 1
                     continue
                 if state in _RETRY_STATES:
                     raise LedgerUnavailableError(
