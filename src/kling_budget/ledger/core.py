@@ -999,12 +999,22 @@ class Ledger:
         return self.backend.run(tx, write=False)
 
     def list_reservations(
-        self, *, states: Sequence[ReservationState | str] = (), limit: int = 100, newest_first: bool = True
+        self,
+        *,
+        states: Sequence[ReservationState | str] = (),
+        limit: int = 100,
+        newest_first: bool = True,
+        scope: Scope | None = None,
     ) -> list[ReservationInfo]:
-        """Reservations, optionally only in ``states`` (e.g. the open ones: held, submitted)."""
+        """Reservations, optionally only in ``states`` (e.g. the open ones: held, submitted) and ``scope``."""
         order = "DESC" if newest_first else "ASC"
         params: list[Any] = [ReservationState(str(s)).value for s in states]
-        where = f"WHERE state IN ({', '.join('?' for _ in params)})" if params else ""
+        conditions = [f"state IN ({', '.join('?' for _ in params)})"] if params else []
+        scope_sql, scope_params = scope_filter(scope or Scope())
+        if scope_sql:
+            conditions.append(scope_sql)
+            params += scope_params
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         sql = f"SELECT {_RES_COLUMNS} FROM reservations {where} ORDER BY reserved_at {order}, id LIMIT ?"
         rows = self.backend.run(lambda conn: conn.fetchall(sql, [*params, limit]), write=False)
         return [_info_from_row(r) for r in rows]
