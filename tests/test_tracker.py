@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from kling_budget.pricing import PACKAGED_FILE
 from kling_budget.types import AlertEvent, AlertKind
 from tests.conftest import FixedClock
 
-TURBO = {"model": "kling-v2-5-turbo", "mode": "std", "duration": 5}  # 1.5 units, $0.21 at list price
+TURBO: dict[str, Any] = {"model": "kling-v2-5-turbo", "mode": "std", "duration": 5}  # 1.5 units, $0.21 at list price
 
 
 class Collect:
