@@ -227,7 +227,7 @@ class CallbackDispatcher:
                 chain.cancel()
 
     def _sleep_seconds(self) -> float:
-        due = self.sim.next_due_ms()
+        due = self.sim.next_callback_due_ms()
         if due is None:
             return 1.0
         return min(max(0.0, (due - self.sim.clock.now_ms()) / 1000), 1.0)

@@ -341,6 +341,7 @@ class Simulator:
         self._next_id = self._id_rng.randrange(700_000_000_000_000_000, 880_000_000_000_000_000)
         self._seq = 0
         self._heap: list[tuple[int, int, str]] = []
+        self._callback_heap: list[tuple[int, int]] = []
         self._tasks: dict[str, _Task] = {}
         self._outbox: list[CallbackEvent] = []
         self._held: dict[str, list[CallbackEvent]] = {}
@@ -538,7 +539,7 @@ class Simulator:
                 acct.by_external[external] = task.task_id
             acct.active_slots[pack_type] = acct.active_slots.get(pack_type, 0) + slots
             acct.held_milli[pack_type] = acct.held_milli.get(pack_type, 0) + charge
-            self._schedule(task.processing_ms, task.task_id)
+            self._schedule(task.processing_ms, task)
             if self._config.callback_on_submit:
                 self._emit(task)
             data: dict[str, Any] = {
@@ -730,11 +731,25 @@ class Simulator:
         with self._lock:
             return self._heap[0][0] if self._heap else None
 
-    def _schedule(self, due: int, task_id: str) -> None:
+    def next_callback_due_ms(self) -> int | None:
+        """When the next transition of a task with a ``callback_url`` is due, or ``None``.
+
+        The callback scheduler sleeps until then; tasks without callbacks never wake it.
+        """
+        with self._lock:
+            now = self.clock.now_ms()
+            self._advance(now)
+            while self._callback_heap and self._callback_heap[0][0] <= now:
+                heapq.heappop(self._callback_heap)
+            return self._callback_heap[0][0] if self._callback_heap else None
+
+    def _schedule(self, due: int, task: _Task) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (due, self._seq, task_id))
-        if self._heap[0][2] == task_id:
-            self._wake()
+        heapq.heappush(self._heap, (due, self._seq, task.task_id))
+        if task.callback_url:
+            heapq.heappush(self._callback_heap, (due, self._seq))
+            if self._callback_heap[0][1] == self._seq:
+                self._wake()
 
     def _advance(self, now: int) -> None:
         while self._heap and self._heap[0][0] <= now:
@@ -742,7 +757,7 @@ class Simulator:
             task = self._tasks[task_id]
             if task.status == SUBMITTED:
                 task.status, task.updated_ms = PROCESSING, due
-                self._schedule(task.finish_ms, task_id)
+                self._schedule(task.finish_ms, task)
             else:
                 self._finish(task, due)
             self._emit(task)
