@@ -28,6 +28,7 @@ from kling_budget.alerts import AlertDispatcher, AlertSink, LogSink
 from kling_budget.budgets import DEFAULT_THRESHOLDS, Budget, BudgetStatus, check_admission
 from kling_budget.errors import ConfigurationError, InvalidInputError
 from kling_budget.ledger import (
+    Connection,
     Ledger,
     Pack,
     ReservationInfo,
@@ -467,8 +468,13 @@ class CostTracker:
         key: str | None = None,
         ttl: timedelta | None = None,
         detail: Mapping[str, Any] | None = None,
+        submitted: bool = False,
+        also: Callable[[Connection], None] | None = None,
     ) -> Reservation:
-        """Reserve an already computed quote (used by the Kling client and the gateway)."""
+        """Reserve an already computed quote (used by the Kling client and the gateway).
+
+        ``submitted`` and ``also`` are passed to :meth:`Ledger.reserve` (reserve and mark submitted in one
+        transaction; extra writes in the same transaction)."""
         milli = quote.units_milli if units is None else _amount_milli(units, "units")
         attribution = Attribution(
             project=project_id or "",
@@ -485,6 +491,8 @@ class CostTracker:
             product=quote.product,
             detail={"params": dict(quote.params), "price_version": quote.price_version, **(detail or {})},
             ttl=ttl,
+            submitted=submitted,
+            also=also,
         )
         return Reservation(self, self._dispatched(info), quote)
 

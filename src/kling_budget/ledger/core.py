@@ -339,12 +339,15 @@ class Ledger:
         return BudgetStatus(budget=budget, window=window, counters=counters, as_of=at)
 
     @staticmethod
-    def _fold_select(budget: Budget, window: Window) -> tuple[str, list[Any]]:
+    def _fold_select(budget: Budget, window: Window, *, exclude: str = "") -> tuple[str, list[Any]]:
         conditions, params = scope_filter(budget.scope)
         where = "reserved_at >= ?" + (" AND reserved_at < ?" if window.end is not None else "")
         where_params: list[Any] = [window.start_us] + ([window.end_us] if window.end is not None else [])
         if conditions:
             where += " AND " + conditions
+        if exclude:  # the job being reserved: its hold is added by its own UPDATE
+            where += " AND id <> ?"
+            params = [*params, exclude]
         pack = budget.unit_pack.value
         select = (
             "SELECT "
@@ -371,6 +374,7 @@ class Ledger:
         budget: Budget,
         window: Window,
         created: list[tuple[int, int]],
+        exclude: str = "",
     ) -> None:
         """Create the budget's row for ``window`` if missing, initialised from the jobs already in it.
 
@@ -386,7 +390,7 @@ class Ledger:
             created.append(key)
             return
         lock_window(conn, budget.id, window.start_us, exclusive=True)  # dialect hook: see ledger/locks.py
-        select, params = self._fold_select(budget, window)
+        select, params = self._fold_select(budget, window, exclude=exclude)
         conn.execute(
             f"INSERT INTO budget_windows (budget_id, window_start, window_end, {_COUNTER_COLUMNS}) "
             f"SELECT ?, ?, ?, {select[len('SELECT ') :]} ON CONFLICT (budget_id, window_start) DO NOTHING",
@@ -535,8 +539,15 @@ class Ledger:
         detail: Mapping[str, Any] | None = None,
         ttl: timedelta | None = None,
         now: datetime | None = None,
+        submitted: bool = False,
+        also: Callable[[Connection], None] | None = None,
     ) -> ReservationInfo:
         """Hold ``units_milli`` against every matching budget in one atomic step.
+
+        ``submitted=True`` stores the reservation as already marked submitted (reserve + ``mark_submitted``
+        in one transaction, for a caller that sends the job right away and recovers a lost send by looking
+        the job up). ``also(conn)`` runs in the same transaction right after the reservation row is written
+        (e.g. the gateway's ownership row); if it raises, nothing is stored.
 
         Raises:
             BudgetExceededError: a hard budget has no room; ``.denial`` names budget, window, limit,
@@ -561,14 +572,12 @@ class Ledger:
             config = windows.start(self._load_config(conn))
             allocs = self._allocate(conn, config, pack, units_milli, at)
             usd_nano = sum(a.usd_nano for a in allocs)
-            matching = self._matching(config, attribution)
-            for budget in matching:  # before our own row exists, so a new window's fold excludes this job
-                self._ensure_window(conn, config, budget, budget.window(at_dt), windows.created)
+            self._bucket(conn, attribution, pack, at, held=(units_milli, usd_nano))
             info = self._insert_reservation(
                 conn,
                 key=key,
                 kind="reserve",
-                state=ReservationState.HELD,
+                state=ReservationState.SUBMITTED if submitted else ReservationState.HELD,
                 request_hash=request_hash,
                 attribution=attribution,
                 product=product,
@@ -583,22 +592,26 @@ class Ledger:
                 "INSERT INTO entries (reservation_id, kind, units_milli, usd_nano, at) VALUES (?, 'reserve', ?, ?, ?)",
                 (key, units_milli, usd_nano, at),
             )
+            if also is not None:
+                also(conn)
             if any(a.pack_id is not None for a in allocs):
                 self._store_allocs(conn, key, allocs, committed=False)
-            self._bucket(conn, attribution, pack, at, held=(units_milli, usd_nano))
             events: list[AlertEvent] = []
             # Budget rows last, broadest last: a row lock is held from its UPDATE to COMMIT, and the
             # account-wide row is the one every job waits for (see ledger/locks.py).
-            for budget in matching:
+            for budget in self._matching(config, attribution):
                 window = budget.window(at_dt)
+                self._ensure_window(conn, config, budget, window, windows.created, exclude=key)
                 units_delta = budget.units_delta(pack, units_milli)
                 after = self._add_held(conn, budget, window, units_delta, usd_nano)
-                if after is None:
+                while after is None:
                     counters = self._fold_or_row(conn, budget, window)
                     denial = check_admission(budget, window, counters, units_delta, usd_nano)
-                    assert denial is not None, "conditional update refused a job that fits"
-                    assert budget.id is not None
-                    raise _Denied(denial, budget.id, window)
+                    if denial is not None:
+                        assert budget.id is not None
+                        raise _Denied(denial, budget.id, window)
+                    # READ COMMITTED: a release freed room after our UPDATE was refused; try again.
+                    after = self._add_held(conn, budget, window, units_delta, usd_nano)
                 before = replace(after, held_milli=after.held_milli - units_delta, held_nano=after.held_nano - usd_nano)
                 events += self._threshold_events(budget, window, before, after, at, key)
             stored = self._insert_events(conn, events, at)
@@ -767,10 +780,19 @@ class Ledger:
         windows.committed()
         return result
 
-    def mark_submitted(self, key: str, *, task_id: str | None = None, now: datetime | None = None) -> ReservationInfo:
+    def mark_submitted(
+        self,
+        key: str,
+        *,
+        task_id: str | None = None,
+        now: datetime | None = None,
+        also: Callable[[Connection], None] | None = None,
+    ) -> ReservationInfo:
         """Mark a reservation as (possibly) sent to Kling; from now on no timer may release it.
 
         Call it *before* the HTTP request. Calling it again (e.g. to add Kling's ``task_id``) is fine.
+        ``also(conn)`` runs in the same transaction after the update (e.g. the gateway records the task id
+        in its own table); if it raises, nothing is stored.
 
         Raises:
             ReservationResolvedError: the reservation was already released (e.g. by its TTL) or
@@ -790,6 +812,8 @@ class Ledger:
                 raise ReservationResolvedError(
                     f"reservation {key} is {info.state.value}; it must not be submitted to Kling"
                 )
+            if also is not None:
+                also(conn)
             fresh = self._fetch(conn, key)
             assert fresh is not None
             return fresh
