@@ -195,9 +195,53 @@ _M2_COMMON = (
     )""",
 )
 
+# The gateway (kling-budget serve): virtual keys (API keys stored as SHA-256, secret keys and per-key
+# webhook secrets encrypted with the master key) and task ownership: which key created which reservation,
+# the client's own external_task_id and callback_url, Kling's task id, the latest state seen, and when the
+# settle worker should look at the task again (a claim pushes next_check_at forward, so several instances
+# never poll one task at once).
+_M3_COMMON = (
+    """CREATE TABLE gateway_keys (
+        id {id},
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL CHECK (kind IN ('jwt', 'api', 'both')),
+        project TEXT NOT NULL,
+        user_id TEXT NOT NULL DEFAULT '',
+        tags TEXT NOT NULL DEFAULT '',
+        access_key TEXT UNIQUE,
+        secret_enc TEXT,
+        api_key_hash TEXT UNIQUE,
+        api_key_prefix TEXT NOT NULL DEFAULT '',
+        webhook_secret_enc TEXT,
+        created_at BIGINT NOT NULL,
+        rotated_at BIGINT,
+        revoked_at BIGINT
+    )""",
+    """CREATE TABLE gateway_tasks (
+        reservation_id TEXT PRIMARY KEY REFERENCES reservations(id),
+        key_id BIGINT NOT NULL REFERENCES gateway_keys(id),
+        endpoint TEXT NOT NULL,
+        client_external_id TEXT,
+        callback_url TEXT,
+        task_id TEXT,
+        status TEXT NOT NULL,
+        data TEXT,
+        settled INTEGER NOT NULL DEFAULT 0,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        next_check_at BIGINT NOT NULL,
+        checks INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (key_id, client_external_id)
+    )""",
+    """CREATE INDEX gateway_tasks_by_key ON gateway_tasks (key_id, endpoint, created_at)""",
+    """CREATE INDEX gateway_tasks_by_task ON gateway_tasks (task_id) WHERE task_id IS NOT NULL""",
+    """CREATE INDEX gateway_tasks_open ON gateway_tasks (next_check_at) WHERE settled = 0""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial ledger", _M1_COMMON, {"sqlite": _M1_SQLITE, "postgresql": _M1_POSTGRESQL}),
     Migration(2, "alert delivery leases and sinks", _M2_COMMON, {}),
+    Migration(3, "gateway virtual keys and task ownership", _M3_COMMON, {}),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
