@@ -616,3 +616,30 @@ def test_python_m_kling_budget_exits_with_the_command_code(tmp_path: Path) -> No
     denied = subprocess.run([*env_cmd, "check", *TURBO], capture_output=True, text=True)
     assert denied.returncode == 1, denied
     assert denied.stdout.startswith("denied: budget 't'")
+
+
+def test_unexpected_error_is_one_line_unless_debugging(kb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected exception is one `internal error` line with exit 1; `KLING_BUDGET_DEBUG=1` re-raises it."""
+
+    def explode(self: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("kling_budget.tracker.CostTracker.verify", explode)
+    result = kb("verify")
+    assert result.code == 1
+    assert result.err == "error: internal error (RuntimeError): disk on fire; set KLING_BUDGET_DEBUG=1 for details\n"
+    monkeypatch.setenv("KLING_BUDGET_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        main(["verify"])
+
+
+def test_a_file_that_is_not_a_ledger_is_refused_in_one_line(kb: Any, tmp_path: Path) -> None:
+    """Pointing `--db` at a file that is not a ledger database exits 1 with one line and changes nothing."""
+    other = tmp_path / "notes.txt"
+    other.write_text("not a database\n" * 100)
+    result = kb("budget", "list", db_url=str(other))
+    assert result.code == 1
+    assert result.err.startswith("error: ")
+    assert "not a usable ledger database" in result.err
+    assert len(result.err.splitlines()) == 1
+    assert other.read_text() == "not a database\n" * 100

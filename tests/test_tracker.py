@@ -417,3 +417,29 @@ def test_default_ledger_is_created_in_kling_budget_home(isolated_env: Path) -> N
         default.record_usage("j", **TURBO)
         assert "ledger.db" in repr(default)
     assert (isolated_env / "ledger.db").exists()
+
+
+def test_budgets_can_be_set_from_a_budget_listed_and_deleted(tracker: CostTracker) -> None:
+    """`set_budget` also takes a `Budget`; budgets can be listed and deleted (their spend stays)."""
+    tracker.set_budget(Budget.create("team", user="ann", period="weekly", limit_usd="5", week_start="sunday"))
+    tracker.set_budget("all", limit_units=100)
+    tracker.record_usage("j", **TURBO, user_id="ann")
+    assert [b.name for b in tracker.list_budgets()] == ["all", "team"]
+    assert tracker.budget_status("team").counters.committed_nano == 210_000_000
+    tracker.delete_budget("team")
+    assert [b.name for b in tracker.list_budgets()] == ["all"]
+    assert tracker.usage_record("j").credits == Decimal("1.5")
+    with pytest.raises(InvalidInputError, match="no budget named 'team'"):
+        tracker.get_budget("team")
+
+
+def test_can_generate_matches_user_api_key_and_tag_scopes(tracker: CostTracker) -> None:
+    """Budgets scoped by user, API key or tag only limit jobs carrying that attribute."""
+    tracker.set_budget("ann", user_id="ann", limit_units=1)
+    tracker.set_budget("ci-key", api_key="ci", limit_units=1)
+    tracker.set_budget("promo", tag="promo", limit_units=1)
+    assert tracker.can_generate(**TURBO)["allowed"] is True
+    assert tracker.can_generate(**TURBO, user_id="ann")["allowed"] is False
+    assert tracker.can_generate(**TURBO, api_key="ci")["allowed"] is False
+    assert tracker.can_generate(**TURBO, tags=["promo", "x"])["allowed"] is False
+    assert tracker.can_generate(**TURBO, tags=["x"])["allowed"] is True
