@@ -18,6 +18,7 @@ Outcome control for tests (:class:`Script`) and prompt markers::
     {"prompt": "a cat [sim:fail=nsfw]"}              # this task fails with message "nsfw"
     {"prompt": "a cat [sim:charge=2.5]"}             # this task is charged 2.5 units ("price drift")
     {"prompt": "a cat [sim:running=3]"}              # this task stays processing 3 s ([sim:queued=..] too)
+    {"prompt": "a cat [sim:reject=1301]"}            # the create is refused with this business code
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from kling_budget.kling.simulator.clock import Clock, SystemClock
 from kling_budget.kling.simulator.config import PackConfig, SimulatorConfig, parse_pack_type
 from kling_budget.kling.simulator.endpoints import Endpoint, endpoint_for
 from kling_budget.kling.simulator.faults import Faults
-from kling_budget.kling.simulator.protocol import SimError, dumps
+from kling_budget.kling.simulator.protocol import CODE_MESSAGE, SimError, dumps
 from kling_budget.money import format_units, milli_to_units, units_to_milli
 from kling_budget.types import PackType, Quote
 
@@ -66,7 +67,7 @@ Pricer = Callable[[str, Mapping[str, Any]], Quote]
 SUBMITTED, PROCESSING, SUCCEED, FAILED = "submitted", "processing", "succeed", "failed"
 _TERMINAL = (SUCCEED, FAILED)
 _DEFAULT_FAILURE = "simulated failure"
-_MARKER = re.compile(r"\[sim:(fail|charge|queued|running)(?:=([^\]]*))?\]")
+_MARKER = re.compile(r"\[sim:(fail|charge|queued|running|reject)(?:=([^\]]*))?\]")
 _TOKEN_CODES = {"malformed": 1002, "signature": 1000, "not_yet_valid": 1003, "expired": 1004}
 _DAY_MS = 86_400_000
 
@@ -577,7 +578,7 @@ class Simulator:
         if not self._config.prompt_markers or not isinstance(prompt, str) or "[sim:" not in prompt:
             return _Plan()
         fail: str | None = None
-        charge = queued = running = None
+        charge = queued = running = rejection = None
         for name, value in _MARKER.findall(prompt):
             try:
                 if name == "fail":
@@ -586,10 +587,16 @@ class Simulator:
                     charge = units_to_milli(value, "[sim:charge=...]")
                 elif name == "queued":
                     queued = round(float(value) * 1000)
+                elif name == "reject":
+                    rejection = int(value)
                 else:
                     running = round(float(value) * 1000)
             except (InvalidInputError, ValueError):
                 raise SimError(1201, f"prompt marker [sim:{name}={value}] needs a number") from None
+        if rejection is not None:
+            if rejection not in CODE_MESSAGE or rejection == 0:
+                raise SimError(1201, f"prompt marker [sim:reject={rejection}] needs a documented Kling error code")
+            raise SimError(rejection)
         return _Plan(fail, charge, queued, running)
 
     def _plan(self, markers: _Plan) -> _Plan:
