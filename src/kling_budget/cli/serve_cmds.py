@@ -1,0 +1,334 @@
+"""``kling-budget serve`` (the gateway) and ``kling-budget keys create|list|revoke|rotate`` (virtual keys)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kling_budget.cli._common import AppContext, json_option, pass_app, print_json, print_table, split_csv
+
+__all__ = ["COMMANDS"]
+
+DEMO_PROJECT = "demo"
+DEMO_KEY = "demo"
+DEMO_PACKS = {"video": 100_000, "image": 1_000_000, "try_on": 10_000}
+
+
+def _configure_logging(level: str) -> None:
+    """JSON lines on stderr for the gateway's loggers; uvicorn's own chatter only from warnings up."""
+    from kling_budget.server.metrics import JsonLogFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger("kling_budget")
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _bind(host: str, port: int) -> Any:
+    from kling_budget.kling.simulator.runner import _bind as bind_socket
+
+    try:
+        return bind_socket(host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free).")
+@click.option(
+    "--upstream",
+    metavar="URL",
+    help="Kling API base URL [env KLING_API_BASE; default https://api-singapore.klingai.com].",
+)
+@click.option(
+    "--public-url",
+    metavar="URL",
+    envvar="KLING_BUDGET_PUBLIC_URL",
+    help="This gateway's public URL; Kling then calls back <URL>/callbacks/kling [env KLING_BUDGET_PUBLIC_URL].",
+)
+@click.option("--demo", is_flag=True, help="SQLite, the built-in simulator as upstream, a seeded key and budgets.")
+@click.option(
+    "--settle-interval", default=1.0, show_default=True, type=float, help="Seconds between settle sweeps (0: off)."
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Level of the JSON log lines on stderr (info: one access line per request).",
+)
+@pass_app
+def serve(
+    app: AppContext,
+    host: str,
+    port: int,
+    upstream: str | None,
+    public_url: str | None,
+    demo: bool,
+    settle_interval: float,
+    log_level: str,
+) -> None:
+    """Run the Kling API gateway: Kling's /v1 API on virtual keys, every create priced and reserved.
+
+    The real Kling credentials come from KLING_ACCESS_KEY + KLING_SECRET_KEY (or KLING_API_KEY) and never
+    leave the gateway. Clients use virtual keys (kling-budget keys create). KLING_WEBHOOK_SECRET verifies
+    Kling's callbacks; KLING_BUDGET_ADMIN_TOKEN enables the admin API; KLING_BUDGET_MASTER_KEY encrypts
+    stored secrets (default: master.key in the data directory). SIGTERM stops gracefully.
+
+    \b
+    Example:
+      kling-budget serve --demo
+      KLING_ACCESS_KEY=... KLING_SECRET_KEY=... kling-budget --db postgresql://kb@db/kb serve \\
+          --host 0.0.0.0 --public-url https://kling-gw.example.com
+    """
+    import uvicorn
+
+    from kling_budget.server import GatewayConfig, GatewayState, create_app
+
+    _configure_logging(log_level)
+    sock = _bind(host, port)
+    base_url = _url(host, sock.getsockname()[1])
+    with contextlib.ExitStack() as stack:
+        stack.callback(sock.close)
+        if demo:
+            config, state = _demo(stack, app, base_url, public_url, settle_interval)
+        else:
+            config = GatewayConfig.from_env(
+                upstream_url=upstream,
+                db=app.db,
+                prices=app.prices,
+                public_url=public_url,
+                settle_interval=settle_interval,
+            )
+            state = GatewayState(config)
+            click.echo(f"kling-budget gateway on {base_url} -> {config.upstream_url}")
+            click.echo(f"ledger: {state.ledger.backend.display_url}")
+            if config.admin_token is None:
+                click.echo("admin API: disabled (set KLING_BUDGET_ADMIN_TOKEN to enable it)")
+            click.echo(f"dashboard: {base_url}/dashboard")
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(config, state=state),
+                lifespan="on",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=int(config.shutdown_grace),
+                timeout_keep_alive=5,
+                backlog=2048,
+            )
+        )
+        # uvicorn re-raises the stop signal after a graceful shutdown; a no-op SIGTERM handler makes that a
+        # normal exit (status 0), and Ctrl-C's KeyboardInterrupt is a normal stop too.
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[sock])
+
+
+def _demo(
+    stack: contextlib.ExitStack, app: AppContext, base_url: str, public_url: str | None, settle_interval: float
+) -> tuple[Any, Any]:
+    """Start the simulator, open a demo ledger, seed a project key and two budgets, print how to use them."""
+    from kling_budget.kling.auth import JWTAuth
+    from kling_budget.kling.simulator import SimulatorConfig, running_simulator
+    from kling_budget.server import GatewayConfig, GatewayState, Secret
+    from kling_budget.server.keys import data_dir
+
+    if app.db:
+        db, home = app.db, data_dir()
+    else:
+        home = Path(tempfile.mkdtemp(prefix="kling-budget-serve-demo-"))
+        db = f"sqlite:///{home / 'ledger.db'}"
+    sim = stack.enter_context(
+        running_simulator(SimulatorConfig.single(packs=DEMO_PACKS, concurrency=1000), log_level="error")
+    )
+    assert sim.access_key is not None and sim.secret_key is not None
+    admin = Secret.generate()
+    config = GatewayConfig(
+        upstream_url=sim.base_url,
+        upstream_auth=JWTAuth(sim.access_key, sim.secret_key),
+        db=db,
+        prices=app.prices,
+        home=home,
+        public_url=public_url or base_url,
+        admin_token=admin,
+        settle_interval=settle_interval,
+    )
+    state = GatewayState(config)
+    tracker = state.tracker
+    tracker.set_budget("demo-daily", project_id=DEMO_PROJECT, period="daily", limit_units=50)
+    tracker.set_budget("account-monthly", period="monthly", limit_units=1000)
+    try:
+        issued = state.keys.create(DEMO_KEY, project=DEMO_PROJECT, user="alice", tags=["demo"], kind="both")
+    except Exception:
+        issued = state.keys.rotate(DEMO_KEY)
+    echo = click.echo
+    echo("kling-budget gateway — demo mode (no Kling credentials needed)\n")
+    echo(f"  gateway     {base_url}   (Kling's /v1 API; point any Kling client here)")
+    echo(f"  upstream    the built-in Kling simulator at {sim.base_url}")
+    echo(f"  ledger      {db}")
+    echo(f"  dashboard   {base_url}/dashboard")
+    echo(f"  admin token {admin.reveal()}   (Authorization: Bearer <token> on the admin API)")
+    echo("\nBudgets: 'demo-daily' (project demo, 50 units/day) and 'account-monthly' (1000 units/month).")
+    echo(f"Virtual key '{DEMO_KEY}' (project {DEMO_PROJECT}, user alice) — shown once, keep it:")
+    echo(f"  access key  {issued.key.access_key}")
+    echo(f"  secret key  {issued.secret_key}")
+    echo(f"  API key     {issued.api_key}")
+    echo("\nTry it (1.5 units against both budgets; repeat until the daily budget says no):\n")
+    echo(f"  curl -s {base_url}/v1/videos/text2video \\")
+    echo(f"    -H 'Authorization: Bearer {issued.api_key}' -H 'Content-Type: application/json' \\")
+    echo("""    -d '{"model_name": "kling-v2-6", "mode": "std", "duration": "5", "prompt": "a red fox in the snow"}'""")
+    echo(f"\n  curl -s {base_url}/v1/videos/text2video/<task_id> -H 'Authorization: Bearer {issued.api_key}'")
+    echo("\nCtrl-C stops it.\n")
+    return config, state
+
+
+@click.group()
+def keys() -> None:
+    """Virtual keys for the gateway: create, list, revoke, rotate (same database as 'serve').
+
+    \b
+    Example:
+      kling-budget keys create --name web-app --project marketing --user alice --kind jwt
+      kling-budget keys list
+      kling-budget keys rotate web-app
+      kling-budget keys revoke web-app
+    """
+
+
+def _store(app: AppContext, *, secrets: bool) -> Any:
+    from kling_budget.ledger import open_backend
+    from kling_budget.server.keys import KeyStore, load_master_key
+
+    backend = open_backend(app.db)
+    click.get_current_context().call_on_close(backend.close)
+    return KeyStore(backend, load_master_key() if secrets else None)
+
+
+def _print_issued(issued: Any, as_json: bool, verb: str) -> None:
+    if as_json:
+        print_json(issued.to_dict())
+        return
+    key = issued.key
+    click.echo(f"{verb} key '{key.name}' (project {key.project}{', user ' + key.user if key.user else ''}).")
+    click.echo("The secrets below are shown once and never stored in plaintext:")
+    if issued.secret_key:
+        click.echo(f"  access key      {key.access_key}")
+        click.echo(f"  secret key      {issued.secret_key}")
+    if issued.api_key:
+        click.echo(f"  API key         {issued.api_key}")
+    click.echo(f"  webhook secret  {issued.webhook_secret}   (verifies callbacks the gateway forwards to you)")
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="Unique key name (budgets match it as --api-key).")
+@click.option("--project", required=True, help="Project every job made with the key is charged to.")
+@click.option("--user", default="", help="User every job is attributed to.")
+@click.option("--tags", default="", help="Comma-separated tags (budgets can match a tag).")
+@click.option(
+    "--kind",
+    type=click.Choice(["jwt", "api", "both"]),
+    default="jwt",
+    show_default=True,
+    help="jwt: access + secret key (sign your own JWT as with Kling); api: one API key; both.",
+)
+@json_option
+@pass_app
+def keys_create(app: AppContext, name: str, project: str, user: str, tags: str, kind: str, as_json: bool) -> None:
+    """Issue a virtual key; its secrets are printed once.
+
+    \b
+    Example:
+      kling-budget keys create --name web-app --project marketing --user alice --tags web,eu --kind api
+    """
+    issued = _store(app, secrets=True).create(name, project=project, user=user, tags=split_csv(tags), kind=kind)
+    _print_issued(issued, as_json, "Created")
+
+
+@keys.command("list")
+@click.option("--active", is_flag=True, help="Only keys that are not revoked.")
+@json_option
+@pass_app
+def keys_list(app: AppContext, active: bool, as_json: bool) -> None:
+    """List virtual keys (never their secrets).
+
+    \b
+    Example:
+      kling-budget keys list --json
+    """
+    listed = _store(app, secrets=False).list(include_revoked=not active)
+    if as_json:
+        print_json([k.to_dict() for k in listed])
+        return
+    rows = [
+        (
+            k.name,
+            k.kind,
+            k.project,
+            k.user,
+            ",".join(k.tags),
+            k.access_key or "",
+            (k.api_key_prefix + "…") if k.api_key_prefix else "",
+            k.created_at.strftime("%Y-%m-%d %H:%M"),
+            "revoked" if k.revoked else "active",
+        )
+        for k in listed
+    ]
+    print_table(
+        "Virtual keys",
+        ["name", "kind", "project", "user", "tags", "access key", "API key", "created (UTC)", "state"],
+        rows,
+    )
+
+
+@keys.command("revoke")
+@click.argument("name")
+@json_option
+@pass_app
+def keys_revoke(app: AppContext, name: str, as_json: bool) -> None:
+    """Revoke a key: every gateway on this database refuses it within a second.
+
+    \b
+    Example:
+      kling-budget keys revoke web-app
+    """
+    key = _store(app, secrets=False).revoke(name)
+    if as_json:
+        print_json(key.to_dict())
+    else:
+        click.echo(f"Revoked key '{key.name}'.")
+
+
+@keys.command("rotate")
+@click.argument("name")
+@json_option
+@pass_app
+def keys_rotate(app: AppContext, name: str, as_json: bool) -> None:
+    """Issue new credentials for a key (same name, attribution and tasks); the old ones stop working.
+
+    \b
+    Example:
+      kling-budget keys rotate web-app
+    """
+    issued = _store(app, secrets=True).rotate(name)
+    _print_issued(issued, as_json, "Rotated")
+
+
+COMMANDS = [serve, keys]

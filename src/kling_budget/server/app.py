@@ -1,0 +1,184 @@
+"""``create_app(config)``: the gateway's ASGI application (proxy, callbacks, health, metrics, admin, dashboard).
+
+The app owns one :class:`~kling_budget.server.state.GatewayState`. At start-up it starts the settle
+worker; at shutdown (SIGTERM under uvicorn: no new connections, in-flight requests finish) it waits up to
+``config.shutdown_grace`` seconds until every create in flight has its hold recorded or released, stops
+the worker after its current sweep, finishes forwarding callbacks, and closes the ledger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kling_budget.server.metrics import CONTENT_TYPE
+from kling_budget.server.proxy import Proxy
+from kling_budget.server.settle_worker import SettleWorker
+from kling_budget.server.state import GatewayConfig, GatewayState
+
+__all__ = ["create_app"]
+
+access_log = logging.getLogger("kling_budget.gateway.access")
+logger = logging.getLogger("kling_budget.gateway")
+
+
+class _Observe:
+    """Outermost ASGI layer: a request id, the access log line and the request counter for every request."""
+
+    def __init__(self, app: ASGIApp, state: GatewayState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("ascii"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.state.metrics.request(template, scope["method"], status)
+            if access_log.isEnabledFor(logging.INFO):
+                request_state = scope.get("state", {})
+                access_log.info(
+                    "%s %s %s",
+                    scope["method"],
+                    template,
+                    status,
+                    extra={
+                        "request_id": request_id,
+                        "route": template,
+                        "method": scope["method"],
+                        "status": status,
+                        "key": request_state.get("key_name"),
+                        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "task_id": request_state.get("task_id"),
+                        "reservation_id": request_state.get("reservation_id"),
+                        "upstream_request_id": request_state.get("upstream_request_id"),
+                        "budget": request_state.get("budget"),
+                        "instance": self.state.config.instance,
+                    },
+                )
+
+
+def _part_b_routes(state: GatewayState) -> list[BaseRoute]:
+    """Part B's admin API and dashboard routes, when those modules exist."""
+    routes: list[BaseRoute] = []
+    for module_name, factory in (("admin", "admin_routes"), ("dashboard", "dashboard_routes")):
+        qualified = f"kling_budget.server.{module_name}"
+        try:
+            module = __import__(qualified, fromlist=[factory])
+        except ModuleNotFoundError as exc:
+            if exc.name != qualified:  # the module exists but something it imports is missing: say so
+                raise
+            continue
+        routes.extend(getattr(module, factory)(state))
+    return routes
+
+
+def create_app(
+    config: GatewayConfig,
+    *,
+    state: GatewayState | None = None,
+    settle_worker: bool = True,
+) -> Starlette:
+    """Build the gateway app.
+
+    Args:
+        config: the configuration (see :class:`~kling_budget.server.state.GatewayConfig`).
+        state: an already built state (tests); by default built from ``config``.
+        settle_worker: run the background settle worker (``config.settle_interval > 0`` too).
+
+    Returns:
+        A Starlette app; ``app.state.gateway`` is the :class:`GatewayState`.
+    """
+    gateway = state if state is not None else GatewayState(config)
+    proxy = Proxy(gateway)
+    worker = SettleWorker(gateway, proxy)
+
+    async def healthz(request: Request) -> Response:
+        checks: dict[str, Any] = {"upstream": "configured" if gateway.config.upstream_url else "missing"}
+        try:
+            await gateway.run_sync(gateway.ledger.backend.run, lambda conn: conn.fetchone("SELECT 1"), write=False)
+            checks["ledger"] = "ok"
+        except Exception as exc:
+            checks["ledger"] = f"unavailable ({type(exc).__name__})"
+        healthy = checks["ledger"] == "ok" and checks["upstream"] == "configured"
+        body = {"status": "ok" if healthy else "unavailable", **checks, "instance": gateway.config.instance}
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    async def metrics(request: Request) -> Response:
+        try:
+            open_tasks = float(await gateway.run_sync(gateway.tasks.open_count))
+        except Exception:
+            open_tasks = -1.0
+        text = gateway.metrics.render({"kling_gateway_open_tasks": open_tasks})
+        return Response(text, media_type=CONTENT_TYPE)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        run_worker = settle_worker and gateway.config.settle_interval > 0
+        async with anyio.create_task_group() as group:
+            if run_worker:
+                group.start_soon(worker.run)
+            try:
+                yield
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await _drain(gateway)
+                    await worker.stop()
+                    await proxy.aclose()
+                    group.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await gateway.aclose()
+        logger.info("gateway stopped", extra={"instance": gateway.config.instance})
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        *proxy.routes(),
+        *_part_b_routes(gateway),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gateway = gateway
+    app.state.proxy = proxy
+    app.state.worker = worker
+    app.add_middleware(_Observe, state=gateway)
+    return app
+
+
+async def _drain(state: GatewayState) -> None:
+    """Wait until no create is between its reservation and the record of its outcome (bounded)."""
+    deadline = time.monotonic() + state.config.shutdown_grace
+    while state.metrics.in_flight_creates > 0 and time.monotonic() < deadline:
+        await anyio.sleep(0.02)
+    if state.metrics.in_flight_creates > 0:
+        logger.error(
+            "%d creates still in flight at shutdown; the settle worker will resolve them on the next start",
+            state.metrics.in_flight_creates,
+        )

@@ -1,0 +1,726 @@
+"""The Kling-compatible proxy: Kling's ``/v1`` task endpoints, enforced, on virtual credentials.
+
+For every create path the pricing module supports (``POST P``), and its queries (``GET P/{id}``,
+``GET P?task_id=`` / ``?external_task_id=``) and list (``GET P?pageNum=&pageSize=``), the gateway answers
+in Kling's envelope ``{"code","message","request_id","data"}`` with Kling's HTTP statuses, so a Kling client
+only changes its base URL and credentials.
+
+One create::
+
+    authenticate (virtual JWT or API key) ──bad──▶ 401, codes 1000-1004
+    price the body (quote_kling_request) ──────────▶ 400/1201 naming what is accepted
+    reserve + mark submitted + ownership row, one ledger transaction (worker thread)
+        ├─ a hard budget has no room ──────────────▶ 429, code 1190 (DENIAL_CODE), the full denial
+        ├─ external_task_id already used by key ──▶ 400/1201
+        └─ ledger unreachable ─────────────────────▶ 503/5001, nothing forwarded (fail closed)
+    forward with the real credentials, external_task_id = reservation id (shielded from cancellation)
+        ├─ code 0 with a task id ──▶ record the task id (one transaction), answer Kling's answer
+        ├─ code 0, no task id (a synchronous endpoint) ──▶ commit the hold now, answer
+        ├─ definite rejection (1000-1399, never connected) ──▶ release the hold, answer Kling's error
+        └─ ambiguous (5000-5002, timeout, bad answer) ──▶ look it up by external id:
+               found ──▶ as code 0;  Kling says no such task ──▶ release;  unknown ──▶ keep the hold,
+               answer 504/5002 (the settle worker finds out later)
+
+The client's own ``external_task_id`` is kept in the ownership row: queries accept it, and every answer
+shows it back in ``task_info.external_task_id`` (the gateway's id never leaks). Every query result is
+handed to :class:`~kling_budget.jobs.JobSettler`. A client sees only its own key's tasks: anything else is
+404/1203, exactly as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote as url_quote
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from kling_budget.errors import (
+    BudgetExceededError,
+    InvalidInputError,
+    KlingAPIError,
+    KlingConnectError,
+    KlingTaskNotFoundError,
+    PricingError,
+)
+from kling_budget.kling.retry import Disposition, classify
+from kling_budget.kling.tasks import Task, parse_task
+from kling_budget.pricing import SUPPORTED_PATHS, quote_kling_request
+from kling_budget.server.keys import CredentialError, KeyDecryptionError, VirtualKey
+from kling_budget.server.state import GatewayState
+from kling_budget.server.tasks import DuplicateExternalIdError, TaskRow, dumps, now_micros
+from kling_budget.server.upstream import UpstreamReply
+from kling_budget.types import Quote
+
+__all__ = ["DENIAL_CODE", "DENIAL_HTTP_STATUS", "Proxy", "kling_error"]
+
+logger = logging.getLogger("kling_budget.gateway")
+
+DENIAL_CODE = 1190
+"""Business code of a budget denial: not one of Kling's documented codes (1000-1304, 5000-5002)."""
+DENIAL_HTTP_STATUS = 429
+RESERVATION_PREFIX = "gw-"
+_HTTP_FOR_CODE = {
+    1000: 401, 1001: 401, 1002: 401, 1003: 401, 1004: 401, 1100: 429, 1101: 429, 1102: 429, 1103: 403,
+    1200: 400, 1201: 400, 1202: 404, 1203: 404, 1300: 400, 1301: 400, 1302: 429, 1303: 429, 1304: 429,
+    5000: 500, 5001: 503, 5002: 504,
+}  # fmt: skip
+_MAX_EXTERNAL_ID = 200
+_LOOKUP_DELAYS = (0.2, 0.6)
+# A task the worker has not heard of for this long after its create was sent may be looked up by
+# external id, and released if Kling does not know it: the create request has certainly ended by then.
+_UNCONFIRMED_GRACE_SECONDS = 10.0
+_FIRST_CHECK_SECONDS = 5.0
+
+
+def kling_error(http_status: int, code: int, message: str, request_id: str) -> Response:
+    """A Kling-style error envelope (``data`` null)."""
+    body = {"code": code, "message": message, "request_id": request_id, "data": None}
+    return Response(dumps(body), status_code=http_status, media_type="application/json")
+
+
+def _json(http_status: int, envelope: dict[str, Any]) -> Response:
+    return Response(dumps(envelope), status_code=http_status, media_type="application/json")
+
+
+class _Answer(Exception):
+    """Stop handling and send this response."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__()
+        self.response = response
+
+
+def _show_client_ids(data: Any, row_external: str | None) -> Any:
+    """Kling's task ``data`` as the client must see it: its own external id in ``task_info``, never ours."""
+    if not isinstance(data, dict):
+        return data
+    shown = copy.copy(data)
+    info = dict(shown.get("task_info") or {}) if isinstance(shown.get("task_info"), dict) else {}
+    if row_external is not None:
+        info["external_task_id"] = row_external
+    else:
+        info.pop("external_task_id", None)
+    if "task_info" in shown or row_external is not None:
+        shown["task_info"] = info
+    if "external_task_id" in shown:  # a new-design style field, should Kling ever add it here
+        shown["external_task_id"] = row_external
+    return shown
+
+
+class Proxy:
+    """The ``/v1`` routes and the callback route, over one :class:`GatewayState`."""
+
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self._settler: Any = None
+        self._callbacks: Any = None
+
+    # ------------------------------------------------------------------ routing
+
+    def routes(self) -> list[BaseRoute]:
+        """Routes for every supported create path, plus ``/callbacks/kling``."""
+        routes: list[BaseRoute] = []
+        for path in SUPPORTED_PATHS:
+            routes.append(Route(path, self._bind(self.create, path), methods=["POST"], name=f"create {path}"))
+            routes.append(Route(path, self._bind(self.collection, path), methods=["GET"], name=f"list {path}"))
+            routes.append(
+                Route(path + "/{ref:path}", self._bind(self.item, path), methods=["GET"], name=f"query {path}")
+            )
+        routes.append(Route("/callbacks/kling", self.callback, methods=["POST"], name="callback"))
+        routes.append(Route("/v1/{rest:path}", self.unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]))
+        return routes
+
+    @staticmethod
+    def _bind(handler: Callable[[Request, str], Awaitable[Response]], path: str) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            return await handler(request, path)
+
+        return endpoint
+
+    @staticmethod
+    def _request_id(request: Request) -> str:
+        rid = getattr(request.state, "request_id", None)
+        return rid if isinstance(rid, str) else uuid.uuid4().hex
+
+    async def unknown(self, request: Request) -> Response:
+        """Anything else under ``/v1``: refused, never forwarded (no route around the budgets)."""
+        return kling_error(
+            404,
+            1202,
+            f"the gateway does not serve {request.method} {request.url.path}; supported create paths: "
+            + ", ".join(SUPPORTED_PATHS),
+            self._request_id(request),
+        )
+
+    # ------------------------------------------------------------------ authentication
+
+    async def _authenticate(self, request: Request, request_id: str) -> VirtualKey:
+        header = request.headers.get("authorization")
+        keys = self.state.keys
+        try:
+            if keys.is_cached(header):
+                key = keys.authenticate(header)
+            else:
+                key = await self.state.run_sync(keys.authenticate, header)
+        except CredentialError as exc:
+            raise _Answer(kling_error(exc.http_status, exc.code, str(exc), request_id)) from None
+        except KeyDecryptionError as exc:
+            logger.error("key verification failed: %s", exc, extra={"request_id": request_id})
+            raise _Answer(
+                kling_error(500, 5000, "the gateway cannot verify this key (server configuration)", request_id)
+            ) from None
+        except Exception:
+            logger.exception("key store unavailable", extra={"request_id": request_id})
+            raise _Answer(
+                kling_error(503, 5001, "the gateway cannot verify credentials right now", request_id)
+            ) from None
+        request.state.key_name = key.name
+        return key
+
+    # ------------------------------------------------------------------ create
+
+    async def create(self, request: Request, path: str) -> Response:
+        """``POST <create path>``: price, reserve, forward, record (see the module docstring)."""
+        request_id = self._request_id(request)
+        try:
+            key = await self._authenticate(request, request_id)
+            body = await self._body(request, request_id)
+            client_external, client_callback = self._client_fields(body, request_id)
+            quote = self._quote(path, body, request_id)
+        except _Answer as answer:
+            return answer.response
+        reservation_id = RESERVATION_PREFIX + uuid.uuid4().hex
+        forward = dict(body)
+        forward["external_task_id"] = reservation_id
+        if self.state.config.callback_url is not None:
+            forward["callback_url"] = self.state.config.callback_url
+        metrics = self.state.metrics
+        try:
+            await self.state.run_sync(self._reserve, key, path, quote, reservation_id, client_external, client_callback)
+        except BudgetExceededError as exc:
+            budget = exc.denial.budget if exc.denial is not None else ""
+            metrics.denial(budget)
+            request.state.budget = budget
+            return kling_error(DENIAL_HTTP_STATUS, DENIAL_CODE, f"request denied: {exc}", request_id)
+        except DuplicateExternalIdError:
+            return kling_error(
+                400, 1201, f"external_task_id {client_external!r} already exists for this key", request_id
+            )
+        except InvalidInputError as exc:
+            return kling_error(400, 1201, str(exc), request_id)
+        except Exception as exc:
+            logger.error(
+                "ledger unavailable; create refused (fail closed): %s",
+                type(exc).__name__,
+                extra={"request_id": request_id},
+            )
+            return kling_error(
+                503, 5001, "the budget ledger is unavailable; the request was not sent to Kling", request_id
+            )
+        request.state.reservation_id = reservation_id
+        metrics.units("reserved", quote.pack_type.value, quote.units_milli)
+        metrics.in_flight_creates += 1
+        try:
+            # Once the hold exists it must end recorded or released, even if the server is shutting down.
+            with anyio.CancelScope(shield=True):
+                response = await self._forward_create(
+                    path, forward, key, quote, reservation_id, client_external, request
+                )
+        finally:
+            metrics.in_flight_creates -= 1
+        return response
+
+    async def _body(self, request: Request, request_id: str) -> dict[str, Any]:
+        import json
+
+        raw = await request.body()
+        try:
+            body = json.loads(raw, parse_float=Decimal)
+        except ValueError:
+            raise _Answer(kling_error(400, 1200, "the request body is not valid JSON", request_id)) from None
+        if not isinstance(body, dict):
+            raise _Answer(kling_error(400, 1200, "the request body must be a JSON object", request_id))
+        return body
+
+    @staticmethod
+    def _client_fields(body: dict[str, Any], request_id: str) -> tuple[str | None, str | None]:
+        external = body.get("external_task_id")
+        if external in (None, ""):
+            external = None
+        elif not isinstance(external, str) or len(external) > _MAX_EXTERNAL_ID:
+            raise _Answer(
+                kling_error(
+                    400, 1201, f"external_task_id must be a string of at most {_MAX_EXTERNAL_ID} characters", request_id
+                )
+            )
+        callback = body.get("callback_url")
+        if callback in (None, ""):
+            callback = None
+        elif not isinstance(callback, str) or not callback.startswith(("http://", "https://")):
+            raise _Answer(kling_error(400, 1201, "callback_url must be an http(s) URL", request_id))
+        return external, callback
+
+    def _quote(self, path: str, body: dict[str, Any], request_id: str) -> Quote:
+        try:
+            return quote_kling_request(self.state.prices, path, body)
+        except PricingError as exc:
+            raise _Answer(kling_error(400, 1201, f"cannot price this request: {exc}", request_id)) from None
+        except InvalidInputError as exc:
+            raise _Answer(kling_error(400, 1201, str(exc), request_id)) from None
+
+    def _reserve(
+        self,
+        key: VirtualKey,
+        path: str,
+        quote: Quote,
+        reservation_id: str,
+        client_external: str | None,
+        client_callback: str | None,
+    ) -> None:
+        from kling_budget.jobs import DETAIL_PATH_KEY
+
+        check_at = now_micros() + int((self.state.config.upstream_timeout + _UNCONFIRMED_GRACE_SECONDS) * 1e6)
+        self.state.tracker.reserve_quote(
+            quote,
+            project_id=key.project,
+            user_id=key.user,
+            api_key=key.name,
+            tags=key.tags,
+            key=reservation_id,
+            detail={DETAIL_PATH_KEY: path, "gateway_key_id": key.id},
+            submitted=True,
+            also=self.state.tasks.insert_hook(
+                reservation_id,
+                key_id=key.id,
+                endpoint=path,
+                client_external_id=client_external,
+                callback_url=client_callback,
+                check_at=check_at,
+            ),
+        )
+
+    async def _forward_create(
+        self,
+        path: str,
+        forward: dict[str, Any],
+        key: VirtualKey,
+        quote: Quote,
+        reservation_id: str,
+        client_external: str | None,
+        request: Request,
+    ) -> Response:
+        request_id = self._request_id(request)
+        reply = await self.state.upstream.request("POST", path, body=forward, operation="create")
+        if reply.request_id:
+            request.state.upstream_request_id = reply.request_id
+        if reply.ok:
+            return await self._created(path, reply, reply.data, quote, reservation_id, client_external, request)
+        assert reply.error is not None
+        kind = classify(reply.error, idempotent=False)
+        if kind is Disposition.AMBIGUOUS:
+            found = await self._lookup(path, reservation_id)
+            if isinstance(found, dict):
+                return await self._created(path, reply, found, quote, reservation_id, client_external, request)
+            if found is None:
+                await self._keep_unknown(reservation_id)
+                shown = client_external or reservation_id
+                logger.warning(
+                    "create outcome unknown; hold kept for the settle worker",
+                    extra={"request_id": request_id, "reservation_id": reservation_id, "key": key.name},
+                )
+                return kling_error(
+                    504,
+                    5002,
+                    "Kling did not confirm whether the task was created; the budget hold is kept until Kling "
+                    f"tells. Query the task by external_task_id {shown!r} before sending it again",
+                    request_id,
+                )
+        await self._rejected(reservation_id, quote, reply.error)
+        return self._pass_error(reply, request_id)
+
+    def _pass_error(self, reply: UpstreamReply, request_id: str) -> Response:
+        error = reply.error
+        assert error is not None
+        code = error.code
+        if isinstance(error, KlingConnectError) or code is None or reply.envelope is None:
+            return kling_error(503, 5001, "Kling is unreachable; the request was not sent", request_id)
+        if 1000 <= code <= 1004:
+            # Kling refused the gateway's own credentials: not the client's fault, and not its business.
+            logger.error("Kling refused the gateway's credentials (code %s)", code, extra={"request_id": request_id})
+            return kling_error(
+                502, 5000, f"the gateway's upstream credentials were refused by Kling (code {code})", request_id
+            )
+        envelope = dict(reply.envelope)
+        envelope["data"] = None
+        return _json(reply.http_status or _HTTP_FOR_CODE.get(code, 400), envelope)
+
+    async def _lookup(self, path: str, reservation_id: str) -> dict[str, Any] | bool | None:
+        """After an ambiguous create: the task's data if Kling has it, ``False`` if it surely does not,
+        ``None`` if still unknown."""
+        for delay in _LOOKUP_DELAYS:
+            await anyio.sleep(delay)
+            reply = await self.state.upstream.request(
+                "GET", f"{path}/{url_quote(reservation_id, safe='')}", operation="lookup", task_query=True
+            )
+            if reply.ok and isinstance(reply.data, dict) and reply.data.get("task_id"):
+                data: dict[str, Any] = reply.data
+                return data
+            if isinstance(reply.error, KlingTaskNotFoundError):
+                return False
+            if reply.error is not None and classify(reply.error, idempotent=True) is not Disposition.RETRY:
+                return None
+        return None
+
+    async def _created(
+        self,
+        path: str,
+        reply: UpstreamReply,
+        data: Any,
+        quote: Quote,
+        reservation_id: str,
+        client_external: str | None,
+        request: Request,
+    ) -> Response:
+        request_id = self._request_id(request)
+        task_id = data.get("task_id") if isinstance(data, dict) else None
+        if task_id in (None, ""):
+            # A synchronous endpoint (no task): Kling has done the work and charged it.
+            await self._settle_sync(reservation_id, quote, data)
+        else:
+            task_id = str(task_id)
+            request.state.task_id = task_id
+            status = str(data.get("task_status") or "submitted")
+            check_at = now_micros() + int(_FIRST_CHECK_SECONDS * 1e6)
+            try:
+                await self.state.run_sync(
+                    self.state.ledger.mark_submitted,
+                    reservation_id,
+                    task_id=task_id,
+                    also=self.state.tasks.record_hook(
+                        reservation_id, task_id=task_id, status=status, data=data, check_at=check_at
+                    ),
+                )
+            except Exception as exc:
+                # The task exists and the hold stays; the settle worker will find it by external id.
+                logger.error(
+                    "could not record Kling task id (%s); the settle worker will",
+                    type(exc).__name__,
+                    extra={"request_id": request_id, "reservation_id": reservation_id, "task_id": task_id},
+                )
+        envelope = (
+            dict(reply.envelope)
+            if reply.ok and reply.envelope is not None
+            else {
+                "code": 0,
+                "message": "SUCCEED",
+                "request_id": request_id,
+            }
+        )
+        envelope["data"] = _show_client_ids(data, client_external)
+        return _json(200, envelope)
+
+    async def _settle_sync(self, reservation_id: str, quote: Quote, data: Any) -> None:
+        try:
+            await self.state.run_sync(self.state.ledger.commit, reservation_id)
+            await self.state.run_sync(
+                self.state.tasks.update, reservation_id, status="succeed", data=data, settled=True
+            )
+            self.state.metrics.units("committed", quote.pack_type.value, quote.units_milli)
+        except Exception as exc:
+            logger.error(
+                "could not commit a synchronous call (%s); left for the settle worker",
+                type(exc).__name__,
+                extra={"reservation_id": reservation_id},
+            )
+
+    async def _rejected(self, reservation_id: str, quote: Quote, error: KlingAPIError) -> None:
+        try:
+            await self.state.run_sync(self._settler_instance().reject, reservation_id, error, pack_type=quote.pack_type)
+            await self.state.run_sync(
+                self.state.tasks.update, reservation_id, status="rejected", settled=True, free_external_id=True
+            )
+            self.state.metrics.units("released", quote.pack_type.value, quote.units_milli)
+        except Exception as exc:
+            # Ownership row stays unsettled: the worker releases the hold once the ledger is back.
+            logger.error(
+                "could not release a rejected create (%s)", type(exc).__name__, extra={"reservation_id": reservation_id}
+            )
+            try:
+                await self.state.run_sync(
+                    self.state.tasks.update,
+                    reservation_id,
+                    status="rejected",
+                    free_external_id=True,
+                    check_at=now_micros(),
+                )
+            except Exception:
+                logger.error("could not mark a rejected create", extra={"reservation_id": reservation_id})
+
+    async def _keep_unknown(self, reservation_id: str) -> None:
+        try:
+            await self.state.run_sync(
+                self.state.tasks.update,
+                reservation_id,
+                status="unknown",
+                check_at=now_micros() + int(_UNCONFIRMED_GRACE_SECONDS * 1e6),
+            )
+        except Exception:
+            logger.error("could not mark an unconfirmed create", extra={"reservation_id": reservation_id})
+
+    def _settler_instance(self) -> Any:
+        if self._settler is None:
+            from kling_budget.jobs import JobSettler
+
+            self._settler = JobSettler(self.state.tracker)
+        return self._settler
+
+    # ------------------------------------------------------------------ queries
+
+    async def item(self, request: Request, path: str) -> Response:
+        """``GET <path>/{task_id or external_task_id}``."""
+        return await self._query(request, path, request.path_params["ref"])
+
+    async def collection(self, request: Request, path: str) -> Response:
+        """``GET <path>?task_id=|external_task_id=`` (one task) or ``?pageNum=&pageSize=`` (the list)."""
+        query = request.query_params
+        if "task_id" in query or "external_task_id" in query:
+            if "task_id" in query and "external_task_id" in query:
+                return kling_error(400, 1201, "give task_id or external_task_id, not both", self._request_id(request))
+            return await self._query(request, path, query.get("task_id") or query.get("external_task_id") or "")
+        return await self._list(request, path)
+
+    async def _query(self, request: Request, path: str, ref: str) -> Response:
+        request_id = self._request_id(request)
+        try:
+            key = await self._authenticate(request, request_id)
+        except _Answer as answer:
+            return answer.response
+        try:
+            row = await self.state.run_sync(self.state.tasks.find, key.id, path, ref)
+        except Exception:
+            logger.exception("ledger unavailable on query", extra={"request_id": request_id})
+            return kling_error(503, 5001, "the gateway's ledger is unavailable; try again", request_id)
+        if row is None:
+            return kling_error(404, 1203, f"task {ref!r} does not exist on {path}", request_id)
+        request.state.reservation_id = row.reservation_id
+        reply = await self.state.upstream.request(
+            "GET", f"{path}/{url_quote(row.upstream_ref, safe='')}", operation="query", task_query=True
+        )
+        if reply.request_id:
+            request.state.upstream_request_id = reply.request_id
+        if not reply.ok:
+            return self._pass_error(reply, request_id)
+        data = reply.data
+        await self.observe(row, data)
+        envelope = dict(reply.envelope or {})
+        envelope["data"] = _show_client_ids(data, row.client_external_id)
+        return _json(200, envelope)
+
+    async def observe(self, row: TaskRow, data: Any) -> Task | None:
+        """Hand Kling's fresh answer about ``row``'s task to the settler and keep the latest state."""
+        try:
+            task = parse_task(data if isinstance(data, dict) else {}, endpoint=row.endpoint)
+        except InvalidInputError:
+            return None
+        status = str(data.get("task_status") or task.status.value) if isinstance(data, dict) else task.status.value
+        if row.settled and row.status == status:
+            return task
+        if not task.is_terminal and row.status == status and row.task_id == task.task_id:
+            return task
+        try:
+            await self.state.run_sync(self._apply, row, task, data, status)
+        except Exception as exc:
+            logger.error(
+                "could not settle task %s (%s); will retry",
+                task.task_id,
+                type(exc).__name__,
+                extra={"reservation_id": row.reservation_id},
+            )
+        return task
+
+    def _apply(self, row: TaskRow, task: Task, data: Any, status: str) -> None:
+        settled = False
+        if task.is_terminal and not row.settled:
+            outcome = self._settler_instance().settle(task, reservation_id=row.reservation_id)
+            settled = outcome.settled or outcome.conflict
+            info = outcome.reservation
+            if outcome.action.value == "committed" and info is not None:
+                self.state.metrics.units("committed", info.pack_type.value, info.actual_milli or 0)
+            elif outcome.action.value == "released" and info is not None:
+                self.state.metrics.units("released", info.pack_type.value, info.units_milli)
+        elif not row.task_id:
+            self._settler_instance().settle(task, reservation_id=row.reservation_id)  # records the task id
+        self.state.tasks.update(
+            row.reservation_id,
+            status=status,
+            data=data,
+            settled=True if settled else None,
+            task_id=task.task_id,
+        )
+
+    async def _list(self, request: Request, path: str) -> Response:
+        request_id = self._request_id(request)
+        try:
+            key = await self._authenticate(request, request_id)
+        except _Answer as answer:
+            return answer.response
+        try:
+            page = self._page(request.query_params.get("pageNum"), "pageNum", 1, 1000, 1)
+            size = self._page(request.query_params.get("pageSize"), "pageSize", 1, 500, 30)
+        except _Answer as answer:
+            return answer.response
+        try:
+            rows = await self.state.run_sync(self.state.tasks.list_for_key, key.id, path, page=page, size=size)
+        except Exception:
+            logger.exception("ledger unavailable on list", extra={"request_id": request_id})
+            return kling_error(503, 5001, "the gateway's ledger is unavailable; try again", request_id)
+        items = [_show_client_ids(row.data, row.client_external_id) for row in rows if row.data is not None]
+        return _json(200, {"code": 0, "message": "SUCCEED", "request_id": request_id, "data": items})
+
+    def _page(self, raw: str | None, name: str, low: int, high: int, default: int) -> int:
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise _Answer(kling_error(400, 1201, f"{name} must be an integer in [{low}, {high}]", uuid.uuid4().hex))
+        return value
+
+    # ------------------------------------------------------------------ callbacks
+
+    async def callback(self, request: Request) -> Response:
+        """``POST /callbacks/kling``: verify, re-query and settle (a hint only), then forward to the client."""
+        raw = await request.body()
+        handler = self._callback_handler()
+        result = await handler.handle(raw, dict(request.headers))
+        outcome = result.outcome
+        if outcome is not None and outcome.reservation is not None and not result.duplicate:
+            row = await self.state.run_sync(self.state.tasks.get, outcome.reservation.id)
+            if row is not None:
+                fresh = outcome.task
+                status = str(fresh.raw.get("task_status") or fresh.status.value)
+                await self.state.run_sync(
+                    self.state.tasks.update,
+                    row.reservation_id,
+                    status=status,
+                    data=dict(fresh.raw),
+                    settled=True if (outcome.settled or outcome.conflict) and fresh.is_terminal else None,
+                    task_id=fresh.task_id,
+                )
+                info = outcome.reservation
+                if outcome.action.value == "committed":
+                    self.state.metrics.units("committed", info.pack_type.value, info.actual_milli or 0)
+                elif outcome.action.value == "released":
+                    self.state.metrics.units("released", info.pack_type.value, info.units_milli)
+                if row.callback_url:
+                    self.forwarder.forward(row, raw)
+        return Response(result.body, status_code=result.status_code, media_type="text/plain")
+
+    def _callback_handler(self) -> Any:
+        if self._callbacks is None:
+            from kling_budget.kling.callbacks import AsyncCallbackHandler
+
+            secret = self.state.config.webhook_secret
+            self._callbacks = AsyncCallbackHandler(
+                self.state.tracker,
+                self.state.kling_client(),
+                webhook_secret=None if secret is None else secret.reveal(),
+            )
+        return self._callbacks
+
+    @property
+    def forwarder(self) -> CallbackForwarder:
+        """Sends callbacks on to clients (created on first use)."""
+        forwarder: CallbackForwarder | None = getattr(self, "_forwarder", None)
+        if forwarder is None:
+            forwarder = CallbackForwarder(self.state)
+            self._forwarder = forwarder
+        return forwarder
+
+    async def aclose(self) -> None:
+        """Finish forwarding callbacks (bounded) and close the clients this proxy opened."""
+        forwarder: CallbackForwarder | None = getattr(self, "_forwarder", None)
+        if forwarder is not None:
+            await forwarder.drain(timeout=10.0)
+        if self._callbacks is not None:
+            await self._callbacks.client.aclose()
+
+
+class CallbackForwarder:
+    """Posts Kling's callbacks on to the client's own ``callback_url``, rewritten to the client's ids.
+
+    Signed with the key's webhook secret (Standard Webhooks headers: ``webhook-id``, ``webhook-timestamp``,
+    ``webhook-signature``); Kling's own signature headers are never passed on. Two retries, in the
+    background; at shutdown the gateway waits (bounded) for deliveries in progress.
+    """
+
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self._pending: set[anyio.Event] = set()
+
+    def forward(self, row: TaskRow, raw: bytes) -> None:
+        """Schedule one delivery (returns at once)."""
+        import asyncio
+
+        done = anyio.Event()
+        self._pending.add(done)
+        task = asyncio.get_running_loop().create_task(self._deliver(row, raw, done))
+        task.add_done_callback(lambda _t: None)
+
+    async def _deliver(self, row: TaskRow, raw: bytes, done: anyio.Event) -> None:
+        import json
+
+        import httpx
+
+        from kling_budget.kling.webhooks import sign_webhook
+
+        try:
+            try:
+                body = json.loads(raw, parse_float=Decimal)
+            except ValueError:
+                return
+            shown = dumps(_show_client_ids(body, row.client_external_id)).encode("utf-8")
+            secret = await self.state.run_sync(self.state.keys.webhook_secret, row.key_id)
+            url = row.callback_url
+            assert url is not None
+            async with httpx.AsyncClient(timeout=10.0, verify=url.startswith("https://")) as client:
+                for attempt in range(3):
+                    headers = {"content-type": "application/json", "user-agent": "kling-budget-gateway"}
+                    if secret:
+                        msg_id = f"msg_{uuid.uuid4().hex}"
+                        stamp = int(time.time())
+                        headers["webhook-id"] = msg_id
+                        headers["webhook-timestamp"] = str(stamp)
+                        headers["webhook-signature"] = sign_webhook(secret, msg_id, stamp, shown)
+                    try:
+                        answer = await client.post(url, content=shown, headers=headers)
+                        if 200 <= answer.status_code < 300:
+                            return
+                    except httpx.HTTPError:
+                        pass
+                    await anyio.sleep(0.5 * 2**attempt)
+            logger.warning(
+                "callback to the client failed after 3 attempts", extra={"reservation_id": row.reservation_id}
+            )
+        except Exception:
+            logger.exception("callback forwarding failed", extra={"reservation_id": row.reservation_id})
+        finally:
+            done.set()
+            self._pending.discard(done)
+
+    async def drain(self, *, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for deliveries in progress."""
+        with anyio.move_on_after(timeout):
+            for event in list(self._pending):
+                await event.wait()

@@ -1,0 +1,228 @@
+"""The gateway's shared state, and the contract between the proxy (part A) and the admin API/dashboard (B).
+
+Contract
+--------
+``create_app(config)`` (:mod:`kling_budget.server.app`) builds one :class:`GatewayState` and mounts:
+
+* the proxy (``/v1/...``), ``/callbacks/kling``, ``/healthz`` and ``/metrics`` (part A);
+* ``admin_routes(state)`` from :mod:`kling_budget.server.admin` and ``dashboard_routes(state)`` from
+  :mod:`kling_budget.server.dashboard` (part B), each returning a list of Starlette routes/mounts.
+  Part B chooses its own paths (``/admin/...``, ``/dashboard``, static files) outside ``/v1``,
+  ``/callbacks``, ``/healthz`` and ``/metrics``.
+
+Part B may rely on these attributes of :class:`GatewayState` (all other attributes are private):
+
+=====================  ================================================================================
+``config``             :class:`GatewayConfig`; ``config.admin_token`` is the admin bearer token (a
+                       :class:`Secret`; compare with :meth:`Secret.matches`, never log or return it).
+``tracker``            the :class:`~kling_budget.tracker.CostTracker` (budgets, usage, alerts, quotes).
+``ledger``             ``tracker.ledger`` (reservations, holds, alerts, verify).
+``prices``             the :class:`~kling_budget.pricing.PriceTable` in use.
+``keys``               the :class:`~kling_budget.server.keys.KeyStore`: ``create(name, project=, user=,
+                       tags=, kind=)`` → :class:`~kling_budget.server.keys.IssuedKey` (secrets shown once
+                       via ``to_dict()``), ``list()``, ``get(name)``, ``revoke(name)``, ``rotate(name)``.
+``tasks``              the :class:`~kling_budget.server.tasks.TaskStore` (which key owns which task).
+``metrics``            the :class:`~kling_budget.server.metrics.Metrics` of this process.
+``kling_client()``     a new :class:`~kling_budget.kling.AsyncKlingClient` with the real credentials, for
+                       reconcile; close it after use. Never expose what it was built with.
+``run_sync(fn, ...)``  await a blocking call (every ledger/key-store call is blocking) in a worker
+                       thread, so the event loop never waits on the database.
+=====================  ================================================================================
+
+Error conventions: the proxy answers in Kling's envelope ``{"code","message","request_id","data"}``;
+part B answers its own JSON errors. Neither ever puts the real Kling credentials, a virtual secret or the
+admin token in a response, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import anyio.to_thread
+
+from kling_budget.errors import ConfigurationError
+from kling_budget.kling._base import resolve_base_url
+from kling_budget.kling.auth import APIKeyAuth, Auth, JWTAuth, resolve_auth
+from kling_budget.server.keys import KeyStore, data_dir, load_master_key
+from kling_budget.server.metrics import Metrics
+from kling_budget.server.tasks import TaskStore
+from kling_budget.server.upstream import Upstream
+
+__all__ = [
+    "ADMIN_TOKEN_ENV",
+    "WEBHOOK_SECRET_ENV",
+    "GatewayConfig",
+    "GatewayState",
+    "Secret",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+ADMIN_TOKEN_ENV = "KLING_BUDGET_ADMIN_TOKEN"
+WEBHOOK_SECRET_ENV = "KLING_WEBHOOK_SECRET"
+CALLBACK_PATH = "/callbacks/kling"
+
+
+class Secret:
+    """A secret string that never shows itself in ``repr``/``str``; compare it in constant time."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    @classmethod
+    def generate(cls) -> Secret:
+        """A new random token (256 bits, url-safe)."""
+        return cls("kbadm_" + secrets.token_urlsafe(32))
+
+    def reveal(self) -> str:
+        """The plaintext (print it once, e.g. at ``serve --demo`` start-up; never log it)."""
+        return self._value
+
+    def matches(self, candidate: str | None) -> bool:
+        """Constant-time comparison with ``candidate``."""
+        if not candidate:
+            return False
+        return hmac.compare_digest(self._value.encode("utf-8"), candidate.encode("utf-8"))
+
+    def __repr__(self) -> str:
+        return "Secret([REDACTED])"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Everything the gateway is configured with.
+
+    Attributes:
+        db: ledger URL (``None``: ``KLING_BUDGET_DB`` or the default SQLite file).
+        upstream_url: Kling's host (or the simulator's URL).
+        upstream_auth: the real Kling credentials (never shown).
+        public_url: this gateway's public base URL; when set, forwarded creates carry
+            ``callback_url = <public_url>/callbacks/kling``.
+        webhook_secret: ``KLING_WEBHOOK_SECRET`` (``whsec_...``) to verify Kling's callbacks, if any.
+        admin_token: the admin API bearer token (part B), if any.
+        prices: a price table file instead of the packaged one.
+        home: the data directory (holds ``master.key``); default ``$KLING_BUDGET_HOME`` or the user data dir.
+        upstream_timeout: seconds for one request to Kling.
+        settle_interval: seconds between settle-worker sweeps (0 disables the worker).
+        key_cache_seconds: how long a verified virtual key is trusted without re-reading it.
+        shutdown_grace: seconds to wait at shutdown for in-flight creates to be recorded.
+        instance: a name for this process in logs (default: random).
+    """
+
+    upstream_url: str
+    upstream_auth: Auth = field(repr=False)
+    db: str | None = None
+    public_url: str | None = None
+    webhook_secret: Secret | None = None
+    admin_token: Secret | None = None
+    prices: str | None = None
+    home: Path | None = None
+    upstream_timeout: float = 30.0
+    settle_interval: float = 1.0
+    key_cache_seconds: float = 1.0
+    shutdown_grace: float = 60.0
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        upstream_url: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> GatewayConfig:
+        """Read the real credentials (``KLING_ACCESS_KEY``/``KLING_SECRET_KEY`` or ``KLING_API_KEY``), the
+        upstream host (``KLING_API_BASE``), ``KLING_WEBHOOK_SECRET`` and ``KLING_BUDGET_ADMIN_TOKEN`` from
+        the environment; ``options`` set the other fields.
+
+        Raises:
+            ConfigurationError: no Kling credentials, or a bad URL.
+        """
+        env = os.environ if environ is None else environ
+        auth = resolve_auth(None, None, None, env)
+        base = resolve_base_url(upstream_url, None, env)
+        secret = env.get(WEBHOOK_SECRET_ENV, "").strip()
+        admin = env.get(ADMIN_TOKEN_ENV, "").strip()
+        options.setdefault("webhook_secret", Secret(secret) if secret else None)
+        options.setdefault("admin_token", Secret(admin) if admin else None)
+        return cls(upstream_url=base, upstream_auth=auth, **options)
+
+    def __post_init__(self) -> None:
+        if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"--public-url must start with http:// or https://, got {self.public_url!r}")
+        if self.upstream_timeout <= 0:
+            raise ConfigurationError("the upstream timeout must be positive")
+
+    @property
+    def callback_url(self) -> str | None:
+        """``<public_url>/callbacks/kling`` when a public URL is configured."""
+        return None if self.public_url is None else self.public_url.rstrip("/") + CALLBACK_PATH
+
+
+class GatewayState:
+    """The objects one gateway process works with (see the module docstring for what part B may use).
+
+    Args:
+        config: the configuration.
+        tracker: an already opened tracker (tests); by default one is opened on ``config.db``.
+        upstream_transport: an httpx transport for the upstream (tests).
+    """
+
+    def __init__(self, config: GatewayConfig, *, tracker: Any = None, upstream_transport: Any = None) -> None:
+        from kling_budget.tracker import CostTracker
+
+        self.config = config
+        self.tracker: CostTracker = tracker if tracker is not None else CostTracker(config.db, prices=config.prices)
+        self.ledger = self.tracker.ledger
+        self.prices = self.tracker.prices
+        self.metrics = Metrics()
+        box = load_master_key(home=config.home or data_dir())
+        self.keys = KeyStore(self.ledger.backend, box, cache_seconds=config.key_cache_seconds)
+        self.tasks = TaskStore(self.ledger.backend)
+        self.upstream = Upstream(
+            config.upstream_url,
+            config.upstream_auth,
+            timeout=config.upstream_timeout,
+            metrics=self.metrics,
+            transport=upstream_transport,
+        )
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    def __repr__(self) -> str:
+        return f"GatewayState(ledger={self.ledger.backend.display_url!r}, upstream={self.config.upstream_url!r})"
+
+    async def run_sync(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a blocking call (ledger, key store) in a worker thread and await its result."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(64)
+        if kwargs:
+            return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    def kling_client(self) -> Any:
+        """A new :class:`~kling_budget.kling.AsyncKlingClient` with the real credentials (close it after use)."""
+        from kling_budget.kling import AsyncKlingClient
+
+        auth = self.config.upstream_auth
+        if isinstance(auth, JWTAuth):
+            return AsyncKlingClient(auth.access_key, auth._secret_key, base_url=self.config.upstream_url)
+        if isinstance(auth, APIKeyAuth):
+            return AsyncKlingClient(api_key=auth._api_key, base_url=self.config.upstream_url)
+        raise ConfigurationError("the upstream credentials are of an unknown kind")
+
+    async def aclose(self) -> None:
+        """Close the upstream connections and the ledger."""
+        await self.upstream.aclose()
+        self.tracker.close()
