@@ -48,9 +48,9 @@ def files(tmp_path: Path) -> dict[str, str]:
         "not_object": "42",
         "bad_record": bad_record,
         "bad_timestamp": '[{"job_id": "t", "model": "kling-v1", "duration": 5, "timestamp": "yesterday"}]',
-        "bad_period": '{"budgets": {"p": {"period": "yearly", "limit_credits": 10}}}',
+        "bad_period": '{"budgets": {"p": {"period": "yearly", "limit_usd": 10}}}',
         "no_limit": '{"budgets": {"p": {"period": "monthly"}}}',
-        "bad_threshold": '{"budgets": {"p": {"limit_credits": 10, "alert_threshold": "lots"}}}',
+        "bad_threshold": '{"budgets": {"p": {"limit_usd": 10, "alert_threshold": "lots"}}}',
         "conflict": '[{"job_id": "r1", "model": "kling-v1", "duration": 5, "timestamp": "2025-01-13T10:00:00"}]',
         "bad_toml": "version = [",
     }

@@ -32,34 +32,56 @@ def _snapshot(tracker: CostTracker) -> tuple[list[Any], list[Any]]:
 
 
 def test_realistic_recipe_file_keeps_history_at_its_original_time(tracker: CostTracker) -> None:
-    """Every record lands at its original timestamp with its job id, credits and attribution."""
+    """Every record lands at its original timestamp with its job id and attribution, re-priced in Kling units
+    (the recipe's credits are its own scale) with the recipe's numbers kept alongside."""
     result = import_recipe_file(tracker, FIXTURE)
-    assert result == ImportResult(records_imported=6, records_skipped=0, budgets_imported=2, budgets_unchanged=0)
+    assert result == ImportResult(
+        records_imported=6, records_skipped=0, budgets_imported=2, budgets_unchanged=0, credit_limits_dropped=2
+    )
     record = tracker.usage_record("CjhMIGeLGpsAAAAADPEpIA")
-    assert (record.project_id, record.user_id, record.model, record.credits) == (
+    assert (record.project_id, record.user_id, record.model, record.credits_used, record.cost_usd) == (
         "marketing",
         "bob",
         "kling-v1",
-        Decimal(20),
+        Decimal(2),  # kling-v1 std 10 s; the recipe said 20 "credits"
+        Decimal("0.28"),
     )
+    assert record.details["recipe_record"]["credits_used"] == 20
     assert record.timestamp == datetime(2025, 1, 13, 15, 2, 44, 100200, tzinfo=UTC)
     assert record.details["imported_from"] == "recipe"
     assert tracker.usage_record("CjikY2eGC1gAAAAAAKz5Qw").model == "kling-v1-5"  # the recipe's "kling-v1.5"
-    assert tracker.usage_record("CjhrD2eVB9sAAAAAAWmxNw").project_id == ""  # "project_id": null
-    by_project = {r.group["project"]: (r.committed_milli, r.jobs) for r in tracker.get_usage(**JANUARY)}
-    assert by_project == {"": (10_000, 1), "marketing": (40_000, 3), "research": (20_000, 1)}
+    assert tracker.usage_record("CjhrD2eVB9sAAAAAAWmxNw").project_id is None  # "project_id": null
+    by_project = {r.group["project"]: (r.committed_milli, r.jobs) for r in tracker.usage(**JANUARY)}
+    assert by_project == {"": (1_000, 1), "marketing": (5_000, 3), "research": (4_000, 1)}
     assert tracker.verify().ok
 
 
 def test_realistic_recipe_file_brings_its_budgets(tracker: CostTracker) -> None:
-    """Recipe budgets become `recipe-<key>` budgets on that project with both limits and the alert threshold."""
+    """Recipe budgets keep their key as name and project, their dollar limit and alert threshold; the credit
+    limit (in recipe credits, not Kling units) is dropped unless the file holds real units."""
     import_recipe_file(tracker, FIXTURE)
-    marketing = tracker.get_budget("recipe-marketing")
+    marketing = tracker.get_budget("marketing")
     assert (marketing.scope.project, marketing.period, marketing.hard) == ("marketing", Period.MONTHLY, True)
-    assert (marketing.limit_units_milli, marketing.limit_usd_nano) == (10_000_000, 600_000_000_000)
+    assert (marketing.limit_units_milli, marketing.limit_usd_nano) == (None, 600_000_000_000)
     assert marketing.thresholds == (80, 100)
-    research = tracker.get_budget("recipe-research")
-    assert (research.period, research.thresholds, research.limit_units_milli) == (Period.WEEKLY, (90, 100), 500_000)
+    research = tracker.get_budget("research")
+    assert (research.period, research.thresholds, research.limit_usd_nano) == (Period.WEEKLY, (90, 100), 40 * 10**9)
+
+
+def test_credits_as_units_books_the_recorded_numbers(tracker: CostTracker) -> None:
+    """With credits="as-units" the recorded credits and credit limits are booked as Kling units."""
+    import_recipe_file(tracker, FIXTURE, credits="as-units")
+    assert tracker.usage_record("CjhMIGeLGpsAAAAADPEpIA").credits_used == Decimal(20)
+    assert tracker.get_budget("marketing").limit_units_milli == 10_000_000
+
+
+def test_model_map_prices_models_the_table_does_not_know(tracker: CostTracker) -> None:
+    """The recipe's "kling-pro" imports when mapped to a real model and mode."""
+    record = {"job_id": "p", "model": "kling-pro", "duration": 10, "timestamp": "2025-01-13"}
+    with pytest.raises(InvalidInputError, match="--model-map"):
+        import_recipe_data(tracker, [record])
+    import_recipe_data(tracker, [record], model_map={"kling-pro": "kling-v1-6:pro"})
+    assert tracker.usage_record("p").credits_used == Decimal(7)
 
 
 def test_importing_twice_adds_nothing(tracker: CostTracker) -> None:
@@ -72,6 +94,7 @@ def test_importing_twice_adds_nothing(tracker: CostTracker) -> None:
         "records_skipped": 6,
         "budgets_imported": 0,
         "budgets_unchanged": 2,
+        "credit_limits_dropped": 2,
     }
     assert _snapshot(tracker) == before
     assert tracker.verify().ok
@@ -81,10 +104,10 @@ def test_changed_budget_is_updated_on_reimport(tracker: CostTracker) -> None:
     """A budget whose limit changed in the file is updated by the next import."""
     data = json.loads(FIXTURE.read_text())
     import_recipe_data(tracker, data)
-    data["budgets"]["research"]["limit_credits"] = 750
+    data["budgets"]["research"]["limit_usd"] = 75
     result = import_recipe_data(tracker, data)
     assert (result.budgets_imported, result.budgets_unchanged) == (1, 1)
-    assert tracker.get_budget("recipe-research").limit_units_milli == 750_000
+    assert tracker.get_budget("research").limit_usd_nano == 75 * 10**9
 
 
 def test_imported_spend_counts_against_the_current_window(tracker: CostTracker, clock: FixedClock) -> None:
@@ -92,8 +115,8 @@ def test_imported_spend_counts_against_the_current_window(tracker: CostTracker, 
     when = clock.now.isoformat()
     record = {"job_id": "now-1", "project_id": "ads", "model": "kling-v1", "duration": 5, "credits_used": 30}
     data = {"records": [{**record, "timestamp": when}], "budgets": {"ads": {"period": "daily", "limit_credits": 20}}}
-    import_recipe_data(tracker, data)
-    status = tracker.budget_status("recipe-ads")
+    import_recipe_data(tracker, data, credits="as-units")
+    status = tracker.budget_status("ads")
     assert status.counters.committed_milli == 30_000
     assert status.exhausted
 
@@ -119,9 +142,10 @@ ALTERNATIVES = {
 @pytest.mark.parametrize("data", ALTERNATIVES.values(), ids=ALTERNATIVES.keys())
 def test_alternative_record_spellings(tracker: CostTracker, data: Any) -> None:
     """Common variations of the recipe's record fields import the same job."""
-    assert import_recipe_data(tracker, json.loads(json.dumps(data), parse_float=Decimal)).records_imported == 1
+    parsed = json.loads(json.dumps(data), parse_float=Decimal)
+    assert import_recipe_data(tracker, parsed, credits="as-units").records_imported == 1
     record = tracker.usage_record("a1")
-    assert (record.project_id, record.model, record.credits) == ("p", "kling-v1", Decimal(2))
+    assert (record.project_id, record.model, record.credits_used) == ("p", "kling-v1", Decimal(2))
     assert record.timestamp.date() == datetime(2025, 1, 13).date()
 
 
@@ -134,8 +158,8 @@ def test_alternative_budget_spellings(tracker: CostTracker) -> None:
             {"name": "c", "limit_usd": 9, "period": "total"},
         ]
     }
-    assert import_recipe_data(tracker, data).budgets_imported == 3
-    a, b, c = (tracker.get_budget(f"recipe-{key}") for key in "abc")
+    assert import_recipe_data(tracker, data, credits="as-units").budgets_imported == 3
+    a, b, c = (tracker.get_budget(key) for key in "abc")
     assert (a.period, a.limit_units_milli, a.thresholds) == (Period.DAILY, 50_000, (75, 100))
     assert (b.period, b.limit_units_milli, b.limit_usd_nano, b.thresholds) == (
         Period.MONTHLY,
@@ -150,7 +174,7 @@ def test_record_without_credits_is_priced_from_the_table(tracker: CostTracker) -
     """A record without credits gets the exact table price of its model, mode and duration."""
     record = {"job_id": "p1", "model": "kling-v2-6", "mode": "pro", "duration": 10, "timestamp": "2025-01-13"}
     import_recipe_data(tracker, [record])
-    assert tracker.usage_record("p1").credits == tracker.calculate_credits("kling-v2-6", 10, "pro")
+    assert tracker.usage_record("p1").credits_used == tracker.calculate_credits(10, "kling-v2-6", "pro")
 
 
 def test_record_without_job_id_gets_a_stable_key(tracker: CostTracker) -> None:
@@ -171,7 +195,7 @@ def test_same_job_twice_in_one_file_is_imported_once(tracker: CostTracker) -> No
 
 def test_empty_recipe_file_imports_nothing(tracker: CostTracker) -> None:
     """A recipe file with no records and no budgets yet is fine."""
-    assert import_recipe_data(tracker, {"records": [], "budgets": {}}) == ImportResult(0, 0, 0, 0)
+    assert import_recipe_data(tracker, {"records": [], "budgets": {}}) == ImportResult(0, 0, 0, 0, 0)
 
 
 GOOD = {"job_id": "good-1", "model": "kling-v1", "duration": 5, "credits_used": 10, "timestamp": "2025-01-13"}
@@ -219,7 +243,8 @@ def test_bad_data_is_one_line_and_imports_nothing(tracker: CostTracker, data: An
     """A bad record or budget fails the import with one line naming it and the problem; nothing is imported."""
     before = _snapshot(tracker)
     with pytest.raises(InvalidInputError) as caught:
-        import_recipe_data(tracker, json.loads(json.dumps(data), parse_float=Decimal), source="costs.json")
+        parsed = json.loads(json.dumps(data), parse_float=Decimal)
+        import_recipe_data(tracker, parsed, source="costs.json", credits="as-units")
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith("costs.json")

@@ -33,6 +33,7 @@ class Collect:
     """An alert sink that keeps what it receives."""
 
     name = "collect"
+    inline = True  # appends to a list, cannot block: the dispatcher may call it in the caller's thread
 
     def __init__(self) -> None:
         self.events: list[AlertEvent] = []
@@ -61,14 +62,21 @@ def tracker(sqlite_url: str, clock: FixedClock, sink: Collect) -> Iterator[CostT
 
 
 def test_calculate_credits_and_cost_are_exact_decimals(tracker: CostTracker) -> None:
-    """`calculate_credits` and `calculate_cost` return exact `Decimal`s from the price table."""
-    credits = tracker.calculate_credits("kling-v2-5-turbo", 5, "std")
-    cost = tracker.calculate_cost("kling-v2-5-turbo", 5, "std")
+    """`calculate_credits(duration, model)` (the recipe's order) and `calculate_cost(credits)` are exact."""
+    credits = tracker.calculate_credits(5, "kling-v2-5-turbo", "std")
+    cost = tracker.calculate_cost(credits)
     assert (credits, cost) == (Decimal("1.5"), Decimal("0.21"))
     assert isinstance(credits, Decimal)
     assert isinstance(cost, Decimal)
     assert tracker.calculate_credits(model="kling-v2-6", duration=10, mode="pro", sound=True) == Decimal(10)
-    assert tracker.calculate_cost(model="kling-v2-6", duration=10, mode="pro", sound=True) == Decimal("1.40")
+    assert tracker.calculate_cost(10, tier_credits=2000) == Decimal("1.40")
+    assert tracker.calculate_cost(8, pack_type="image") == Decimal("0.028")
+
+
+def test_calculate_cost_follows_the_pack_jobs_draw_from(tracker: CostTracker) -> None:
+    """With a purchased pack registered, credits cost what the pack cost."""
+    tracker.add_pack("bulk", units=60000, price_usd=7560)
+    assert tracker.calculate_cost(10) == Decimal("1.26")
 
 
 def test_calculate_credits_accepts_recipe_spellings(tracker: CostTracker) -> None:
@@ -87,8 +95,49 @@ def test_unknown_model_names_the_accepted_ones(tracker: CostTracker) -> None:
 # ------------------------------------------------------------------------------------------- recipe flow
 
 
-def test_recipe_flow_set_check_record_usage(tracker: CostTracker) -> None:
-    """The recipe's set_budget / can_generate / record_usage / get_usage / check_budget flow works."""
+def test_the_recipes_own_example_runs(tracker: CostTracker) -> None:
+    """The recipe's example (Budget with float literals, can_generate, record_usage, get_usage,
+    check_budget) runs unchanged apart from a real model name."""
+    tracker.set_budget(
+        "marketing",
+        Budget(period=BudgetPeriod.MONTHLY, limit_credits=10000, limit_usd=600.00, alert_threshold=0.8),
+    )
+    check = tracker.can_generate("marketing", duration=10, model="kling-v1-6")
+    assert check["allowed"] is True and check["reason"] is None
+    assert (check["credits_needed"], check["cost_needed"]) == (Decimal("4"), Decimal("0.56"))
+    assert (check["credits_remaining"], check["cost_remaining"]) == (Decimal("10000"), Decimal("600.00"))
+    record = tracker.record_usage(job_id="vid_abc123", duration=10, model="kling-v1-6", project_id="marketing")
+    assert isinstance(record, UsageRecord)
+    assert (record.job_id, record.credits_used, record.cost_usd, record.project_id, record.user_id) == (
+        "vid_abc123",
+        Decimal("4"),
+        Decimal("0.56"),
+        "marketing",
+        None,
+    )
+    usage = tracker.get_usage(BudgetPeriod.MONTHLY, "marketing")
+    assert (usage["period"], usage["total_credits"], usage["total_cost_usd"], usage["record_count"]) == (
+        "monthly",
+        Decimal("4"),
+        Decimal("0.56"),
+        1,
+    )
+    assert usage["start"] == "2026-03-01T00:00:00+00:00"
+    status = tracker.check_budget("marketing")
+    assert status["has_budget"] is True
+    assert status["budget"]["limit_credits"] == Decimal("10000") and status["budget"]["limit_usd"] == Decimal("600.00")
+    assert (status["credits_remaining"], status["usd_remaining"]) == (Decimal("9996"), Decimal("599.44"))
+    assert (status["credits_percent"], status["over_budget"], status["alert_triggered"]) == (
+        Decimal("0.0"),
+        False,
+        False,
+    )
+    assert tracker.get_budget("marketing").scope.project == "marketing"
+    assert tracker.get_budget("marketing").thresholds == (80, 100)
+
+
+def test_keyword_budgets_and_recipe_flow(tracker: CostTracker) -> None:
+    """The keyword form of set_budget works with the recipe's checks; held jobs count as used."""
     budget = tracker.set_budget(
         "marketing", project_id="marketing", period=BudgetPeriod.MONTHLY, limit_credits=10, alert_at="80"
     )
@@ -98,29 +147,21 @@ def test_recipe_flow_set_check_record_usage(tracker: CostTracker) -> None:
     record = tracker.record_usage(
         "vid_abc123", duration=5, model="kling-v2-5-turbo", mode="std", project_id="marketing"
     )
-    assert isinstance(record, UsageRecord)
-    assert (record.job_id, record.project_id, record.credits, record.cost_usd) == (
-        "vid_abc123",
-        "marketing",
-        Decimal("1.5"),
-        Decimal("0.21"),
-    )
     assert (record.status, record.duration, record.mode, record.over_budget) == ("committed", 5, "std", False)
     assert tracker.can_generate("marketing", 5, "kling-v2-5-turbo", mode="std")["credits_remaining"] == Decimal("8.5")
-    [row] = tracker.get_usage("marketing")
-    assert (row.group, row.committed_milli, row.jobs) == ({"project": "marketing"}, 1500, 1)
+    tracker.reserve(**TURBO, project_id="marketing")
     status = tracker.check_budget("marketing")
-    assert status["over_budget"] is False
-    assert status["budgets"][0]["committed_units"] == "1.5"
-    assert status["alerts"] == []
+    assert (status["usage"]["total_credits"], status["usage"]["held_credits"]) == (Decimal("3"), Decimal("1.5"))
+    assert status["usd_remaining"] is None and status["cost_percent"] is None
 
 
 def test_can_generate_without_budget_is_allowed(tracker: CostTracker) -> None:
-    """With no budget in scope the job is allowed and nothing is remaining-limited."""
+    """With no budget in scope the job is allowed, as in the recipe ("No budget set")."""
     check = tracker.can_generate("nobody", 10, "kling-v1")
     assert check["allowed"] is True
     assert check["credits_remaining"] is None
-    assert check["reason"] == ""
+    assert check["reason"] == "No budget set"
+    assert tracker.check_budget("nobody") == {"has_budget": False}
 
 
 def test_can_generate_denies_without_reserving(tracker: CostTracker) -> None:
@@ -166,43 +207,47 @@ def test_record_usage_with_charged_credits(tracker: CostTracker) -> None:
         tracker.record_usage("k", **TURBO, credits=-1)
 
 
-def test_get_usage_groups_and_filters(tracker: CostTracker, clock: FixedClock) -> None:
-    """`get_usage` groups by any dimension and filters by project, user and model alias."""
+def test_usage_groups_and_filters(tracker: CostTracker, clock: FixedClock) -> None:
+    """`usage` groups by any dimension and filters by project, user and model alias."""
     tracker.record_usage("a", **TURBO, project_id="p", user_id="ann")
     tracker.record_usage("b", 10, "kling-v1-5", project_id="p", user_id="bob")
     tracker.record_usage("c", **TURBO, project_id="q", user_id="ann")
-    rows = tracker.get_usage(group_by=("project", "user"))
+    rows = tracker.usage(group_by=("project", "user"))
     assert [(r.group["project"], r.group["user"], r.committed_milli) for r in rows] == [
         ("p", "ann", 1500),
         ("p", "bob", tracker.quote("kling-v1-5", duration=10).units_milli),
         ("q", "ann", 1500),
     ]
-    assert [r.jobs for r in tracker.get_usage("p", user_id="ann")] == [1]
-    assert [r.group for r in tracker.get_usage(model="kling-v1.5", group_by=("model",))] == [{"model": "kling-v1-5"}]
-    assert [r.group["day"] for r in tracker.get_usage(group_by=("day",), period="today")] == ["2026-03-10"]
+    assert [r.jobs for r in tracker.usage(project_id="p", user_id="ann")] == [1]
+    assert [r.group for r in tracker.usage(model="kling-v1.5", group_by=("model",))] == [{"model": "kling-v1-5"}]
+    assert [r.group["day"] for r in tracker.usage(group_by=("day",), period="today")] == ["2026-03-10"]
+    assert tracker.get_usage(BudgetPeriod.DAILY, "ann", key_type="user")["record_count"] == 2
     clock.now += timedelta(days=40)
-    assert tracker.get_usage() == []
-    earlier = tracker.get_usage(start=datetime(2026, 3, 1, tzinfo=UTC), end=datetime(2026, 4, 1, tzinfo=UTC))
+    assert tracker.usage() == []
+    assert tracker.get_usage(BudgetPeriod.MONTHLY)["record_count"] == 0
+    earlier = tracker.usage(start=datetime(2026, 3, 1, tzinfo=UTC), end=datetime(2026, 4, 1, tzinfo=UTC))
     assert sum(r.jobs for r in earlier) == 3
 
 
-def test_check_budget_by_project_and_all(tracker: CostTracker) -> None:
-    """`check_budget` reports one budget by name, the budgets of a project, or all, with alerts."""
+def test_check_budget_reports_threshold_and_over_budget(tracker: CostTracker) -> None:
+    """`check_budget` says when the alert threshold is reached and when the budget is used up."""
     tracker.set_budget("p-month", project_id="p", limit_units=2, alert_at="50")
-    tracker.set_budget("q-month", project_id="q", limit_units=100)
     tracker.record_usage("j", **TURBO, project_id="p")
-    assert [b["budget"] for b in tracker.check_budget(project_id="p")["budgets"]] == ["p-month"]
-    everything = tracker.check_budget()
-    assert [b["budget"] for b in everything["budgets"]] == ["p-month", "q-month"]
-    assert everything["alerts"] == ["p-month at 75.00%"]
-    assert everything["over_budget"] is False
+    status = tracker.check_budget("p-month")
+    assert (status["credits_percent"], status["alert_triggered"], status["over_budget"]) == (
+        Decimal("75.0"),
+        True,
+        False,
+    )
+    tracker.record_usage("k", **TURBO, project_id="p")
+    assert tracker.check_budget("p-month")["over_budget"] is True
 
 
 def test_usage_record_by_job_id(tracker: CostTracker) -> None:
     """`usage_record` reads one job back."""
     tracker.record_usage("j", **TURBO, project_id="p")
     record = tracker.usage_record("j")
-    assert (record.job_id, record.model, record.credits) == ("j", "kling-v2-5-turbo", Decimal("1.5"))
+    assert (record.job_id, record.model, record.credits_used) == ("j", "kling-v2-5-turbo", Decimal("1.5"))
 
 
 # ------------------------------------------------------------------------------------------- reserve
@@ -371,7 +416,8 @@ def test_usd_follows_the_pack_price(tracker: CostTracker) -> None:
     assert pack.usd_per_unit == Decimal("0.1")
     hold = tracker.reserve(**TURBO)
     assert hold.usd == Decimal("0.15")
-    assert tracker.calculate_cost(**TURBO) == Decimal("0.21")  # list price is unchanged
+    assert tracker.quote(**TURBO).usd == Decimal("0.21")  # the list price is unchanged
+    assert tracker.calculate_cost("1.5") == Decimal("0.15")  # credits cost what the pack cost
     assert hold.commit().cost_usd == Decimal("0.15")
 
 
@@ -395,7 +441,7 @@ def test_custom_price_file_via_argument(sqlite_url: str, tmp_path: Path) -> None
     """`prices=` points the tracker at your own price file."""
     with CostTracker(sqlite_url, prices=_custom_prices(tmp_path), alert_sinks=[]) as custom:
         assert custom.prices.version.startswith("custom-")
-        assert custom.calculate_cost(**TURBO) == Decimal("0.30")
+        assert custom.calculate_cost("1.5") == Decimal("0.30")
         assert custom.reserve(**TURBO).usd == Decimal("0.30")
 
 
@@ -403,7 +449,7 @@ def test_custom_price_file_via_environment(sqlite_url: str, tmp_path: Path, monk
     """`KLING_BUDGET_PRICES` points the tracker at your own price file."""
     monkeypatch.setenv("KLING_BUDGET_PRICES", str(_custom_prices(tmp_path)))
     with CostTracker(sqlite_url, alert_sinks=[]) as custom:
-        assert custom.calculate_cost(**TURBO) == Decimal("0.30")
+        assert custom.quote(**TURBO).usd == Decimal("0.30")
 
 
 def test_budget_period_is_the_recipes_enum() -> None:

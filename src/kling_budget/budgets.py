@@ -14,6 +14,7 @@ from decimal import Decimal
 from kling_budget.errors import ConfigurationError
 from kling_budget.money import (
     Number,
+    parse_decimal,
     format_units,
     format_usd,
     milli_to_units,
@@ -75,6 +76,13 @@ class Scope:
         return ", ".join(parts) or "whole account"
 
 
+def _typed_number(value: Number | float, what: str) -> Number:
+    """Floats only reach here from the recipe's ``Budget(...)`` literals; read them as typed."""
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
 def parse_thresholds(value: str | Iterable[int | str]) -> tuple[int, ...]:
     """Alert thresholds in percent from ``"50,80,100"`` or a sequence; sorted, unique, each 1..1000."""
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -91,13 +99,21 @@ def parse_thresholds(value: str | Iterable[int | str]) -> tuple[int, ...]:
     return tuple(sorted(result))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Budget:
     """A spending limit over a scope and a calendar period.
 
     Limits are exact integers: ``limit_units_milli`` counts units of ``unit_pack`` (a units limit on video
     units ignores image units, which are worth 40 times less), ``limit_usd_nano`` counts dollars of every
     job in scope. Build one with :meth:`create` to get validation and friendly units.
+
+    The recipe's form also works and is completed by ``CostTracker.set_budget(key, budget)`` (the key
+    names the budget and, as in the recipe, is the project it covers)::
+
+        Budget(period=BudgetPeriod.MONTHLY, limit_credits=10000, limit_usd=600.00, alert_threshold=0.8)
+
+    There, and only there, float literals are accepted and read by their shortest decimal form
+    (``600.00`` → ``Decimal("600.0")``), which is exactly what was typed.
     """
 
     name: str
@@ -105,12 +121,58 @@ class Budget:
     period: Period
     limit_units_milli: int | None
     limit_usd_nano: int | None
-    hard: bool = True
-    thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS
-    timezone: str = "UTC"
-    week_start: int = 0
-    unit_pack: PackType = PackType.VIDEO
-    id: int | None = field(default=None, compare=False)
+    hard: bool
+    thresholds: tuple[int, ...]
+    timezone: str
+    week_start: int
+    unit_pack: PackType
+    id: int | None = field(compare=False)
+
+    def __init__(
+        self,
+        name: str = "",
+        scope: Scope | None = None,
+        period: Period | str = Period.MONTHLY,
+        limit_units_milli: int | None = None,
+        limit_usd_nano: int | None = None,
+        hard: bool = True,
+        thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS,
+        timezone: str = "UTC",
+        week_start: int = 0,
+        unit_pack: PackType = PackType.VIDEO,
+        id: int | None = None,  # noqa: A002  (the ledger's row id)
+        *,
+        limit_credits: Number | float | None = None,
+        limit_usd: Number | float | None = None,
+        alert_threshold: Number | float | None = None,
+    ) -> None:
+        if limit_credits is not None:
+            limit_units_milli = units_to_milli(_typed_number(limit_credits, "limit_credits"), "limit_credits")
+        if limit_usd is not None:
+            limit_usd_nano = usd_to_nano(_typed_number(limit_usd, "limit_usd"), "limit_usd")
+        if alert_threshold is not None:
+            fraction = parse_decimal(_typed_number(alert_threshold, "alert_threshold"), "alert_threshold")
+            percent = fraction * 100 if fraction <= 1 else fraction
+            if percent != percent.to_integral_value() or not 1 <= percent <= 1000:
+                raise ConfigurationError(
+                    f"alert_threshold must be a fraction like 0.8 (or a whole percentage), got {alert_threshold!r}"
+                )
+            thresholds = tuple(sorted({int(percent), 100}))
+        values = {
+            "name": name,
+            "scope": scope or Scope(),
+            "period": Period.parse(period),
+            "limit_units_milli": limit_units_milli,
+            "limit_usd_nano": limit_usd_nano,
+            "hard": hard,
+            "thresholds": tuple(thresholds),
+            "timezone": timezone,
+            "week_start": week_start,
+            "unit_pack": unit_pack,
+            "id": id,
+        }
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
 
     @classmethod
     def create(

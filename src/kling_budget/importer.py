@@ -12,6 +12,13 @@ copies of the recipe, so the common spellings are accepted:
   and ``limit_usd``/``budget_usd``; ``period`` daily/weekly/monthly/total (default: the one the limit's
   name gives, else monthly); ``alert_threshold`` (0.8 or 80).
 
+The recipe's "credits" are its own invented scale (10 per 5-second clip, 2× for "kling-pro"), not Kling
+units, so by default every record is **re-priced** from the price table by its model and duration (Kling's
+default mode, std, unless the record says otherwise) and the recipe's numbers are kept in the record's
+detail; a budget keeps its dollar limit and drops its credit limit. Models the price table does not know
+(the recipe's ``kling-pro``) need ``model_map`` (``{"kling-pro": "kling-v1-6:pro"}``). If your file holds
+real Kling units, pass ``credits="as-units"`` to book them (and credit limits) as recorded.
+
 Each record is recorded at its original time with its job id as the idempotency key, so importing the same
 file twice adds nothing. A record without a job id gets a key derived from its content. Everything is
 checked before anything is written: a bad record or budget (or a job id already used for a different job)
@@ -61,6 +68,7 @@ class ImportResult:
     records_skipped: int
     budgets_imported: int
     budgets_unchanged: int = 0
+    credit_limits_dropped: int = 0
 
     def to_dict(self) -> dict[str, int]:
         """JSON-ready form."""
@@ -69,7 +77,11 @@ class ImportResult:
             "records_skipped": self.records_skipped,
             "budgets_imported": self.budgets_imported,
             "budgets_unchanged": self.budgets_unchanged,
+            "credit_limits_dropped": self.credit_limits_dropped,
         }
+
+
+CREDIT_MODES = ("reprice", "as-units")
 
 
 class _Planned(NamedTuple):
@@ -94,7 +106,9 @@ def _signature(info: ReservationInfo) -> tuple[object, ...]:
     return (info.kind, info.units_milli, info.pack_type, info.attribution, info.product)
 
 
-def import_recipe_file(tracker: CostTracker, path: Path) -> ImportResult:
+def import_recipe_file(
+    tracker: CostTracker, path: Path, *, credits: str = "reprice", model_map: Mapping[str, str] | None = None
+) -> ImportResult:
     """Import a recipe ``cost_tracking.json`` file (see the module docstring for the accepted shape)."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -106,7 +120,7 @@ def import_recipe_file(tracker: CostTracker, path: Path) -> ImportResult:
         data = json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    return import_recipe_data(tracker, data, source=str(path))
+    return import_recipe_data(tracker, data, source=str(path), credits=credits, model_map=model_map)
 
 
 def _first(record: Mapping[str, Any], *names: str) -> Any:
@@ -131,9 +145,19 @@ def _timestamp(value: Any, where: str) -> datetime:
     raise InvalidInputError(f"{where}: a usage record needs a timestamp (ISO 8601 or Unix seconds)")
 
 
-def import_recipe_data(tracker: CostTracker, data: Any, *, source: str = "data") -> ImportResult:
+def import_recipe_data(
+    tracker: CostTracker,
+    data: Any,
+    *,
+    source: str = "data",
+    credits: str = "reprice",
+    model_map: Mapping[str, str] | None = None,
+) -> ImportResult:
     """Import already parsed recipe data. Every record and budget is checked first: if any is bad, the
     error names it and nothing is imported."""
+    if credits not in CREDIT_MODES:
+        raise InvalidInputError(f"credits must be one of {', '.join(CREDIT_MODES)}, got {credits!r}")
+    models = _parse_model_map(model_map or {})
     if isinstance(data, list):
         usage, budgets = data, None
     elif isinstance(data, dict):
@@ -151,9 +175,11 @@ def import_recipe_data(tracker: CostTracker, data: Any, *, source: str = "data")
         raise InvalidInputError(f"{source}: the usage records must be a list")
 
     # Validate everything before writing anything, so bad input changes nothing.
-    planned = [_plan_record(tracker, record, f"{source} record {i + 1}") for i, record in enumerate(usage)]
+    planned = [
+        _plan_record(tracker, record, f"{source} record {i + 1}", credits, models) for i, record in enumerate(usage)
+    ]
     _check_keys(tracker, planned)
-    budget_plans = _plan_budgets(budgets, source)
+    budget_plans, dropped = _plan_budgets(budgets, source, credits)
 
     imported = skipped = 0
     for plan in planned:
@@ -180,7 +206,20 @@ def import_recipe_data(tracker: CostTracker, data: Any, *, source: str = "data")
         if not unchanged:
             tracker.set_budget(budget)
             changed += 1
-    return ImportResult(imported, skipped, changed, len(budget_plans) - changed)
+    return ImportResult(imported, skipped, changed, len(budget_plans) - changed, dropped)
+
+
+def _parse_model_map(model_map: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
+    """``{"kling-pro": "kling-v1-6:pro"}`` → ``{"kling-pro": ("kling-v1-6", "pro")}``."""
+    parsed: dict[str, tuple[str, str | None]] = {}
+    for source_model, target in model_map.items():
+        model, _, mode = str(target).partition(":")
+        if not source_model or not model:
+            raise InvalidInputError(
+                f"model map entry {source_model!r}={target!r} must look like kling-pro=kling-v1-6:pro"
+            )
+        parsed[source_model] = (model, mode or None)
+    return parsed
 
 
 def _check_keys(tracker: CostTracker, planned: list[_Planned]) -> None:
@@ -203,18 +242,25 @@ def _check_keys(tracker: CostTracker, planned: list[_Planned]) -> None:
             )
 
 
-def _plan_record(tracker: CostTracker, record: Any, where: str) -> _Planned:
+def _plan_record(
+    tracker: CostTracker, record: Any, where: str, credit_mode: str, models: Mapping[str, tuple[str, str | None]]
+) -> _Planned:
     if not isinstance(record, dict):
         raise InvalidInputError(f"{where}: each usage record must be an object")
-    model = _first(record, "model", "model_name") or "kling-v1"
+    model = str(_first(record, "model", "model_name") or "kling-v1")
     duration = _first(record, "duration", "duration_seconds")
     mode = _first(record, "mode", "quality")
+    if model in models:
+        model, mapped_mode = models[model]
+        mode = mapped_mode or mode
     credits = _first(record, "credits", "credits_used", "units", "cost_credits")
     try:
-        quote = tracker.quote(str(model), duration=None if duration is None else str(duration), mode=mode)
-        milli = quote.units_milli if credits is None else units_to_milli(str(credits), "credits")
+        quote = tracker.quote(model, duration=None if duration is None else str(duration), mode=mode)
+        booked = credits if credit_mode == "as-units" else None
+        milli = quote.units_milli if booked is None else units_to_milli(str(booked), "credits")
     except KlingBudgetError as exc:
-        raise InvalidInputError(f"{where}: {exc}") from None
+        hint = " (map it with --model-map NAME=MODEL[:MODE])" if "unknown model" in str(exc) else ""
+        raise InvalidInputError(f"{where}: {exc}{hint}") from None
     if milli < 0:
         raise InvalidInputError(f"{where}: credits cannot be negative, got {credits}")
     when = _timestamp(_first(record, "timestamp", "created_at", "time", "date"), where)
@@ -251,9 +297,9 @@ def _alert_at(threshold: Any, where: str) -> list[int]:
     return sorted({percent, 100})
 
 
-def _plan_budgets(budgets: Any, source: str) -> list[Budget]:
+def _plan_budgets(budgets: Any, source: str, credit_mode: str) -> tuple[list[Budget], int]:
     if budgets in (None, {}, []):
-        return []
+        return [], 0
     if isinstance(budgets, dict):
         items = [({"project_id": key, **value} if isinstance(value, dict) else None) for key, value in budgets.items()]
     elif isinstance(budgets, list):
@@ -261,6 +307,7 @@ def _plan_budgets(budgets: Any, source: str) -> list[Budget]:
     else:
         raise InvalidInputError(f"{source}: 'budgets' must be an object keyed by project id or a list")
     plans = []
+    dropped = 0
     for i, item in enumerate(items):
         where = f"{source} budget {i + 1}"
         if not isinstance(item, dict):
@@ -275,12 +322,20 @@ def _plan_budgets(budgets: Any, source: str) -> list[Budget]:
             raise InvalidInputError(
                 f"{where}: no limit found; expected one of {', '.join(_UNIT_LIMIT_KEYS)} or limit_usd"
             )
+        if credit_mode == "reprice" and unit_key is not None:
+            if limit_usd is None:
+                raise InvalidInputError(
+                    f"{where}: only a credit limit, and recipe credits are not Kling units; "
+                    "add limit_usd or import with --credits as-units"
+                )
+            unit_key = None
+            dropped += 1
         period = _first(item, "period")
         if period is None:  # daily_limit / weekly_limit / monthly_limit name their period
             period = unit_key.split("_")[0] if unit_key and unit_key.endswith("ly_limit") else "monthly"
         try:
             budget = Budget.create(
-                f"recipe-{project}",
+                str(project),
                 project=str(project),
                 limit_units=None if unit_key is None else str(item[unit_key]),
                 limit_usd=None if limit_usd is None else str(limit_usd),
@@ -290,4 +345,4 @@ def _plan_budgets(budgets: Any, source: str) -> list[Budget]:
         except ConfigurationError as exc:
             raise InvalidInputError(f"{where}: {exc}") from None
         plans.append(budget)
-    return plans
+    return plans, dropped

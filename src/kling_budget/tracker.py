@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from kling_budget.alerts import AlertDispatcher, AlertSink, LogSink
-from kling_budget.budgets import DEFAULT_THRESHOLDS, Budget, BudgetStatus, check_admission
+from kling_budget.budgets import DEFAULT_THRESHOLDS, Budget, BudgetStatus, Scope, check_admission
 from kling_budget.errors import ConfigurationError, InvalidInputError
 from kling_budget.ledger import (
     Connection,
@@ -38,10 +38,10 @@ from kling_budget.ledger import (
     open_backend,
 )
 from kling_budget.ledger.queries import period_bounds
-from kling_budget.money import Number, milli_to_units, nano_to_usd, units_to_milli, usd_to_nano
+from kling_budget.money import Number, milli_to_units, nano_to_usd, units_to_milli, usd_nano_for_units, usd_to_nano
 from kling_budget.pricing import PriceTable
 from kling_budget.types import Attribution, Denial, PackType, Quote
-from kling_budget.windows import Period
+from kling_budget.windows import Period, window_at
 
 __all__ = ["BudgetPeriod", "CostTracker", "Reservation", "UsageRecord"]
 
@@ -62,20 +62,25 @@ def _amount_milli(value: Number, what: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
-    """One job's usage, as the recipe's ``UsageRecord`` (credits = Kling units)."""
+    """One job's usage, with the recipe's fields: ``credits_used`` are Kling units (exact ``Decimal``)."""
 
-    job_id: str
-    project_id: str
-    user_id: str
-    model: str
-    credits: Decimal
-    cost_usd: Decimal
     timestamp: datetime
-    status: str
+    job_id: str
+    credits_used: Decimal
+    cost_usd: Decimal
+    model: str
     duration: int | None = None
+    user_id: str | None = None
+    project_id: str | None = None
+    status: str = "committed"
     mode: str | None = None
     over_budget: bool = False
     details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def credits(self) -> Decimal:
+        """Same as ``credits_used``."""
+        return self.credits_used
 
     @classmethod
     def from_info(cls, info: ReservationInfo) -> UsageRecord:
@@ -86,15 +91,15 @@ class UsageRecord:
         params = info.detail.get("params", {}) if isinstance(info.detail.get("params"), dict) else {}
         duration = params.get("duration")
         return cls(
-            job_id=info.id,
-            project_id=info.attribution.project,
-            user_id=info.attribution.user,
-            model=info.attribution.model,
-            credits=milli_to_units(units),
-            cost_usd=nano_to_usd(usd),
             timestamp=info.reserved_at,
-            status=info.state.value,
+            job_id=info.id,
+            credits_used=milli_to_units(units),
+            cost_usd=nano_to_usd(usd),
+            model=info.attribution.model,
             duration=int(duration) if isinstance(duration, int | str) and str(duration).isdigit() else None,
+            user_id=info.attribution.user or None,
+            project_id=info.attribution.project or None,
+            status=info.state.value,
             mode=params.get("mode") if isinstance(params.get("mode"), str) else None,
             over_budget=info.over_budget,
             details=info.detail,
@@ -248,23 +253,35 @@ class CostTracker:
         )
 
     def calculate_credits(
-        self, model: str = "kling-v1", duration: int | str = 5, mode: str | None = None, **options: Any
+        self, duration: int | str | None = 5, model: str = "kling-v1", mode: str | None = None, **options: Any
     ) -> Decimal:
-        """Units (credits) a request costs, exactly (``Decimal``)."""
+        """Kling units (the recipe's "credits") one request costs, exactly: ``calculate_credits(10, "kling-v2-6",
+        "pro", sound=True)`` → ``Decimal("10")``. The recipe's argument order: duration, then model."""
         return self.quote(model, duration=duration, mode=mode, **options).units
 
     def calculate_cost(
-        self, model: str = "kling-v1", duration: int | str = 5, mode: str | None = None, **options: Any
+        self, credits: Number | float, tier_credits: int | None = None, *, pack_type: PackType | str = PackType.VIDEO
     ) -> Decimal:
-        """Dollars a request costs at the list price of its pack type (``Decimal``)."""
-        return self.quote(model, duration=duration, mode=mode, **options).usd
+        """Dollars that ``credits`` units cost, at the price of the pack jobs draw from now.
+
+        With purchased packs registered (``add_pack``), that is the price you paid for the soonest-expiring
+        active pack; otherwise the list price of the pack type. ``tier_credits`` is accepted for the recipe's
+        signature and ignored: its invented tiers are replaced by what you actually paid.
+        """
+        milli = _amount_milli(repr(credits) if isinstance(credits, float) else credits, "credits")
+        kind = PackType(str(pack_type))
+        now = self._clock()
+        for pack in self.ledger.list_packs():
+            if pack.pack_type is kind and pack.active_at(now) and pack.remaining_milli > 0:
+                return nano_to_usd(usd_nano_for_units(milli, pack.price_nano, pack.units_milli))
+        return nano_to_usd(usd_nano_for_units(milli, usd_to_nano(self.prices.list_usd_per_unit(kind)), 1000))
 
     # ------------------------------------------------------------------ budgets
 
     def set_budget(
         self,
         name: str | Budget,
-        limit_units: Number | None = None,
+        limit_units: Number | Budget | None = None,
         *,
         limit_usd: Number | None = None,
         limit_credits: Number | None = None,
@@ -282,10 +299,38 @@ class CostTracker:
     ) -> Budget:
         """Create or replace a budget. ``limit_credits`` is the recipe's name for ``limit_units``.
 
-        Example: ``tracker.set_budget("marketing", project_id="marketing", limit_units=1000, limit_usd=150)``.
+        Examples::
+
+            tracker.set_budget("marketing", project_id="marketing", limit_units=1000, limit_usd=150)
+            tracker.set_budget("marketing", Budget(period=BudgetPeriod.MONTHLY, limit_credits=10000,
+                                                   limit_usd=600.00, alert_threshold=0.8))  # the recipe's form
+
+        In the recipe's form the key names the budget and, when the budget has no scope, is the project it
+        covers (as the recipe filtered usage by ``project_id == key``).
         """
         if isinstance(name, Budget):
             return self.ledger.set_budget(name)
+        if isinstance(limit_units, Budget):
+            spec = limit_units
+            scope = spec.scope if spec.scope != Scope() else Scope(project=name)
+            return self.ledger.set_budget(
+                Budget.create(
+                    name,
+                    period=spec.period,
+                    limit_units=None if spec.limit_units_milli is None else milli_to_units(spec.limit_units_milli),
+                    limit_usd=None if spec.limit_usd_nano is None else nano_to_usd(spec.limit_usd_nano),
+                    project=scope.project,
+                    user=scope.user,
+                    api_key=scope.api_key,
+                    model=scope.model,
+                    tag=scope.tag,
+                    hard=spec.hard,
+                    alert_at=spec.thresholds,
+                    timezone=spec.timezone,
+                    week_start=spec.week_start,
+                    unit_pack=spec.unit_pack,
+                )
+            )
         units = limit_units if limit_units is not None else limit_credits
         if model:
             model = self.prices.canonical_model(model)
@@ -323,22 +368,55 @@ class CostTracker:
         """Where one budget stands now."""
         return self.ledger.budget_status(name)
 
-    def check_budget(self, name: str | None = None, *, project_id: str | None = None) -> dict[str, Any]:
-        """Status as a dict: one budget by name, or every budget covering ``project_id``, or all.
+    def check_budget(self, key: str) -> dict[str, Any]:
+        """The recipe's budget check for the budget named ``key``: ``{"has_budget": False}`` when there is none.
 
-        Returns ``{"budgets": [...], "over_budget": bool, "alerts": [...]}`` with exact decimal strings.
+        Keys as in the recipe (``budget``, ``usage``, ``credits_remaining``, ``usd_remaining``,
+        ``credits_percent``, ``cost_percent``, ``over_budget``, ``alert_triggered``), with exact ``Decimal``
+        amounts, plus ``held_credits`` (reserved by running jobs, already counted as used), ``window_start``
+        and ``resets_at``. ``usd_remaining`` and the percentages are ``None`` for a limit the budget lacks.
         """
-        statuses = [self.ledger.budget_status(name)] if name else self.ledger.statuses()
-        if project_id is not None and not name:
-            statuses = [s for s in statuses if s.budget.scope.project == project_id]
+        try:
+            status = self.ledger.budget_status(key)
+        except ConfigurationError:
+            return {"has_budget": False}
+        budget, counters = status.budget, status.counters
+        used = milli_to_units(counters.used_milli)
+        used_usd = nano_to_usd(counters.used_nano)
+
+        def percent(value: int, limit: int | None) -> Decimal | None:
+            return None if not limit else (Decimal(value) * 100 / Decimal(limit)).quantize(Decimal("0.1"))
+
+        credits_percent = percent(counters.used_milli, budget.limit_units_milli)
+        cost_percent = percent(counters.used_nano, budget.limit_usd_nano)
+        first_threshold = min(budget.thresholds) if budget.thresholds else 100
         return {
-            "budgets": [s.to_dict() for s in statuses],
-            "over_budget": any(s.exhausted for s in statuses),
-            "alerts": [
-                f"{s.budget.name} at {s.percent}%"
-                for s in statuses
-                if s.budget.thresholds and s.percent >= min(s.budget.thresholds)
-            ],
+            "has_budget": True,
+            "budget": {
+                "period": budget.period.value,
+                "limit_credits": None if budget.limit_units_milli is None else milli_to_units(budget.limit_units_milli),
+                "limit_usd": None if budget.limit_usd_nano is None else nano_to_usd(budget.limit_usd_nano),
+                "scope": budget.scope.describe(),
+                "hard": budget.hard,
+            },
+            "usage": {
+                "period": budget.period.value,
+                "start": status.window.start.isoformat(),
+                "end": status.as_of.isoformat(),
+                "total_credits": used,
+                "total_cost_usd": used_usd,
+                "held_credits": milli_to_units(counters.held_milli),
+            },
+            "credits_remaining": None
+            if status.remaining_units_milli is None
+            else milli_to_units(status.remaining_units_milli),
+            "usd_remaining": None if status.remaining_usd_nano is None else nano_to_usd(status.remaining_usd_nano),
+            "credits_percent": credits_percent,
+            "cost_percent": cost_percent,
+            "over_budget": status.exhausted,
+            "alert_triggered": status.percent >= first_threshold,
+            "window_start": status.window.start.isoformat(),
+            "resets_at": status.window.end.isoformat() if status.window.end else None,
         }
 
     # ------------------------------------------------------------------ checking and reserving
@@ -355,10 +433,11 @@ class CostTracker:
         tags: Iterable[str] = (),
         **options: Any,
     ) -> dict[str, Any]:
-        """Would this request fit every hard budget right now? Advisory only: it reserves nothing.
+        """Would this request fit every hard budget of project ``project_id`` (the recipe's key) right now?
 
-        Returns ``{"allowed", "credits_needed", "credits_remaining", "cost_usd", "reason", "denial"}``.
-        Between this check and the job another worker can spend the room; use :meth:`reserve` to be sure.
+        Advisory only: it reserves nothing, and between this check and the job another worker can spend the
+        room — use :meth:`reserve` to be sure. Returns the recipe's keys (``allowed``, ``credits_needed``,
+        ``credits_remaining``, ``cost_needed``, ``cost_remaining``, ``reason``) plus ``denial``.
         """
         quote = self.quote(model, duration=duration, mode=mode, **options)
         return self.check_quote(quote, project_id=project_id, user_id=user_id, api_key=api_key, tags=tags)
@@ -383,20 +462,24 @@ class CostTracker:
         now = self._clock()
         denial: Denial | None = None
         remaining: int | None = None
-        for budget in self.ledger.matching_budgets(attribution):
+        remaining_usd: int | None = None
+        budgets = self.ledger.matching_budgets(attribution)
+        for budget in budgets:
             status = self.ledger.budget_status(budget.name, now=now)
             units_delta = budget.units_delta(quote.pack_type, quote.units_milli)
             denial = denial or check_admission(budget, status.window, status.counters, units_delta, quote.list_usd_nano)
             if status.remaining_units_milli is not None and budget.unit_pack is quote.pack_type:
-                remaining = (
-                    status.remaining_units_milli if remaining is None else min(remaining, status.remaining_units_milli)
-                )
+                remaining = min(status.remaining_units_milli, remaining if remaining is not None else 2**62)
+            if status.remaining_usd_nano is not None:
+                remaining_usd = min(status.remaining_usd_nano, remaining_usd if remaining_usd is not None else 2**62)
+        reason = "No budget set" if not budgets else (denial.message() if denial else None)
         return {
             "allowed": denial is None,
             "credits_needed": quote.units,
             "credits_remaining": None if remaining is None else milli_to_units(remaining),
-            "cost_usd": quote.usd,
-            "reason": denial.message() if denial else "",
+            "cost_needed": quote.usd,
+            "cost_remaining": None if remaining_usd is None else nano_to_usd(remaining_usd),
+            "reason": reason,
             "denial": denial.to_dict() if denial else None,
         }
 
@@ -562,17 +645,57 @@ class CostTracker:
 
     def get_usage(
         self,
-        project_id: str | None = None,
+        period: Period | str = Period.MONTHLY,
+        key: str | None = None,
+        key_type: str = "project",
+        *,
+        timezone: str = "UTC",
+    ) -> dict[str, Any]:
+        """The recipe's usage summary for the current day, week, month (or all time) of one project or user.
+
+        Returns ``{"period", "start", "end", "total_credits", "total_cost_usd", "record_count"}`` with exact
+        ``Decimal`` amounts, plus ``held_credits``/``held_usd`` for jobs still running. ``key_type`` is
+        ``"project"`` or ``"user"``. For grouped reports use :meth:`usage`.
+        """
+        if key_type not in ("project", "user"):
+            raise ConfigurationError(f"key_type must be 'project' or 'user', got {key_type!r}")
+        kind = Period.parse(period)
+        now = self._clock()
+        window = window_at(kind, now, timezone)
+        rows = self.ledger.usage(
+            start=window.start,
+            end=now + timedelta(microseconds=1),
+            group_by=(),
+            timezone=timezone,
+            filters={key_type: key} if key else None,
+        )
+        total = rows[0] if rows else UsageRow({}, 0, 0, 0, 0, 0)
+        return {
+            "period": kind.value,
+            "start": window.start.isoformat(),
+            "end": now.isoformat(),
+            "total_credits": milli_to_units(total.committed_milli + total.held_milli),
+            "total_cost_usd": nano_to_usd(total.committed_nano + total.held_nano),
+            "record_count": total.jobs,
+            "held_credits": milli_to_units(total.held_milli),
+            "held_usd": nano_to_usd(total.held_nano),
+        }
+
+    def usage(
+        self,
         *,
         period: str = "month",
         start: datetime | None = None,
         end: datetime | None = None,
         group_by: Sequence[str] = ("project",),
+        project_id: str | None = None,
         user_id: str | None = None,
         model: str | None = None,
+        tag: str | None = None,
         timezone: str = "UTC",
     ) -> list[UsageRow]:
-        """Committed and held spend over ``period`` (today, week, month, last-Nd) or ``[start, end)``."""
+        """Committed and held spend grouped by project, user, api_key, model, pack_type, tag, hour, day, week
+        or month, over ``period`` (today, week, month, last-Nd) or ``[start, end)``."""
         now = self._clock()
         if start is None or end is None:
             low, high = period_bounds(period, now, timezone)
@@ -583,6 +706,7 @@ class CostTracker:
                 ("project", project_id),
                 ("user", user_id),
                 ("model", self.prices.canonical_model(model) if model else None),
+                ("tag", tag),
             )
             if v
         }

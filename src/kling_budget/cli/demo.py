@@ -159,7 +159,7 @@ def demo(ctx: click.Context, workers: int, limit_units: str, keep: bool) -> None
                     format_usd(r.committed_nano),
                     str(r.jobs),
                 ]
-                for r in tracker.get_usage(group_by=("project", "user"), period="month")
+                for r in tracker.usage(group_by=("project", "user"), period="month")
             ]
             print_table(None, ["project", "user", "committed units", "committed usd", "jobs"], rows)
             report = tracker.verify()

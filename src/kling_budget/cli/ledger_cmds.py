@@ -401,18 +401,39 @@ def packs_remove(app: AppContext, name: str) -> None:
 
 @click.command("import")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--credits",
+    "credit_mode",
+    type=click.Choice(["reprice", "as-units"]),
+    default="reprice",
+    show_default=True,
+    help="reprice: the recipe's credits are not Kling units, price each job from the table; "
+    "as-units: book the recorded credits (and credit limits) as Kling units.",
+)
+@click.option(
+    "--model-map",
+    multiple=True,
+    metavar="NAME=MODEL[:MODE]",
+    help="Price a model the table does not know as another, e.g. kling-pro=kling-v1-6:pro (repeatable).",
+)
 @json_option
 @pass_app
-def import_cmd(app: AppContext, path: Path, as_json: bool) -> None:
+def import_cmd(app: AppContext, path: Path, credit_mode: str, model_map: tuple[str, ...], as_json: bool) -> None:
     """Import the recipe's cost_tracking.json (budgets and usage history); safe to run twice.
 
     \b
     Example:
-      kling-budget import ./cost_tracking.json
+      kling-budget import ./cost_tracking.json --model-map kling-pro=kling-v1-6:pro
     """
     from kling_budget.importer import import_recipe_file
 
-    result = import_recipe_file(app.tracker(), path)
+    mapping = {}
+    for item in model_map:
+        name, sep, target = item.partition("=")
+        if not sep:
+            raise InvalidInputError(f"--model-map {item!r} must look like kling-pro=kling-v1-6:pro")
+        mapping[name.strip()] = target.strip()
+    result = import_recipe_file(app.tracker(), path, credits=credit_mode, model_map=mapping)
     if as_json:
         print_json(result.to_dict())
     else:
@@ -420,6 +441,11 @@ def import_cmd(app: AppContext, path: Path, as_json: bool) -> None:
             f"imported {result.records_imported} usage records ({result.records_skipped} already present), "
             f"{result.budgets_imported} budgets ({result.budgets_unchanged} unchanged) from {path}"
         )
+        if result.credit_limits_dropped:
+            click.echo(
+                f"note: {result.credit_limits_dropped} budget credit limits were not imported: recipe credits are "
+                "not Kling units (the dollar limits were); use --credits as-units if yours were real units"
+            )
 
 
 COMMANDS = [reserve, commit, release, record, reservations, usage, verify, packs, import_cmd]
