@@ -64,10 +64,12 @@ class SettleWorker:
         self._limiter = anyio.Semaphore(concurrency)
         self._stop = anyio.Event()
         self._stopped = anyio.Event()
+        self._started = False
 
     async def run(self) -> None:
         """Sweep until :meth:`stop` is called."""
         interval = self.state.config.settle_interval
+        self._started = True
         try:
             while not self._stop.is_set():
                 try:
@@ -82,6 +84,8 @@ class SettleWorker:
     async def stop(self, timeout: float = 30.0) -> None:
         """Finish the sweep in progress (at most ``timeout`` seconds) and stop."""
         self._stop.set()
+        if not self._started:
+            return
         with anyio.move_on_after(timeout):
             await self._stopped.wait()
 
