@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from decimal import Decimal
+import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -13,7 +15,7 @@ import pytest
 from kling_budget.errors import LedgerUnavailableError
 from kling_budget.kling import KlingClient
 from kling_budget.kling.simulator import FaultKind, ManualClock, SimulatorConfig, running_simulator
-from kling_budget.kling.webhooks import verify_webhook
+from kling_budget.kling.webhooks import WebhookVerificationError, verify_webhook
 from kling_budget.ledger import ReservationState
 from kling_budget.server import DENIAL_CODE
 from tests.gatewayutil import ADMIN_TOKEN, RunningGateway, kling_sample_token, running_gateway, wait_until
@@ -245,9 +247,8 @@ def test_definite_upstream_rejection_releases_the_hold(sqlite_url, tmp_path):
         assert answer.status_code == 429 and answer.json()["code"] == 1102
         (info,) = gw.state.ledger.list_reservations()
         assert info.state is ReservationState.RELEASED
-        again = client_retry = None
         with gw.client(_bearer(issued)) as client_retry:
-            again = client_retry.post(T2V, json={**BODY, "external_task_id": "same"})
+            client_retry.post(T2V, json={**BODY, "external_task_id": "same"})
             again = client_retry.post(T2V, json={**BODY, "external_task_id": "same"})
         assert again.json()["code"] == 1102  # a rejected create frees its external id for a retry
 
@@ -312,14 +313,12 @@ def test_callbacks_end_to_end(sqlite_url, tmp_path):
         assert kling.sim.task(task_id).callback_url == gw.url("/callbacks/kling")
         wait_until(lambda: gw.state.ledger.find_by_task(task_id).state is ReservationState.COMMITTED, 10)
         received = wait_until(lambda: [r for r in receiver.received if b'"succeed"' in r.body], 10)
-        import json
-
         last = received[-1]
         body = json.loads(last.body)
         assert body["task_id"] == task_id and body["task_info"]["external_task_id"] == "cb-1"
-        verify_webhook(issued.webhook_secret, last.headers, last.body, now=int(__import__("time").time()))
-        with pytest.raises(Exception):
-            verify_webhook(WEBHOOK_SECRET, last.headers, last.body, now=int(__import__("time").time()))
+        verify_webhook(issued.webhook_secret, last.headers, last.body, now=int(time.time()))
+        with pytest.raises(WebhookVerificationError):
+            verify_webhook(WEBHOOK_SECRET, last.headers, last.body, now=int(time.time()))
         forged = httpx.post(gw.url("/callbacks/kling"), content=last.body, headers={"content-type": "application/json"})
         assert forged.status_code == 401
 
