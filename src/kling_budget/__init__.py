@@ -27,10 +27,11 @@ from kling_budget.tracker import BudgetPeriod, CostTracker, Reservation, UsageRe
 from kling_budget.types import AlertEvent, Attribution, Denial, PackType, Quote
 
 if TYPE_CHECKING:
-    from kling_budget.kling import BudgetEnforcedClient
+    from kling_budget.kling import AsyncBudgetEnforcedClient, BudgetEnforcedClient
 
 __all__ = [
     "AlertEvent",
+    "AsyncBudgetEnforcedClient",
     "Attribution",
     "Budget",
     "BudgetEnforcedClient",
@@ -65,6 +66,10 @@ def __getattr__(name: str) -> Any:
         from kling_budget.kling import BudgetEnforcedClient
 
         return BudgetEnforcedClient
+    if name == "AsyncBudgetEnforcedClient":
+        from kling_budget.kling import AsyncBudgetEnforcedClient
+
+        return AsyncBudgetEnforcedClient
     if name == "__version__":
         from importlib.metadata import version
 
