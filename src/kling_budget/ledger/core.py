@@ -604,12 +604,15 @@ class Ledger:
                 self._ensure_window(conn, config, budget, window, windows.created, exclude=key)
                 units_delta = budget.units_delta(pack, units_milli)
                 after = self._add_held(conn, budget, window, units_delta, usd_nano)
+                refused = 0
                 while after is None:
                     counters = self._fold_or_row(conn, budget, window)
                     denial = check_admission(budget, window, counters, units_delta, usd_nano)
                     if denial is not None:
                         assert budget.id is not None
                         raise _Denied(denial, budget.id, window)
+                    refused += 1
+                    assert refused < 10, "conditional update refused a job that fits"
                     # READ COMMITTED: a release freed room after our UPDATE was refused; try again.
                     after = self._add_held(conn, budget, window, units_delta, usd_nano)
                 before = replace(after, held_milli=after.held_milli - units_delta, held_nano=after.held_nano - usd_nano)

@@ -19,11 +19,12 @@ check-then-act patterns of the ledger need a lock:
   row is read ``FOR UPDATE`` so two resolutions of one key (or a TTL release racing a submit) serialise.
 
 Lock order, the same in every transaction, so none of this can deadlock: reservation row → config lock
-→ pack rows → usage roll-up row → per budget in :func:`lock_order` (window lock, window row) → alert
-outbox. Budget rows come last and the broadest budget last of all: a row lock is held from its
-``UPDATE`` until COMMIT, and the account-wide row is the one every job of the fleet waits for, so it is
-held for one statement and the COMMIT only (measured: 5x the reserve throughput of ascending-id order
-with eight workers on one account-wide budget).
+→ pack rows → usage roll-up row → per budget in :func:`lock_order`, its window lock then its window row
+(never a window lock of one budget while waiting for the row of an earlier one) → alert outbox. Budget
+rows come last and the broadest budget last of all: a row lock is held from its ``UPDATE`` until COMMIT,
+and the account-wide row is the one every job of the fleet waits for, so it is held for one statement
+and the COMMIT only (measured: 5x the reserve throughput of ascending-id order with eight workers on
+one account-wide budget).
 
 Keys are salted with ``current_schema()`` so ledgers in different schemas of one database never wait on
 each other. Set ``ENABLED = False`` (tests only) to show the races these locks close.
