@@ -174,7 +174,9 @@ def test_commit_and_release_of_one_key_at_once_resolve_it_once(pg_url: str) -> N
             barrier = threading.Barrier(2)
             outcomes: list[str] = []
 
-            def resolve(index: int, key: str = key, barrier: threading.Barrier = barrier) -> None:
+            def resolve(
+                index: int, key: str = key, barrier: threading.Barrier = barrier, outcomes: list[str] = outcomes
+            ) -> None:
                 barrier.wait()
                 try:
                     if index == 0:
