@@ -1,0 +1,98 @@
+"""Worker processes for the PostgreSQL stress and crash tests, run as ``python -m tests.pg_workers``.
+
+Each worker is a separate OS process with its own ledger (its own connection pool), started in a
+process group of its own "host" so that a whole host can be killed at once.
+
+* ``exhaust URL WORKER GO OUT``: wait for the file GO, then reserve (committing every other job) until a
+  budget denies; write the admitted keys to OUT.
+* ``churn URL WORKER LOG``: reserve → submit → commit | release forever, riding out an unreachable
+  server by retrying each step with the same key; append a line to LOG after each acknowledged step.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from kling_budget.errors import BudgetExceededError, LedgerUnavailableError
+from kling_budget.ledger import open_ledger
+from kling_budget.types import Attribution, PackType
+from tests.ledger_workers import PRICE_MILLI, reserve_until_denied
+
+T = TypeVar("T")
+
+
+class _Go:
+    """``reserve_until_denied`` waits on an event; across unrelated processes it is a file appearing."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def wait(self) -> None:
+        while not self.path.exists():
+            time.sleep(0.005)
+
+
+def exhaust(url: str, worker: int, go: str, out: str) -> None:
+    """Reserve until denied; write the admitted keys, one a line."""
+    keys = reserve_until_denied(url, worker, _Go(go), False)
+    Path(out).write_text("\n".join(keys), encoding="utf-8")
+
+
+def _until_done(step: Callable[[], T]) -> T:
+    """Retry a ledger step with the same key while the ledger is unavailable (server restarting)."""
+    while True:
+        try:
+            return step()
+        except LedgerUnavailableError:
+            time.sleep(0.1)
+
+
+def churn(url: str, worker: int, log_path: str) -> None:
+    """Reserve, submit, commit or release forever; log each acknowledged step (fsynced)."""
+    ledger = _until_done(lambda: open_ledger(url))
+    attribution = Attribution(project="studio", user=f"u{worker % 4}", model="kling-v2-6")
+    with open(log_path, "a", encoding="utf-8") as log:
+
+        def ack(line: str) -> None:
+            log.write(line + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+
+        counter = 0
+        while True:
+            counter += 1
+            key = f"c{worker}-{os.getpid()}-{counter}"
+            try:
+                _until_done(
+                    lambda key=key: ledger.reserve(  # type: ignore[misc]
+                        key, units_milli=PRICE_MILLI, pack_type=PackType.VIDEO, attribution=attribution
+                    )
+                )
+            except BudgetExceededError:
+                ack(f"denied {key}")
+                continue
+            ack(f"reserved {key}")
+            _until_done(lambda key=key: ledger.mark_submitted(key, task_id=f"task-{key}"))  # type: ignore[misc]
+            ack(f"submitted {key}")
+            if counter % 3 == 0:
+                _until_done(lambda key=key: ledger.release(key))  # type: ignore[misc]
+                ack(f"released {key}")
+            else:
+                charged = PRICE_MILLI + (500 if counter % 5 == 0 else 0)
+                _until_done(lambda key=key, charged=charged: ledger.commit(key, units_milli=charged))  # type: ignore[misc]
+                ack(f"committed {key}")
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    if command == "exhaust":
+        exhaust(args[0], int(args[1]), args[2], args[3])
+    elif command == "churn":
+        churn(args[0], int(args[1]), args[2])
+    else:
+        raise SystemExit(f"unknown command {command!r}")
