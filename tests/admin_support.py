@@ -17,9 +17,10 @@ import httpx
 import uvicorn
 from anyio.from_thread import start_blocking_portal
 from starlette.applications import Starlette
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kling_budget.kling.auth import JWTAuth
+from kling_budget.kling.simulator import RunningSimulator
 from kling_budget.server import GatewayConfig, GatewayState, Secret, create_app
 from kling_budget.tracker import CostTracker
 
@@ -40,17 +41,23 @@ class MovableClock:
 
 
 def make_state(
-    tmp_path: Path, *, token: str | None = ADMIN_TOKEN, upstream_url: str = "http://127.0.0.1:9"
+    tmp_path: Path, *, token: str | None = ADMIN_TOKEN, kling: RunningSimulator | None = None
 ) -> GatewayState:
     """A gateway state over a fresh SQLite ledger in ``tmp_path``; ``state.clock`` is at :data:`NOW`.
 
-    The upstream is a closed loopback port unless given (the admin API and the dashboard never call it).
+    The upstream is the simulator ``kling`` when given, else a closed loopback port (the admin API and the
+    dashboard call it only to reconcile).
     """
     clock = MovableClock(NOW)
     tracker = CostTracker(f"sqlite:///{tmp_path / 'gateway.db'}", clock=clock, alert_sinks=[])
+    if kling is not None:
+        assert kling.access_key is not None and kling.secret_key is not None
+        upstream_url, upstream_auth = kling.base_url, JWTAuth(kling.access_key, kling.secret_key)
+    else:
+        upstream_url, upstream_auth = "http://127.0.0.1:9", JWTAuth(UPSTREAM_ACCESS_KEY, UPSTREAM_SECRET_KEY)
     config = GatewayConfig(
         upstream_url=upstream_url,
-        upstream_auth=JWTAuth(UPSTREAM_ACCESS_KEY, UPSTREAM_SECRET_KEY),
+        upstream_auth=upstream_auth,
         admin_token=None if token is None else Secret(token),
         home=tmp_path / "home",
         settle_interval=0,
@@ -63,6 +70,24 @@ def make_state(
 def make_app(state: GatewayState) -> Starlette:
     """The whole gateway app (proxy, admin API, dashboard) on ``state``, without the settle worker."""
     return create_app(state.config, state=state, settle_worker=False)
+
+
+def without_lifespan(app: ASGIApp) -> ASGIApp:
+    """``app`` with its lifespan acknowledged but not run (clients that open one per request would close
+    the ledger after the first request)."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        await app(scope, receive, send)
+
+    return wrapped
 
 
 def auth(token: str = ADMIN_TOKEN) -> dict[str, str]:

@@ -32,7 +32,7 @@ def client(state: GatewayState) -> Iterator[SyncClient]:
     c.close()
 
 
-def get(client: SyncClient, path: str, status: int = 200, **params: Any) -> Any:
+def get(client: SyncClient, path: str, status: int = 200, /, **params: Any) -> Any:
     response = client.get("/admin/api" + path, params=params, headers=auth())
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
@@ -132,6 +132,8 @@ def test_budget_update_keeps_the_window_counters(client: SyncClient) -> None:
         ({"name": "x", "limit_usd": "0"}, "greater than 0"),
         ({"name": "x", "limit_usd": "1.0000000001"}, "9 after"),
         ({"name": "x", "limit_units": "10000000000000"}, "12 digits"),
+        ({"name": "x", "limit_usd": "755289213803.9"}, "9 digits"),
+        ({"name": "x", "limit_usd": "5", "alert_at": None}, "'alert_at' is null"),
         ({"name": "x", "limit_usd": "5", "period": "yearly"}, "unknown period"),
         ({"name": "x", "limit_usd": "5", "timezone": "Mars/Olympus"}, "unknown time zone"),
         ({"name": "x", "limit_usd": "5", "timezone": "../../etc/passwd"}, "time zone"),
@@ -213,6 +215,7 @@ def test_usage_filters_periods_and_time_zones(client: SyncClient) -> None:
         ({"timezone": "Nowhere/Land"}, "unknown time zone"),
         ({"pack_type": "audio"}, "pack_type"),
         ({"projet": "typo"}, "unknown query parameter 'projet'"),
+        ({"project": ""}, "'project' is empty"),
         ({"week_start": "8"}, "week_start"),
     ],
 )

@@ -72,7 +72,6 @@ __all__ = [
 API_PREFIX = "/admin/api"
 MAX_BODY_BYTES = 64 * 1024
 MAX_TEXT = 200
-MAX_AMOUNT_DIGITS = 12
 MAX_LAST_DAYS = 3660
 MAX_SERIES_POINTS = 800
 
@@ -134,6 +133,8 @@ class _Query:
                 _bad(f"unknown query parameter {name!r}; accepted: {names}")
             if name in self._values:
                 _bad(f"query parameter {name!r} given more than once")
+            if not value:
+                _bad(f"query parameter {name!r} is empty; leave it out instead")
             self._values[name] = value
 
     def text(self, name: str, default: str | None = None) -> str | None:
@@ -208,6 +209,9 @@ class _Body:
         unknown = [k for k in data if k not in accepted]
         if unknown:
             _bad(f"unknown field {unknown[0][:60]!r}; accepted: {', '.join(accepted)}")
+        nulls = [k for k, v in data.items() if v is None]
+        if nulls:
+            _bad(f"field {nulls[0]!r} is null; leave it out instead")
         missing = [k for k in required if data.get(k) is None]
         if missing:
             _bad(f"field {missing[0]!r} is required")
@@ -240,7 +244,7 @@ class _Body:
             _bad(f"{name} must be a whole number from {low} to {high}")
         return value
 
-    def amount(self, name: str, places: int) -> str | None:
+    def amount(self, name: str, places: int, digits: int) -> str | None:
         """An exact amount: a string like ``"1.50"`` or an integer; never a JSON number with a fraction."""
         value = self.data.get(name)
         if value is None:
@@ -250,10 +254,10 @@ class _Body:
         if isinstance(value, bool) or not isinstance(value, int | str):
             _bad(f'{name} must be a string like "1.50" or a whole number')
         text = str(value).strip()
-        pattern = rf"^[0-9]{{1,{MAX_AMOUNT_DIGITS}}}(\.[0-9]{{1,{places}}})?$"
-        if not re.match(pattern, text):
+        pattern = rf"^[0-9]{{1,{digits}}}(\.[0-9]{{1,{places}}})?$"
+        if not re.fullmatch(pattern, text):
             _bad(
-                f"{name} must be a positive number with at most {MAX_AMOUNT_DIGITS} digits before the point and "
+                f"{name} must be a positive number with at most {digits} digits before the point and "
                 f"{places} after it, got {text[:40]!r}"
             )
         if Decimal(text) == 0:
@@ -620,8 +624,9 @@ def _budget_status(state: GatewayState, name: str) -> BudgetStatus:
 
 async def _save_budget(state: GatewayState, name: str, body: _Body, *, must_be_new: bool) -> Response:
     _clean_text(name, "name", 100)
-    limit_units = body.amount("limit_units", 3)
-    limit_usd = body.amount("limit_usd", 9)
+    limit_units = body.amount("limit_units", 3, 12)
+    # 9 digits of dollars: the nano-dollar counters must stay within a signed 64-bit integer.
+    limit_usd = body.amount("limit_usd", 9, 9)
     if limit_units is None and limit_usd is None:
         _bad("a budget needs limit_units and/or limit_usd")
     alert_at = body.data.get("alert_at")

@@ -155,8 +155,8 @@ _SCHEMAS: dict[str, Schema] = {
             },
             "limit_usd": {
                 "oneOf": [
-                    {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,9})?$"},
-                    {"type": "integer", "minimum": 1, "maximum": 999_999_999_999},
+                    {"type": "string", "pattern": r"^[0-9]{1,9}(\.[0-9]{1,9})?$"},
+                    {"type": "integer", "minimum": 1, "maximum": 999_999_999},
                 ]
             },
             "project": _INPUT_TEXT,
@@ -480,6 +480,13 @@ _SCHEMAS: dict[str, Schema] = {
     ),
 }
 
+_SCHEMAS["NewBudget"] = {
+    **_SCHEMAS["BudgetInput"],
+    "required": ["name"],
+    "properties": {"name": _NAME, **_SCHEMAS["BudgetInput"]["properties"]},
+    "description": "A new budget: its name and the fields of BudgetInput.",
+}
+
 _ERRORS = {
     400: "Invalid input; the message says what is accepted.",
     401: "Missing or wrong admin token.",
@@ -510,8 +517,9 @@ def _path(name: str, schema: Schema | None = None) -> Schema:
     return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
 
 
+_QUERY_TEXT: Schema = {**_INPUT_TEXT, "minLength": 1}
 _FILTERS = [
-    _query(name, _INPUT_TEXT, f"Only jobs with this {name.replace('_', ' ')}.")
+    _query(name, _QUERY_TEXT, f"Only jobs with this {name.replace('_', ' ')}.")
     for name in ("project", "user", "api_key", "model", "tag")
 ]
 _PACK_FILTER = _query("pack_type", {"type": "string", "enum": _PACK_TYPES}, "Only this pack type.")
@@ -521,8 +529,12 @@ _RANGE = [
         {"type": "string", "pattern": r"^(today|day|week|month|last-[0-9]{1,4}d)$", "default": "month"},
         "Current day, week or month in the time zone, or the last N days up to now. Not with from/to.",
     ),
-    _query("from", {"type": "string", "maxLength": 40}, "Start, ISO 8601 date or date-time (local if no offset)."),
-    _query("to", {"type": "string", "maxLength": 40}, "End (exclusive); default now. Needs from."),
+    _query(
+        "from",
+        {"type": "string", "minLength": 1, "maxLength": 40},
+        "Start, ISO 8601 date or date-time (local if no offset).",
+    ),
+    _query("to", {"type": "string", "minLength": 1, "maxLength": 40}, "End (exclusive); default now. Needs from."),
     _query("timezone", _TIMEZONE, "IANA zone in which days, weeks and months are cut; default UTC."),
 ]
 _LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "At most this many items.")
@@ -565,19 +577,7 @@ def _paths() -> dict[str, Schema]:
             "post": _operation(
                 "Create a budget",
                 _responses({201: ("Budget", "Created.")}, (409, 413, 415)),
-                requestBody={
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "allOf": [
-                                    _ref("BudgetInput"),
-                                    {"type": "object", "required": ["name"], "properties": {"name": _NAME}},
-                                ]
-                            }
-                        }
-                    },
-                },
+                requestBody=_body("NewBudget"),
             ),
         },
         "/budgets/{name}": {
@@ -600,7 +600,7 @@ def _paths() -> dict[str, Schema]:
                 _responses({200: ("KeyList", "Keys.")}, ()),
                 parameters=[
                     _query("include_revoked", {"type": "boolean", "default": True}, "Also list revoked keys."),
-                    _query("project", _INPUT_TEXT, "Only this project's keys."),
+                    _query("project", _QUERY_TEXT, "Only this project's keys."),
                 ],
             ),
             "post": _operation(
@@ -634,7 +634,7 @@ def _paths() -> dict[str, Schema]:
                 parameters=[
                     _query(
                         "group_by",
-                        {"type": "string", "maxLength": 200, "default": "project"},
+                        {"type": "string", "minLength": 1, "maxLength": 200, "default": "project"},
                         "Comma-separated, 1 to 4 of: project, user, api_key, model, pack_type, tag, hour, day, "
                         "week, month.",
                     ),
@@ -668,7 +668,7 @@ def _paths() -> dict[str, Schema]:
                 parameters=[
                     _query(
                         "state",
-                        {"type": "string", "maxLength": 200},
+                        {"type": "string", "minLength": 1, "maxLength": 200},
                         "open, or a comma-separated list of: held, submitted, committed, released, denied.",
                     ),
                     _LIMIT,
