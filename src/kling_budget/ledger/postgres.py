@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import lru_cache, partial
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import psycopg.errors
@@ -185,7 +185,7 @@ class PostgresBackend:
     def _reason(self, exc: BaseException) -> str:
         text = " ".join(str(exc).split()) or type(exc).__name__
         if self._password:
-            text = text.replace(self._password, "***")
+            text = text.replace(self._password, "***").replace(quote(self._password, safe=""), "***")
         return text[:300]
 
     def _getconn(self, deadline: float) -> psycopg.Connection[Any]:
@@ -408,7 +408,7 @@ def _parse_url(url: str) -> tuple[str, dict[str, str], str, str]:
     query = parse_qsl(parts.query, keep_blank_values=True)
     options = {k: v for k, v in query if k in _OWN_OPTIONS}
     passthrough = [(k, v) for k, v in query if k not in _OWN_OPTIONS]
-    password = parts.password or next((v for k, v in passthrough if k == "password"), "")
+    password = unquote(parts.password or "") or next((v for k, v in passthrough if k == "password"), "")
     conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(passthrough), ""))
     host = parts.hostname or ""
     if ":" in host:
