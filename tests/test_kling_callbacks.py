@@ -7,7 +7,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,7 +23,6 @@ from tests.jobfixtures import (
     client_for,
     entry_kinds,
     manual_sim,
-    tracker_at,
 )
 from tests.simfixtures import sim_client
 
@@ -32,9 +30,9 @@ SECRET = "whsec_" + base64.b64encode(b"kling-budget-callback-secret-32b").decode
 
 
 @pytest.fixture
-def tracker(tmp_path: Path) -> Iterator[CostTracker]:
-    """A tracker on a fresh ledger with a 100-unit budget on project "ads"."""
-    opened = tracker_at(tmp_path)
+def tracker(ledger_url: str) -> Iterator[CostTracker]:
+    """A tracker on a fresh ledger (SQLite and PostgreSQL) with a 100-unit budget on project "ads"."""
+    opened = CostTracker(ledger_url)
     opened.set_budget("ads", project_id="ads", limit_units=100)
     yield opened
     opened.close()
@@ -190,9 +188,9 @@ def test_kling_unreachable_answers_503_and_changes_nothing(tracker: CostTracker,
     assert tracker.ledger.get_reservation(job.reservation_id).state is ReservationState.SUBMITTED
 
 
-def test_polling_and_callbacks_racing_commit_exactly_once(tmp_path: Path) -> None:
+def test_polling_and_callbacks_racing_commit_exactly_once(ledger_url: str) -> None:
     """wait() polling and eight concurrent signed callbacks for the finished task: one commit, the rest replays."""
-    tracker = tracker_at(tmp_path)
+    tracker = CostTracker(ledger_url)
     config = SimulatorConfig.single(webhook_secret=SECRET, queued_seconds=0.01, running_seconds=0.02)
     with running_simulator(config) as kling, client_for(kling) as client:
         with BudgetEnforcedClient(tracker, client=client) as enforced:

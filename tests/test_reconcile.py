@@ -121,9 +121,9 @@ def test_killed_between_submit_and_settle_is_committed_by_cli_reconcile(
         assert entry_kinds(tracker, key) == ["reserve", "commit"]
 
 
-def test_running_tasks_are_left_and_failed_ones_released(tmp_path: Path, kling: RunningSimulator) -> None:
+def test_running_tasks_are_left_and_failed_ones_released(ledger_url: str, kling: RunningSimulator) -> None:
     """Reconcile leaves a running task's hold alone and releases the hold of a task Kling failed."""
-    tracker = tracker_at(tmp_path)
+    tracker = CostTracker(ledger_url)
     with client_for(kling) as client, BudgetEnforcedClient(tracker, client=client) as enforced:
         slow = enforced.generate_video("a slow fox [sim:running=600]", model="kling-v2-6")
         failing = enforced.generate_video("a fox [sim:fail=moderation]", model="kling-v2-6")
@@ -162,9 +162,9 @@ def test_missing_task_is_reported_and_released_only_when_asked(
         assert reopened.ledger.get_reservation(key).state is ReservationState.RELEASED
 
 
-def test_drift_report_against_account_costs(tmp_path: Path, kling: RunningSimulator) -> None:
+def test_drift_report_against_account_costs(ledger_url: str, kling: RunningSimulator) -> None:
     """Ledger and Kling agree after settled jobs; spend that bypassed the ledger is drift, alerted once a day."""
-    tracker = tracker_at(tmp_path)
+    tracker = CostTracker(ledger_url)
     with client_for(kling) as client, BudgetEnforcedClient(tracker, client=client) as enforced:
         enforced.generate_video("a fox", model="kling-v2-6").wait(poll_interval=1)
         enforced.generate_image("a lighthouse", model="kling-v2", n=2).wait(poll_interval=1)
