@@ -216,7 +216,8 @@ class CostTracker:
         self.close()
 
     def close(self) -> None:
-        """Close the ledger."""
+        """Finish delivering queued alerts (bounded wait; the rest stay in the outbox) and close the ledger."""
+        self.alerts.close()
         self.ledger.close()
 
     def __repr__(self) -> str:

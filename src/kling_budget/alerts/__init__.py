@@ -1,71 +1,63 @@
-"""Alert delivery: events are stored exactly once in the ledger's outbox, then handed to sinks.
+"""Alerts: events are stored exactly once in the ledger's outbox, then delivered to sinks at least once.
 
-A sink is any callable taking an :class:`~kling_budget.types.AlertEvent`. A failing sink never blocks or
-fails the ledger operation that produced the event: its error is logged and the event stays pending in
-the outbox for a later delivery attempt.
+A sink is any callable taking an :class:`~kling_budget.types.AlertEvent` and raising when the event was
+not accepted (:class:`AlertSink`). Built in: :class:`LogSink` (default), :class:`WebhookSink` (JSON POST),
+:class:`SlackSink` (incoming webhook) and :class:`EmailSink` (SMTP with STARTTLS and login), each with a
+timeout and bounded retries (:class:`RetryPolicy`). Sinks stored in the ledger (``kling-budget alerts
+add``) are shared by every process.
+
+:class:`AlertDispatcher` delivers off the enforcement path: a failing or hanging sink never blocks or slows
+a reservation, is logged and counted, and its events stay in the outbox until delivered.
+:func:`evaluate_alerts` raises the alerts no single ledger operation can see (forecast to exceed, pack
+running low or expiring); the ``*_event`` helpers build the events other components emit.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from kling_budget.alerts._dispatch import AlertDispatcher, FlushResult, SinkTestResult
+from kling_budget.alerts._sinks import (
+    AlertDeliveryError,
+    EmailSink,
+    LogSink,
+    RetryPolicy,
+    SlackSink,
+    WebhookSink,
+    mask_url,
+    redact,
+)
+from kling_budget.alerts.evaluate import evaluate_alerts, reconcile_drift_event, upstream_pack_exhausted_event
 from kling_budget.types import AlertEvent
 
-if TYPE_CHECKING:
-    from kling_budget.ledger import Ledger
-
-__all__ = ["AlertDispatcher", "AlertSink", "LogSink"]
-
-logger = logging.getLogger("kling_budget.alerts")
+__all__ = [
+    "AlertDeliveryError",
+    "AlertDispatcher",
+    "AlertSink",
+    "EmailSink",
+    "FlushResult",
+    "LogSink",
+    "RetryPolicy",
+    "SinkTestResult",
+    "SlackSink",
+    "WebhookSink",
+    "evaluate_alerts",
+    "mask_url",
+    "reconcile_drift_event",
+    "redact",
+    "upstream_pack_exhausted_event",
+]
 
 
 class AlertSink(Protocol):
-    """Something that delivers an alert (log, webhook, Slack, email)."""
+    """Something that delivers an alert (log, webhook, Slack, email).
+
+    Optional attributes the dispatcher reads: ``key`` (the name delivery progress is recorded under,
+    default ``local:<name>``), ``inline`` (``True`` only for sinks that cannot block, like the log: they
+    run in the caller's thread) and ``retry`` (a :class:`RetryPolicy`, to size the delivery lease).
+    """
 
     name: str
 
     def __call__(self, event: AlertEvent) -> None:
-        """Deliver one event; raise on failure."""
-
-
-class LogSink:
-    """Writes each alert as one WARNING line to the ``kling_budget.alerts`` logger (the default sink)."""
-
-    name = "log"
-
-    def __call__(self, event: AlertEvent) -> None:
-        logger.warning("ALERT %s: %s", event.kind.value, event.message)
-
-
-class AlertDispatcher:
-    """Delivers outbox events to sinks and marks them delivered once every sink accepted them."""
-
-    def __init__(self, ledger: Ledger, sinks: Sequence[AlertSink]) -> None:
-        self.ledger = ledger
-        self.sinks = list(sinks)
-
-    def deliver(self, events: Sequence[AlertEvent]) -> int:
-        """Deliver ``events`` to every sink; return how many were fully delivered."""
-        delivered = []
-        for event in events:
-            ok = True
-            for sink in self.sinks:
-                try:
-                    sink(event)
-                except Exception as exc:  # a sink must never break enforcement
-                    ok = False
-                    logger.error("alert sink %s failed for %s: %s", getattr(sink, "name", sink), event.kind, exc)
-            if ok and event.id is not None:
-                delivered.append(event.id)
-        if delivered:
-            try:
-                self.ledger.mark_alerts_delivered(delivered)
-            except Exception as exc:
-                logger.error("could not mark %d alerts delivered: %s", len(delivered), exc)
-        return len(delivered)
-
-    def flush(self, *, limit: int = 100) -> int:
-        """Deliver pending outbox events (e.g. ones a crashed process or a failed sink left behind)."""
-        return self.deliver(self.ledger.pending_alerts(limit=limit))
+        """Deliver one event; raise (preferably :class:`AlertDeliveryError`) on failure."""
