@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from kling_budget.alerts import upstream_pack_exhausted_event
 from kling_budget.errors import (
     KlingAPIError,
     KlingPackExhaustedError,
@@ -254,18 +255,11 @@ class JobSettler:
         self, error: KlingAPIError, *, pack_type: PackType | str | None = None, reservation_id: str = ""
     ) -> AlertEvent | None:
         """Raise an ``upstream_pack_exhausted`` alert for Kling's 1102, at most once per pack type per hour."""
-        now = self.ledger.now()
-        kind = str(pack_type) if pack_type else ""
-        event = AlertEvent(
-            kind=AlertKind.UPSTREAM_PACK_EXHAUSTED,
-            message=(
-                f"Kling reports the resource pack exhausted or expired{f' for {kind} jobs' if kind else ''} "
-                f"(code 1102): {error}"
-            ),
-            dedupe_key=f"upstream_pack_exhausted:{kind or 'any'}:{now:%Y-%m-%dT%H}",
-            scope=f"kling account{f' ({kind})' if kind else ''}",
+        event = upstream_pack_exhausted_event(
+            at=self.ledger.now(),
+            pack_type=str(pack_type) if pack_type else "",
             reservation_id=reservation_id,
-            created_at=now.isoformat(),
+            detail=str(error),
         )
         return self.emit(event)
 

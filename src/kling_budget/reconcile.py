@@ -37,6 +37,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from kling_budget.alerts import reconcile_drift_event
 from kling_budget.errors import KlingAPIError, KlingTaskNotFoundError, ReservationResolvedError
 from kling_budget.jobs import JobSettler, SettleAction
 from kling_budget.kling._lookup import lookup_task
@@ -44,7 +45,7 @@ from kling_budget.kling.client import KlingClient
 from kling_budget.kling.tasks import ResourcePack
 from kling_budget.ledger import Ledger, ReservationInfo, ReservationState
 from kling_budget.money import format_units, milli_to_units
-from kling_budget.types import AlertEvent, AlertKind, PackType
+from kling_budget.types import AlertEvent, PackType
 
 if TYPE_CHECKING:
     from kling_budget.tracker import CostTracker
@@ -480,15 +481,12 @@ def compare_costs(
             # Labelled with today's date, so the alert repeats at most daily while the drift lasts.
             period = f"{start:%Y-%m-%d}..{now:%Y-%m-%d}"
             stored = settler.emit(
-                AlertEvent(
-                    kind=AlertKind.RECONCILE_DRIFT,
-                    message=f"reconcile drift over {period} ({kind.value}): {item.message}; {LAG_NOTE}",
-                    dedupe_key=f"reconcile_drift:{kind.value}:{period}",
-                    scope=f"kling account ({kind.value})",
-                    limit_kind="units",
-                    limit=str(milli_to_units(kling)),
-                    used=str(milli_to_units(committed)),
-                    created_at=now.isoformat(),
+                reconcile_drift_event(
+                    at=now,
+                    period_label=period,
+                    ledger_units_milli=committed,
+                    kling_units_milli=kling,
+                    pack_type=kind.value,
                 )
             )
             if stored is not None:
