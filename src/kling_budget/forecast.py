@@ -92,6 +92,12 @@ class LimitForecast:
         """``12.5 units`` or ``$3.40``."""
         return f"{format_units(amount)} units" if self.limit_kind == "units" else format_usd(amount)
 
+    def fmt_rough(self, amount: int) -> str:
+        """A projected amount for people: dollars to the cent, units to a tenth (projections are not exact)."""
+        if self.limit_kind == "units":
+            return f"{(Decimal(amount) / 1000).quantize(Decimal('0.1'), ROUND_HALF_UP).normalize():f} units"
+        return f"${(Decimal(amount) / 10**9).quantize(Decimal('0.01'), ROUND_HALF_UP):f}"
+
     def decimal(self, amount: int | None) -> str | None:
         """An amount as an exact decimal string in units or dollars."""
         if amount is None:
@@ -172,7 +178,7 @@ class Forecast:
         parts = []
         for f in self.limits:
             if f.projected is not None:
-                text = f"{f.fmt(f.projected)} of {f.fmt(f.limit)} projected ({f.percent(f.projected)}%)"
+                text = f"{f.fmt_rough(f.projected)} of {f.fmt(f.limit)} projected ({f.percent(f.projected)}%)"
             else:
                 text = f"{f.fmt(f.used)} of {f.fmt(f.limit)} used"
             if f.exhausted:

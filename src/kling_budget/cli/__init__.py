@@ -82,9 +82,18 @@ def _configure_logging(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from kling_budget.cli import budget_cmds, demo, kling_cmds, ledger_cmds, pricing_cmds, serve_cmds
+    from kling_budget.cli import (
+        alerts_cmds,
+        budget_cmds,
+        demo,
+        kling_cmds,
+        ledger_cmds,
+        pricing_cmds,
+        report_cmds,
+        serve_cmds,
+    )
 
-    for module in (pricing_cmds, budget_cmds, ledger_cmds, kling_cmds, demo, serve_cmds):
+    for module in (pricing_cmds, budget_cmds, ledger_cmds, kling_cmds, alerts_cmds, report_cmds, demo, serve_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
     try:

@@ -201,7 +201,16 @@ def budget_show(app: AppContext, name: str, as_json: bool) -> None:
     Example:
       kling-budget budget show marketing
     """
-    show_status(app.tracker().budget_status(name), as_json)
+    from kling_budget.forecast import forecast_budgets
+
+    tracker = app.tracker()
+    status = tracker.budget_status(name)
+    outlook = forecast_budgets(tracker.ledger, [name], now=status.as_of)[0]
+    if as_json:
+        print_json({**status.to_dict(), "forecast": outlook.to_dict()})
+        return
+    show_status(status, as_json)
+    click.echo(f"forecast: {outlook.describe()}")
 
 
 @budget.command("delete")
