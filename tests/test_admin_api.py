@@ -82,11 +82,11 @@ def test_budget_forecast_projects_to_the_window_end(client: SyncClient) -> None:
     forecast = account["forecast"]
     assert forecast is not None and forecast["confident"] is True
     (usd,) = forecast["limits"]
-    # used $5.25 over 9.5 of 31 days -> $17.13 (rounded to the nano-dollar) at the end of March
+    # used $5.25 over 9.5 of 31 days -> $17.13 at the end of March (projections are shown to the cent)
     used = Decimal("5.25")
-    expected = (used * 31 / Decimal("9.5")).quantize(Decimal("0.000000001"))
+    expected = (used * 31 / Decimal("9.5")).quantize(Decimal("0.01"))
     assert usd["limit_kind"] == "usd" and usd["used"] == "5.25"
-    assert Decimal(usd["projected"]) == expected
+    assert usd["projected"] == str(expected) == "17.13"
     assert usd["will_exceed"] is False
 
 
@@ -245,6 +245,11 @@ def test_series_is_cumulative_and_carries_budget_lines(client: SyncClient) -> No
     assert [line["budget"] for line in marketing["budget_lines"]] == ["marketing"]
     assert marketing["budget_lines"][0]["limit_units"] == "150"
     assert get(client, "/usage/series", period="last-7d")["budget_lines"] == []
+    assert get(client, "/usage/series", period="week")["budget_lines"] == []
+    berlin = get(client, "/usage/series", timezone="Europe/Berlin")
+    assert [line["budget"] for line in berlin["budget_lines"]] == ["account"]
+    alice = get(client, "/usage/series", user="alice", period="today")
+    assert [(line["budget"], line["limit_usd"]) for line in alice["budget_lines"]] == [("alice-daily", "3.00")]
 
 
 def test_series_hours_for_today_in_a_half_hour_zone(client: SyncClient) -> None:

@@ -82,6 +82,7 @@ _LAST_DAYS = re.compile(r"^last-([0-9]{1,4})d$")
 _ATTRIBUTES = ("project", "user", "api_key", "model", "tag")
 _USAGE_FILTERS = (*_ATTRIBUTES, "pack_type")
 _OPEN_STATES = (ReservationState.HELD, ReservationState.SUBMITTED)
+_PERIOD_OF_RANGE = {"today": Period.DAILY, "week": Period.WEEKLY, "month": Period.MONTHLY}
 
 
 Handler = Callable[[Request, GatewayState], Awaitable[Response]]
@@ -375,12 +376,16 @@ def _forecast(state: GatewayState, status: BudgetStatus) -> dict[str, Any] | Non
     limits = []
     for item in result.limits:
         show = _units if item.limit_kind == "units" else _usd
+        # A projection is not a charge: dollars to the cent read better than to the nano-dollar.
+        projected = item.projected
+        if projected is not None and item.limit_kind == "usd":
+            projected = (projected + 5_000_000) // 10_000_000 * 10_000_000
         limits.append(
             {
                 "limit_kind": item.limit_kind,
                 "limit": show(item.limit),
                 "used": show(item.used),
-                "projected": show(item.projected),
+                "projected": show(projected),
                 "projected_percent": None if item.projected is None else f"{item.percent(item.projected):f}",
                 "exhaustion_at": item.exhaustion_at.isoformat() if item.exhaustion_at else None,
                 "will_exceed": item.will_exceed,
@@ -885,7 +890,7 @@ async def _usage_series(request: Request, state: GatewayState) -> Response:
             "resets_at": s.window.end.isoformat() if s.window.end else None,
         }
         for s in statuses
-        if s.budget.scope == wanted and s.window.start == span.start and s.window.end == span.end
+        if s.budget.scope == wanted and _PERIOD_OF_RANGE.get(span.period) is s.budget.period
     ]
     return _ok(
         {

@@ -347,7 +347,8 @@ _SCHEMAS: dict[str, Schema] = {
             "budget_lines": {
                 "type": "array",
                 "items": _ref("BudgetLine"),
-                "description": "Budgets of exactly the filtered scope whose current window is the chart's period.",
+                "description": "Budgets of exactly the filtered scope whose period is the chart's (today: daily, week: "
+                "weekly, month: monthly; a budget in another time zone is shifted by the offset).",
             },
             "totals": _obj(_AMOUNTS),
         }

@@ -58,13 +58,26 @@
   function num(value) { var n = parseFloat(value); return isFinite(n) ? n : 0; }
 
   var dateTime = new Intl.DateTimeFormat(undefined, {
-    timeZone: timeZone, month: "short", day: "numeric", hour: "2-digit", minute: "2-digit"
+    timeZone: timeZone, month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23"
   });
   var dayOnly = new Intl.DateTimeFormat(undefined, { timeZone: timeZone, month: "short", day: "numeric" });
-  var hourOnly = new Intl.DateTimeFormat(undefined, { timeZone: timeZone, hour: "2-digit", minute: "2-digit" });
-  var clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  var hourOnly = new Intl.DateTimeFormat(undefined, {
+    timeZone: timeZone, hour: "2-digit", minute: "2-digit", hourCycle: "h23"
+  });
+  var clock = new Intl.DateTimeFormat(undefined, {
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23"
+  });
 
-  function when(iso) { return iso ? dateTime.format(new Date(iso)) : "never"; }
+  var dateTimeYear = new Intl.DateTimeFormat(undefined, {
+    timeZone: timeZone, year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+    hourCycle: "h23"
+  });
+
+  function when(iso) {
+    if (!iso) return "never";
+    var date = new Date(iso);
+    return (date.getFullYear() === new Date().getFullYear() ? dateTime : dateTimeYear).format(date);
+  }
 
   function timeEl(iso) {
     return el("time", { datetime: iso, text: when(iso) });
@@ -361,10 +374,10 @@
     jobs.forEach(function (job) {
       var label = job.open ? "held" : job.state === "committed" ? "" : "";
       body.appendChild(el("tr", { "data-job": job.id }, [
-        el("td", null, timeEl(job.reserved_at)),
+        el("td", { "class": "nowrap" }, timeEl(job.reserved_at)),
         el("td", null, shortId(job.id)),
         el("td", null, who(job)),
-        el("td", { text: job.model }),
+        el("td", { "class": "nowrap", text: job.model }),
         el("td", null, el("span", { "class": "badge st-" + job.state, text: job.state })),
         el("td", { "class": "num" }, [
           field("cost_usd", job.cost_usd, usd(job.cost_usd)),
@@ -384,10 +397,10 @@
     }
     holds.holds.forEach(function (job) {
       body.appendChild(el("tr", { "data-hold": job.id }, [
-        el("td", null, timeEl(job.reserved_at)),
+        el("td", { "class": "nowrap" }, timeEl(job.reserved_at)),
         el("td", null, [shortId(job.id), job.task_id ? el("span", { "class": "line2", text: "task " + job.task_id }) : null]),
         el("td", null, who(job)),
-        el("td", { text: job.model }),
+        el("td", { "class": "nowrap", text: job.model }),
         el("td", null, el("span", { "class": "badge st-" + job.state, text: job.state })),
         el("td", { "class": "num" }, [
           field("held_usd", job.held_usd, usd(job.held_usd)),
