@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import uvicorn
@@ -41,7 +41,11 @@ class MovableClock:
 
 
 def make_state(
-    tmp_path: Path, *, token: str | None = ADMIN_TOKEN, kling: RunningSimulator | None = None
+    tmp_path: Path,
+    *,
+    token: str | None = ADMIN_TOKEN,
+    kling: RunningSimulator | None = None,
+    webhook_secret: str | None = None,
 ) -> GatewayState:
     """A gateway state over a fresh SQLite ledger in ``tmp_path``; ``state.clock`` is at :data:`NOW`.
 
@@ -59,6 +63,7 @@ def make_state(
         upstream_url=upstream_url,
         upstream_auth=upstream_auth,
         admin_token=None if token is None else Secret(token),
+        webhook_secret=None if webhook_secret is None else Secret(webhook_secret),
         home=tmp_path / "home",
         settle_interval=0,
     )
@@ -155,13 +160,13 @@ class SyncClient:
 
 
 @contextmanager
-def serve(app: ASGIApp) -> Iterator[str]:
+def serve(app: ASGIApp, *, lifespan: Literal["on", "off"] = "off") -> Iterator[str]:
     """Run ``app`` with uvicorn on a free loopback port in a thread; yield its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan, access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

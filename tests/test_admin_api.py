@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -10,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from kling_budget.kling import KlingClient
+from kling_budget.kling.simulator import SimulatorConfig, running_simulator
 from kling_budget.money import milli_to_units, nano_to_usd
 from kling_budget.server import GatewayState
 from tests.admin_support import NOW, SyncClient, auth, make_app, make_state, seed
@@ -428,3 +431,37 @@ def test_status_reports_the_ledger_clock(client: SyncClient, state: GatewayState
     """``/status`` gives the gateway's now (the dashboard's time axis) and the price table version."""
     state.clock.now = NOW + timedelta(minutes=5)  # type: ignore[attr-defined]
     assert get(client, "/status") == {"now": "2026-03-10T12:05:00+00:00", "price_version": "2026-11-27"}
+
+
+def test_reconcile_settles_a_job_kling_finished(tmp_path: Path) -> None:
+    """``POST /reconcile`` asks Kling about open jobs and commits the one Kling finished; a concurrent run
+    would be refused, a bad option is a 400."""
+    config = SimulatorConfig.single(queued_seconds=0.05, running_seconds=0.05)
+    with running_simulator(config) as kling:
+        state = make_state(tmp_path, kling=kling)
+        client = SyncClient(make_app(state))
+        try:
+            hold = state.tracker.reserve(model="kling-v2-6", mode="std", duration=5, project_id="p1")
+            with KlingClient(kling.access_key, kling.secret_key, base_url=kling.base_url) as direct:
+                task = direct.create_task(
+                    "/v1/videos/text2video",
+                    {
+                        "model_name": "kling-v2-6",
+                        "mode": "std",
+                        "duration": "5",
+                        "prompt": "x",
+                        "external_task_id": hold.id,
+                    },
+                )
+            hold.mark_submitted(task.task_id)
+            deadline = time.monotonic() + 10
+            while kling.sim.task(task.task_id).status != "succeed" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            report = send(client, "POST", "/reconcile", {"check_costs": True}, 200)
+            assert report["counts"] == {"committed": 1} and report["costs_checked"] is True
+            assert state.ledger.get_reservation(hold.id).state.value == "committed"
+            assert send(client, "POST", "/reconcile", None, 200)["counts"] == {}
+            assert "held_grace_seconds" in error(send(client, "POST", "/reconcile", {"held_grace_seconds": -1}, 400))
+        finally:
+            client.close()
+            state.tracker.close()
