@@ -211,13 +211,15 @@ class AlertDispatcher:
         retry is not due yet.
         """
         totals: Counter[str] = Counter()
+        cursor = 0  # one pass takes each event at most once, even one it just deferred
         for _ in range(limit):
             claimed = self.outbox.claim(
-                self.owner, lease_seconds=self._lease_seconds(), due_only=due_only, now=self._clock()
+                self.owner, lease_seconds=self._lease_seconds(), due_only=due_only, after_id=cursor, now=self._clock()
             )
             if not claimed:
                 break
             for item in claimed:
+                cursor = max(cursor, item.event.id or 0)
                 totals["claimed"] += 1
                 totals[self._deliver_claimed(item, frozenset())] += 1
         return FlushResult(totals["claimed"], totals["delivered"], totals["deferred"], totals["failed"])

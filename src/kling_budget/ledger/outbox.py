@@ -182,10 +182,12 @@ class Outbox:
         lease_seconds: float,
         ids: Sequence[int] | None = None,
         due_only: bool = True,
+        after_id: int = 0,
         limit: int = 1,
         now: datetime | None = None,
     ) -> list[ClaimedEvent]:
-        """Take the lease on up to ``limit`` claimable events (oldest first), or on those of ``ids`` that are.
+        """Take the lease on up to ``limit`` claimable events (oldest first, ids above ``after_id``), or on
+        those of ``ids`` that are claimable.
 
         ``due_only=False`` ignores ``next_attempt_at`` (an operator asked to deliver now); leases held by
         others are always respected.
@@ -193,8 +195,8 @@ class Outbox:
         at = _micros(now)
         until = at + int(lease_seconds * 1_000_000)
         due = at if due_only else 2**62
-        where = _CLAIMABLE
-        params: list[Any] = [at, due]
+        where = _CLAIMABLE + " AND id > ?"
+        params: list[Any] = [at, due, after_id]
         if ids is not None:
             if not ids:
                 return []
