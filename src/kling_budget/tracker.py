@@ -9,7 +9,11 @@ matching budget atomically before the job is sent::
     tracker = CostTracker()                       # SQLite ledger in the user data directory
     tracker.set_budget("marketing", project_id="marketing", period="monthly", limit_units=1000)
     with tracker.reserve(model="kling-v2-6", mode="pro", duration=10, project_id="marketing") as hold:
-        submit_to_kling(external_task_id=hold.id)  # commit on success, release on exception
+        hold.mark_submitted()                      # from here on only Kling's answer resolves it
+        task = submit_to_kling(external_task_id=hold.id)
+        hold.commit(units=task.final_unit_deduction)   # or hold.release() when Kling fails the task
+
+Or let :class:`~kling_budget.kling.BudgetEnforcedClient` do all of it, including Kling's charge.
 """
 
 from __future__ import annotations
