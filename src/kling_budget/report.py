@@ -74,13 +74,18 @@ class Report:
         """Spend of every group together."""
         return sum(s.total for s in self.series)
 
-    def projected_total(self) -> int | None:
-        """The total at the end of the period at the burn rate so far (``None`` at or after the end)."""
+    def projected(self, amount: int) -> int | None:
+        """``amount`` spent so far, projected to the end of the period at the same rate (``None`` at or
+        after the end)."""
         elapsed = (self.as_of - self.start) // timedelta(microseconds=1)
         whole = (self.end - self.start) // timedelta(microseconds=1)
         if elapsed <= 0 or self.as_of >= self.end:
             return None
-        return (2 * self.total * whole + elapsed) // (2 * elapsed)
+        return (2 * amount * whole + elapsed) // (2 * elapsed)
+
+    def projected_total(self) -> int | None:
+        """The total at the end of the period at the burn rate so far (``None`` at or after the end)."""
+        return self.projected(self.total)
 
     def fmt_rough(self, amount: int) -> str:
         """A projected amount for people: to the cent, or to a tenth of a unit."""
@@ -224,10 +229,22 @@ def render_png(report: Report, path: str | Path, *, dpi: int = 100) -> Path:
     top, bottom = figure.subplots(2, 1, height_ratios=[3, 2])
     unit_label = "USD" if report.unit == "usd" else "video units"
     palette = [f"C{i}" for i in range(10)]
+    colors: dict[str, str] = {}
     for index, series in enumerate(report.series[:10]):
+        colors[series.label] = palette[index]
         xs = [local(t) for t, _ in series.points]
         ys = [_plot_value(report, v) for _, v in series.points]
         top.plot(xs, ys, color=palette[index], linewidth=1.8, label=f"{series.label} ({report.fmt(series.total)})")
+        projected = report.projected(series.total)
+        if projected is not None:
+            top.plot(
+                [local(report.as_of), local(report.end)],
+                [ys[-1], _plot_value(report, projected)],
+                color=palette[index],
+                linestyle="--",
+                linewidth=1.0,
+                alpha=0.7,
+            )
     if report.series:
         total_points: dict[datetime, int] = {}
         for series in report.series:
@@ -249,23 +266,28 @@ def render_png(report: Report, path: str | Path, *, dpi: int = 100) -> Path:
                 color="black",
                 linestyle="--",
                 linewidth=1.6,
-                label=f"total forecast ({report.fmt_rough(projected)} by period end)",
+                label=f"forecast at this rate (total {report.fmt_rough(projected)} by period end)",
             )
     period = PERIODS[report.period]
-    for index, (status, _) in enumerate(report.budgets):
+    for status, _ in report.budgets:
         limit = report.budget_limit(status)
         if limit is None or status.budget.period is not period:
             continue
+        # A budget on exactly one charted group takes that group's colour; any other is drawn in black.
+        scope = status.budget.scope
+        single = {"project": scope.project, "model": scope.model}[report.by]
+        others = [v for k, v in (("project", scope.project), ("model", scope.model)) if k != report.by]
+        narrow = any(others) or scope.user or scope.api_key or scope.tag
         top.axhline(
             _plot_value(report, limit),
-            color=palette[(index + 3) % 10],
+            color=colors.get(single, "grey") if single else ("grey" if narrow else "black"),
             linestyle=":",
             linewidth=1.6,
             label=f"budget {status.budget.name} ({status.budget.scope.describe()}): {report.fmt(limit)}",
         )
     top.axvline(local(report.as_of), color="grey", linewidth=0.8)
     top.set_xlim(local(report.start), local(report.end))
-    top.set_ylim(bottom=0)
+    top.set_ylim(0, max(top.get_ylim()[1], 1e-9) * 1.08)  # budget lines clear of the frame
     top.set_title(report.title())
     top.set_ylabel(f"cumulative spend ({unit_label}, committed + held)")
     locator = AutoDateLocator()  # type: ignore[no-untyped-call]
