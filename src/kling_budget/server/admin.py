@@ -546,6 +546,7 @@ def _canonical_model(state: GatewayState, model: str | None) -> str | None:
 async def _openapi(request: Request, state: GatewayState) -> Response:
     from kling_budget.server.openapi import openapi_document
 
+    _Query(request, ())
     return _ok(openapi_document())
 
 
