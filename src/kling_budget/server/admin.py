@@ -37,6 +37,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from kling_budget import forecast as forecasting
+from kling_budget import reconcile as reconciling
 from kling_budget.budgets import Budget, BudgetStatus, Scope, check_admission
 from kling_budget.errors import (
     ConfigurationError,
@@ -361,10 +363,6 @@ def _scope_dict(scope: Scope) -> dict[str, str]:
 
 def _forecast(state: GatewayState, status: BudgetStatus) -> dict[str, Any] | None:
     """Projected spend at the window's end and projected exhaustion, per limit."""
-    try:
-        from kling_budget import forecast as forecasting
-    except ImportError:  # pragma: no cover - forecasts ship with the core from issue 5 on
-        return None
     budget = status.budget
     if budget.period is Period.TOTAL:
         found = forecasting.forecast_budgets(state.tracker.ledger, [budget.name], now=status.as_of)
@@ -1169,10 +1167,6 @@ async def _reconcile(request: Request, state: GatewayState) -> Response:
     check_costs = body.boolean("check_costs", True)
     grace = body.integer("held_grace_seconds", 900, 0, 7 * 86400) or 0
     missing = body.integer("release_missing_older_than_seconds", None, 3600, 365 * 86400)
-    try:
-        from kling_budget import reconcile as reconciling
-    except ImportError:  # pragma: no cover - reconcile ships with the client from issue 3 on
-        raise ApiError(409, "not_available", "this installation has no reconcile module") from None
     lock = _RECONCILING.setdefault(state, anyio.Lock())
     if lock.locked():
         raise ApiError(409, "conflict", "a reconcile run is already in progress; try again when it ends")
