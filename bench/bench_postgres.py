@@ -85,7 +85,12 @@ def setup_ledger(url: str, layout: str, workers: int) -> None:
         ledger.close()
 
 
-def ledger_worker(url: str, layout: str, worker: int, start: Any, stop_at: Any, out: Any) -> None:
+def _ready(ready: Any) -> None:
+    with ready.get_lock():
+        ready.value += 1
+
+
+def ledger_worker(url: str, layout: str, worker: int, ready: Any, start: Any, stop_at: Any, out: Any) -> None:
     """Reserve in a loop until ``stop_at``; report count, latencies and retries."""
     backend = PostgresBackend(url, pool_min=1, pool_max=1)
     ledger = Ledger(backend)
@@ -94,6 +99,7 @@ def ledger_worker(url: str, layout: str, worker: int, start: Any, stop_at: Any, 
     for i in range(20):  # warm the config cache, window rows and prepared statements
         ledger.reserve(f"warm-{prefix}-{i}", units_milli=PRICE_MILLI, pack_type=PackType.VIDEO, attribution=attribution)
     backend.stats.clear()
+    _ready(ready)
     start.wait()
     deadline = stop_at.value
     count = 0
@@ -109,7 +115,7 @@ def ledger_worker(url: str, layout: str, worker: int, start: Any, stop_at: Any, 
     ledger.close()
 
 
-def raw_worker(url: str, layout: str, worker: int, start: Any, stop_at: Any, out: Any) -> None:
+def raw_worker(url: str, layout: str, worker: int, ready: Any, start: Any, stop_at: Any, out: Any) -> None:
     """The same loop with one conditional single-row UPDATE per transaction."""
     conn = psycopg.connect(url)
     conn.execute("SET synchronous_commit = on")
@@ -119,6 +125,7 @@ def raw_worker(url: str, layout: str, worker: int, start: Any, stop_at: Any, out
     for _ in range(20):
         conn.execute(sql, (1, row_id, 1)).fetchone()
         conn.commit()
+    _ready(ready)
     start.wait()
     deadline = stop_at.value
     count = 0
@@ -161,13 +168,18 @@ def run_cell(kind: str, url: str, layout: str, workers: int, seconds: float) -> 
     """(tx/s, p50 ms, p99 ms, deadlocks, retries) of one cell."""
     ctx = mp.get_context("spawn")
     start = ctx.Event()
+    ready = ctx.Value("i", 0)
     stop_at = ctx.Value("d", 0.0)
     out = ctx.Queue()
     target = ledger_worker if kind == "ledger" else raw_worker
-    procs = [ctx.Process(target=target, args=(url, layout, w, start, stop_at, out)) for w in range(workers)]
+    procs = [ctx.Process(target=target, args=(url, layout, w, ready, start, stop_at, out)) for w in range(workers)]
     for p in procs:
         p.start()
-    time.sleep(0.5 + 0.1 * workers)  # let every worker connect and warm up before the clock starts
+    waited = time.monotonic() + 300
+    while ready.value < workers:  # every worker connected and warmed up before the clock starts
+        if time.monotonic() > waited or any(p.exitcode not in (None, 0) for p in procs):
+            raise SystemExit(f"{kind} workers did not start ({ready.value} of {workers} ready)")
+        time.sleep(0.05)
     before = deadlocks(url)
     stop_at.value = time.time() + seconds
     start.set()
