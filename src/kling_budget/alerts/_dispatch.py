@@ -234,11 +234,12 @@ class AlertDispatcher:
         return events
 
     def send_test(self, sink_id: int | None = None) -> list[SinkTestResult]:
-        """Send a test event, now and in this thread, to one configured sink or to every sink."""
+        """Send a test event, now and in this thread, to one configured sink, or to every configured sink
+        (to the in-process sinks, e.g. the log, when none is configured)."""
         if sink_id is not None:
             entries = [_configured_entry(self.outbox.get_sink(sink_id))]
         else:
-            entries = self._local_entries() + self._configured_entries(force=True)
+            entries = self._configured_entries(force=True) or self._local_entries()
         now = self._clock()
         event = AlertEvent(
             kind=AlertKind.THRESHOLD,
