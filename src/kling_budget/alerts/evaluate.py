@@ -202,8 +202,8 @@ def reconcile_drift_event(
     return AlertEvent(
         kind=AlertKind.RECONCILE_DRIFT,
         message=f"reconcile drift over {period_label}{f' ({pack_type})' if pack_type else ''}: Kling charged "
-        f"{format_units(kling_units_milli)} units, the ledger has {format_units(ledger_units_milli)} "
-        f"({sign}{format_units(drift)})",
+        f"{format_units(kling_units_milli)} units, the ledger has {format_units(ledger_units_milli)} units "
+        f"({sign}{format_units(drift)} units)",
         dedupe_key=f"reconcile_drift:{pack_type or 'all'}:{period_label}",
         scope=f"kling account{f' ({pack_type})' if pack_type else ''}",
         limit_kind="units",
