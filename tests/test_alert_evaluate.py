@@ -72,6 +72,8 @@ def test_upstream_and_reconcile_builders_deduplicate(ledger: Ledger) -> None:
     assert ledger.emit_alert(upstream_pack_exhausted_event(at=NOW + timedelta(minutes=30), pack_type="video")) is None
     assert ledger.emit_alert(upstream_pack_exhausted_event(at=NOW + timedelta(hours=1), pack_type="video")) is not None
     drift = reconcile_drift_event(at=NOW, period_label="2026-03-10", ledger_units_milli=5000, kling_units_milli=7500)
-    assert drift.message == "reconcile drift over 2026-03-10: Kling charged 7.5 units, the ledger has 5 units (+2.5 units)"
+    assert drift.message == (
+        "reconcile drift over 2026-03-10: Kling charged 7.5 units, the ledger has 5 units (+2.5 units)"
+    )
     assert ledger.emit_alert(drift) is not None
     assert ledger.emit_alert(drift) is None
