@@ -270,3 +270,30 @@ def test_denials_and_forecasts_reach_the_outbox_and_the_receiver(tmp_path: Path)
         kinds = Counter(b["kind"] for b in receiver.bodies())
     ledger.close()
     assert kinds == {"denied": 1, "forecast": 1}
+
+
+def test_polling_dispatcher_delivers_what_others_left_pending(ledger: Ledger) -> None:
+    """A started dispatcher with poll_interval (the gateway's) delivers events no one handed to it, and stops
+    promptly on close."""
+    with http_receiver() as receiver:
+        _add_webhook(ledger, receiver.url)
+        dispatcher = AlertDispatcher(ledger, poll_interval=0.1)
+        dispatcher.start()
+        ledger.emit_alert(_event("evt:orphan"))
+        assert receiver.wait_for(1, timeout=10)
+        started = time.monotonic()
+        dispatcher.close()
+        assert time.monotonic() - started < 2
+    assert [b["dedupe_key"] for b in receiver.bodies()] == ["evt:orphan"]
+    assert dispatcher.status()["worker_alive"] is False
+
+
+def test_sink_failures_are_logged_without_secrets(ledger: Ledger, caplog: pytest.LogCaptureFixture) -> None:
+    """The warning about a failing sink names it by masked URL and says why, without the token."""
+    with http_receiver(mode="fail") as receiver, caplog.at_level("WARNING", logger="kling_budget.alerts"):
+        _add_webhook(ledger, receiver.url)
+        ledger.emit_alert(_event("evt:log"))
+        AlertDispatcher(ledger, background=False).flush()
+    [record] = [r for r in caplog.records if "failed for evt:log" in r.getMessage()]
+    assert "/…abcd" in record.getMessage() and "HTTP 500" in record.getMessage()
+    assert "secret-token" not in caplog.text
