@@ -164,3 +164,11 @@ def test_closed_backend_refuses_work(pg_url: str) -> None:
     closed.close()
     with pytest.raises(LedgerUnavailableError, match="closed"):
         closed.run(lambda c: c.fetchone("SELECT 1"))
+
+
+def test_a_search_path_without_a_schema_is_a_configuration_error(pg_url: str) -> None:
+    """Pointing at a schema that does not exist says so instead of failing inside a migration."""
+    from tests.pgutil import base_url, with_search_path
+
+    with pytest.raises(ConfigurationError, match="no existing schema"):
+        PostgresBackend(with_search_path(base_url(), "kb_no_such_schema"))

@@ -177,10 +177,14 @@ class PostgresBackend:
 
     def _connect_once(self) -> None:
         try:
-            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=max(2, int(self._timeout)))
+            with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=max(2, int(self._timeout))) as conn:
+                row = conn.execute("SELECT current_schema()").fetchone()
         except psycopg.Error as exc:
             raise LedgerUnavailableError(f"cannot connect to ledger {self.display_url}: {self._reason(exc)}") from None
-        conn.close()
+        if not row or row[0] is None:
+            raise ConfigurationError(
+                f"ledger {self.display_url}: the search_path names no existing schema to keep the ledger in"
+            )
 
     def _reason(self, exc: BaseException) -> str:
         text = " ".join(str(exc).split()) or type(exc).__name__
