@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +25,7 @@ from kling_budget.server.metrics import CONTENT_TYPE
 from kling_budget.server.proxy import Proxy
 from kling_budget.server.settle_worker import SettleWorker
 from kling_budget.server.state import GatewayConfig, GatewayState
+from kling_budget.server.tasks import new_id
 
 __all__ = ["create_app"]
 
@@ -44,7 +44,7 @@ class _Observe:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex
+        request_id = new_id()
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500

@@ -56,7 +56,7 @@ from kling_budget.kling.tasks import Task, parse_task
 from kling_budget.pricing import SUPPORTED_PATHS, quote_kling_request
 from kling_budget.server.keys import CredentialError, KeyDecryptionError, VirtualKey
 from kling_budget.server.state import GatewayState
-from kling_budget.server.tasks import DuplicateExternalIdError, TaskRow, dumps, now_micros
+from kling_budget.server.tasks import DuplicateExternalIdError, TaskRow, dumps, new_id, now_micros
 from kling_budget.server.upstream import UpstreamReply
 from kling_budget.types import Quote
 
@@ -149,7 +149,7 @@ class Proxy:
     @staticmethod
     def _request_id(request: Request) -> str:
         rid = getattr(request.state, "request_id", None)
-        return rid if isinstance(rid, str) else uuid.uuid4().hex
+        return rid if isinstance(rid, str) else new_id()
 
     async def unknown(self, request: Request) -> Response:
         """Anything else under ``/v1``: refused, never forwarded (no route around the budgets)."""
@@ -198,7 +198,7 @@ class Proxy:
             quote = self._quote(path, body, request_id)
         except _Answer as answer:
             return answer.response
-        reservation_id = RESERVATION_PREFIX + uuid.uuid4().hex
+        reservation_id = RESERVATION_PREFIX + new_id()
         forward = dict(body)
         forward["external_task_id"] = reservation_id
         if self.state.config.callback_url is not None:
@@ -594,7 +594,7 @@ class Proxy:
         except ValueError:
             value = low - 1
         if not low <= value <= high:
-            raise _Answer(kling_error(400, 1201, f"{name} must be an integer in [{low}, {high}]", uuid.uuid4().hex))
+            raise _Answer(kling_error(400, 1201, f"{name} must be an integer in [{low}, {high}]", new_id()))
         return value
 
     # ------------------------------------------------------------------ callbacks

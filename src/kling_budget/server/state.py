@@ -186,6 +186,9 @@ class GatewayState:
         self.config = config
         self.tracker: CostTracker = tracker if tracker is not None else CostTracker(config.db, prices=config.prices)
         self.ledger = self.tracker.ledger
+        enable = getattr(self.ledger.backend, "enable_group_commit", None)
+        if enable is not None:  # SQLite: concurrent creates share one fsync (see SQLiteBackend)
+            enable()
         self.prices = self.tracker.prices
         self.metrics = Metrics()
         box = load_master_key(home=config.home or data_dir())

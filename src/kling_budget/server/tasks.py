@@ -14,6 +14,7 @@ client external id freed for a retry). Rows are only written by the gateway; the
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from typing import Any
 from kling_budget.ledger.backend import Backend, Connection, Row
 from kling_budget.ledger.locks import skip_locked
 
-__all__ = ["DuplicateExternalIdError", "TaskRow", "TaskStore"]
+__all__ = ["DuplicateExternalIdError", "TaskRow", "TaskStore", "new_id", "now_micros"]
 
 _COLUMNS = (
     "g.reservation_id, g.key_id, g.endpoint, g.client_external_id, g.callback_url, g.task_id, g.status, "
@@ -75,6 +76,11 @@ def _row(row: Row) -> TaskRow:
         checks=int(row[11]),
         reservation_state=row[12],
     )
+
+
+def new_id() -> str:
+    """A random 128-bit hex id (request and reservation ids; not secrets, so no system entropy call)."""
+    return f"{random.getrandbits(128):032x}"
 
 
 def now_micros() -> int:

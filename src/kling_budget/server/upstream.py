@@ -24,6 +24,7 @@ from kling_budget.server.metrics import Metrics
 __all__ = ["Upstream", "UpstreamReply"]
 
 USER_AGENT = "kling-budget-gateway/0.1"
+_POOL_SIZE = 8
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
@@ -83,15 +84,19 @@ class Upstream:
         timeout: float = 30.0,
         metrics: Metrics | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        max_connections: int = 512,
+        max_connections: int = 128,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._auth = auth
         self._metrics = metrics
         self._timeout = timeout
         self._transport = transport
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._client: httpx.AsyncClient | None = None
+        # httpcore scans (and polls) every pooled connection on each request, so one big pool costs O(n)
+        # per request; several small pools used in turn keep that scan short.
+        self._pools = max(1, max_connections // _POOL_SIZE)
+        self._limits = httpx.Limits(max_connections=_POOL_SIZE, max_keepalive_connections=_POOL_SIZE)
+        self._clients: list[httpx.AsyncClient] = []
+        self._next = 0
 
     def __repr__(self) -> str:
         return f"Upstream({self.base_url!r}, {self._auth.describe()})"
@@ -101,22 +106,26 @@ class Upstream:
         return self._auth.redact(text)
 
     def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                base_url=self.base_url,
-                timeout=httpx.Timeout(self._timeout, connect=min(10.0, self._timeout)),
-                limits=self._limits,
-                transport=self._transport,
-                headers={"User-Agent": USER_AGENT},
-                verify=self.base_url.startswith("https://"),
-            )
-        return self._client
+        if not self._clients:
+            self._clients = [
+                httpx.AsyncClient(
+                    base_url=self.base_url,
+                    timeout=httpx.Timeout(self._timeout, connect=min(10.0, self._timeout)),
+                    limits=self._limits,
+                    transport=self._transport,
+                    headers={"User-Agent": USER_AGENT},
+                    verify=self.base_url.startswith("https://"),
+                )
+                for _ in range(self._pools)
+            ]
+        self._next = (self._next + 1) % len(self._clients)
+        return self._clients[self._next]
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Close the connection pools."""
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await client.aclose()
 
     async def request(
         self,
