@@ -11,7 +11,7 @@ import pytest
 
 from kling_budget.budgets import Budget
 from kling_budget.errors import BudgetExceededError, ConfigurationError
-from kling_budget.ledger import Ledger, Pack, open_backend, open_ledger
+from kling_budget.ledger import Connection, Ledger, Pack, open_backend, open_ledger
 from kling_budget.ledger.copy import copy_ledger
 from kling_budget.types import AlertEvent, AlertKind, Attribution, PackType
 
@@ -111,8 +111,30 @@ def test_copy_keeps_everything_and_the_destination_goes_on(
         destination.reserve("after-copy", units_milli=1000, pack_type=PackType.VIDEO, attribution=ALICE)
         assert destination.emit_alert(AlertEvent(kind=AlertKind.THRESHOLD, message="m", dedupe_key="after-copy"))
         assert destination.verify().ok
+        if destination_kind == "postgresql":
+            _assert_sequences_past_ids(destination)
         source.close()
         destination.close()
+
+
+def _assert_sequences_past_ids(ledger: Ledger) -> None:
+    """Every identity sequence of the destination hands out ids above the copied ones."""
+    from kling_budget.ledger.copy import identity_columns
+
+    def check(conn: Connection) -> list[tuple[str, int, int]]:
+        found = []
+        for table, column in identity_columns(conn):
+            row = conn.fetchone(
+                f"SELECT nextval(pg_get_serial_sequence(?, ?)), COALESCE(MAX({column}), 0) FROM {table}",
+                (table, column),
+            )
+            assert row is not None
+            found.append((table, int(row[0]), int(row[1])))
+        return found
+
+    found = ledger.backend.run(check)
+    assert {t for t, _, _ in found} >= {"budgets", "packs", "entries", "alert_events"}
+    assert all(next_id > max_id for _, next_id, max_id in found), found
 
 
 def test_copy_refuses_a_non_empty_destination(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from kling_budget.ledger.verify import verify
 
 __all__ = ["CopyReport", "copy_ledger"]
 
-# Parents before children (foreign keys); tables a later migration adds are copied after these.
+# The order of the first schema; tables later migrations add follow, parents before children.
 _ORDER = (
     "meta",
     "budgets",
@@ -34,7 +34,6 @@ _ORDER = (
     "alert_events",
 )
 _SKIP = frozenset({"schema_migrations", "sqlite_sequence"})
-_IDENTITY = {"budgets": "id", "packs": "id", "entries": "seq", "alert_events": "id"}
 _BATCH_ROWS = 500
 _MAX_PARAMS = 30_000  # below SQLite's 32,766 and PostgreSQL's 65,535 bound parameters per statement
 
@@ -109,13 +108,12 @@ def _copy_all(src: Connection, dst: Connection) -> dict[str, int]:
         if set(_columns(dst, table)) != set(columns):
             raise ConfigurationError(f"table {table} has different columns in source and destination")
         copied[table] = _copy_table(src, dst, table, columns, _primary_key(src, table) or columns)
-    if dst.dialect == "postgresql":
-        for table, column in _IDENTITY.items():
-            if table in copied:
-                dst.fetchone(
-                    f"SELECT setval(pg_get_serial_sequence(?, ?), COALESCE(MAX({column}), 0) + 1, false) FROM {table}",
-                    (table, column),
-                )
+    if dst.dialect == "postgresql":  # SQLite's AUTOINCREMENT follows explicit ids by itself
+        for table, column in identity_columns(dst):
+            dst.fetchone(
+                f"SELECT setval(pg_get_serial_sequence(?, ?), COALESCE(MAX({column}), 0) + 1, false) FROM {table}",
+                (table, column),
+            )
     return copied
 
 
@@ -167,8 +165,35 @@ def _tables(conn: Connection) -> list[str]:
             "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
         )
     names = {str(r[0]) for r in rows} - _SKIP
-    known = [t for t in _ORDER if t in names]
-    return known + sorted(names - set(known))
+    ordered = [t for t in _ORDER if t in names]
+    rest = sorted(names - set(ordered))
+    parents = {t: _parents(conn, t) & names for t in rest}
+    while rest:  # parents first; a table whose parents cannot all come first goes last as it is
+        ready = [t for t in rest if parents[t] <= set(ordered) | {t}] or rest[:1]
+        ordered.append(ready[0])
+        rest.remove(ready[0])
+    return ordered
+
+
+def _parents(conn: Connection, table: str) -> set[str]:
+    if conn.dialect == "sqlite":
+        rows = conn.fetchall('SELECT "table" FROM pragma_foreign_key_list(?)', (table,))
+    else:
+        rows = conn.fetchall(
+            "SELECT c.relname FROM pg_constraint k JOIN pg_class c ON c.oid = k.confrelid "
+            "WHERE k.conrelid = to_regclass(?) AND k.contype = 'f'",
+            (table,),
+        )
+    return {str(r[0]) for r in rows}
+
+
+def identity_columns(conn: Connection) -> list[tuple[str, str]]:
+    """(table, column) of every identity or serial column of a PostgreSQL ledger schema."""
+    rows = conn.fetchall(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND (is_identity = 'YES' OR column_default LIKE 'nextval(%') ORDER BY table_name"
+    )
+    return [(str(r[0]), str(r[1])) for r in rows]
 
 
 def _columns(conn: Connection, table: str) -> list[str]:
