@@ -72,10 +72,13 @@ class SettleWorker:
         self._started = True
         try:
             while not self._stop.is_set():
+                checked = 0
                 try:
-                    await self.sweep()
+                    checked = await self.sweep()
                 except Exception as exc:
                     logger.error("settle sweep failed (%s); will retry", type(exc).__name__)
+                if checked >= self.batch:
+                    continue  # a backlog: keep going without waiting
                 with anyio.move_on_after(interval):
                     await self._stop.wait()
         finally:
