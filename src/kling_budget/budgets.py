@@ -14,12 +14,12 @@ from decimal import Decimal
 from kling_budget.errors import ConfigurationError
 from kling_budget.money import (
     Number,
-    parse_decimal,
     format_units,
     format_usd,
-    milli_to_units,
-    nano_to_usd,
+    parse_decimal,
+    units_text,
     units_to_milli,
+    usd_text,
     usd_to_nano,
 )
 from kling_budget.types import Attribution, Denial, PackType
@@ -370,10 +370,10 @@ class BudgetStatus:
         c, b = self.counters, self.budget
 
         def units(value: int | None) -> str | None:
-            return None if value is None else str(milli_to_units(value))
+            return None if value is None else units_text(value)
 
         def usd(value: int | None) -> str | None:
-            return None if value is None else str(nano_to_usd(value))
+            return None if value is None else usd_text(value)
 
         return {
             "budget": b.name,

@@ -20,7 +20,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
 from kling_budget.budgets import Budget, Counters
-from kling_budget.money import format_units, format_usd, milli_to_units, nano_to_usd
+from kling_budget.money import format_units, format_usd, units_text, usd_text
 from kling_budget.windows import Period, Window, from_micros, to_micros, zone
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class LimitForecast:
         """An amount as an exact decimal string in units or dollars."""
         if amount is None:
             return None
-        return str(milli_to_units(amount) if self.limit_kind == "units" else nano_to_usd(amount))
+        return units_text(amount) if self.limit_kind == "units" else usd_text(amount)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; amounts as exact decimal strings."""

@@ -43,7 +43,7 @@ from kling_budget.errors import (
     ReservationResolvedError,
 )
 from kling_budget.ledger import Ledger, ReservationInfo, ReservationState
-from kling_budget.money import format_units, milli_to_units
+from kling_budget.money import format_units, units_text
 from kling_budget.types import AlertEvent, AlertKind, PackType
 
 if TYPE_CHECKING:
@@ -159,9 +159,9 @@ class SettleOutcome:
             "reservation_id": self.reservation_id,
             "task_id": self.task.task_id,
             "task_status": self.task.status.value,
-            "charged_units": None if self.charged_milli is None else str(milli_to_units(self.charged_milli)),
-            "held_units": None if self.reservation is None else str(milli_to_units(self.reservation.units_milli)),
-            "overage_units": str(milli_to_units(self.overage_milli)),
+            "charged_units": None if self.charged_milli is None else units_text(self.charged_milli),
+            "held_units": None if self.reservation is None else units_text(self.reservation.units_milli),
+            "overage_units": units_text(self.overage_milli),
             "assumed_charge": self.assumed_charge,
             "message": self.message,
         }

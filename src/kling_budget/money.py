@@ -22,8 +22,10 @@ __all__ = [
     "milli_to_units",
     "nano_to_usd",
     "parse_decimal",
+    "units_text",
     "units_to_milli",
     "usd_nano_for_units",
+    "usd_text",
     "usd_to_nano",
 ]
 
@@ -52,16 +54,22 @@ def parse_decimal(value: Number, what: str) -> Decimal:
     return result
 
 
-def _scaled(value: Number, scale: int, what: str, digits: int) -> int:
+MAX_MILLI = 10**15  # one trillion units
+MAX_NANO = 10**18  # one billion dollars: sums of such amounts still fit the ledger's 64-bit counters
+
+
+def _scaled(value: Number, scale: int, what: str, digits: int, maximum: int, human_max: str) -> int:
     exact = parse_decimal(value, what) * scale
     if exact != exact.to_integral_value():
         raise InvalidInputError(f"{what} has more than {digits} decimal places: {value!r}")
+    if abs(exact) > maximum:
+        raise InvalidInputError(f"{what} is too large: {value!r} (at most {human_max})")
     return int(exact)
 
 
 def units_to_milli(value: Number, what: str = "units") -> int:
     """Convert units (``1.5``, ``"0.05"``, ``Decimal("2")``) to integer milli-units, exactly."""
-    return _scaled(value, MILLI_PER_UNIT, what, 3)
+    return _scaled(value, MILLI_PER_UNIT, what, 3, MAX_MILLI, "1,000,000,000,000 units")
 
 
 def _plain(value: Decimal) -> Decimal:
@@ -77,7 +85,7 @@ def milli_to_units(milli: int) -> Decimal:
 
 def usd_to_nano(value: Number, what: str = "USD amount") -> int:
     """Convert dollars to integer nano-dollars, exactly."""
-    return _scaled(value, NANO_PER_USD, what, 9)
+    return _scaled(value, NANO_PER_USD, what, 9, MAX_NANO, "$1,000,000,000")
 
 
 def nano_to_usd(nano: int) -> Decimal:
@@ -113,3 +121,13 @@ def format_usd(nano: int) -> str:
     usd = nano_to_usd(nano)
     sign = "-" if usd < 0 else ""
     return f"{sign}${abs(usd):f}"
+
+
+def units_text(milli: int) -> str:
+    """Milli-units as a plain decimal string for JSON (``"1.5"``; never exponent notation)."""
+    return format(milli_to_units(milli), "f")
+
+
+def usd_text(nano: int) -> str:
+    """Nano-dollars as a plain decimal string for JSON (``"0.21"``, ``"0.00000033"``; never exponent notation)."""
+    return format(nano_to_usd(nano), "f")

@@ -44,7 +44,7 @@ from kling_budget.kling._lookup import lookup_task
 from kling_budget.kling.client import KlingClient
 from kling_budget.kling.tasks import ResourcePack
 from kling_budget.ledger import Ledger, ReservationInfo, ReservationState
-from kling_budget.money import format_units, milli_to_units
+from kling_budget.money import format_units, units_text
 from kling_budget.types import AlertEvent, PackType
 
 if TYPE_CHECKING:
@@ -143,8 +143,8 @@ class ReconcileItem:
             "action": self.action.value,
             "task_id": self.task_id,
             "task_status": self.task_status,
-            "held_units": str(milli_to_units(self.held_milli)),
-            "charged_units": None if self.charged_milli is None else str(milli_to_units(self.charged_milli)),
+            "held_units": units_text(self.held_milli),
+            "charged_units": None if self.charged_milli is None else units_text(self.charged_milli),
             "needs_attention": self.needs_attention,
             "message": self.message,
         }
@@ -200,10 +200,10 @@ class PackDrift:
             "pack_type": self.pack_type,
             "since": self.since.isoformat() if self.since else None,
             "packs": list(self.packs),
-            "kling_consumed_units": str(milli_to_units(self.kling_consumed_milli)),
-            "ledger_committed_units": str(milli_to_units(self.ledger_committed_milli)),
-            "ledger_recent_units": str(milli_to_units(self.ledger_recent_milli)),
-            "drift_units": str(milli_to_units(self.drift_milli)),
+            "kling_consumed_units": units_text(self.kling_consumed_milli),
+            "ledger_committed_units": units_text(self.ledger_committed_milli),
+            "ledger_recent_units": units_text(self.ledger_recent_milli),
+            "drift_units": units_text(self.drift_milli),
             "drifting": self.drifting,
             "compared": self.compared,
             "message": self.message,

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from kling_budget.money import format_units, format_usd, milli_to_units, nano_to_usd
+from kling_budget.money import format_units, format_usd, milli_to_units, nano_to_usd, units_text, usd_text
 
 __all__ = [
     "AlertEvent",
@@ -132,7 +132,7 @@ class Denial:
         """JSON-ready form; amounts as exact decimal strings."""
 
         def amount(value: int) -> str:
-            return str(milli_to_units(value)) if self.limit_kind == "units" else str(nano_to_usd(value))
+            return units_text(value) if self.limit_kind == "units" else usd_text(value)
 
         return {
             "budget": self.budget,

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from kling_budget.forecast import forecast
-from kling_budget.money import format_units, milli_to_units
+from kling_budget.money import format_units, units_text
 from kling_budget.types import AlertEvent, AlertKind
 from kling_budget.windows import Period, to_micros
 
@@ -118,9 +118,9 @@ def _pack_event(kind: AlertKind, pack: Pack, message: str, dedupe_key: str, at: 
         window_start=pack.starts_at.isoformat(),
         window_end=pack.expires_at.isoformat() if pack.expires_at else "",
         limit_kind="units",
-        limit=str(milli_to_units(pack.units_milli)),
-        used=str(milli_to_units(used)),
-        held=str(milli_to_units(pack.held_milli)),
+        limit=units_text(pack.units_milli),
+        used=units_text(used),
+        held=units_text(pack.held_milli),
         percent=_percent(used, pack.units_milli),
         created_at=at.isoformat(),
     )
@@ -207,7 +207,7 @@ def reconcile_drift_event(
         dedupe_key=f"reconcile_drift:{pack_type or 'all'}:{period_label}",
         scope=f"kling account{f' ({pack_type})' if pack_type else ''}",
         limit_kind="units",
-        limit=str(milli_to_units(kling_units_milli)),
-        used=str(milli_to_units(ledger_units_milli)),
+        limit=units_text(kling_units_milli),
+        used=units_text(ledger_units_milli),
         created_at=at.isoformat(),
     )

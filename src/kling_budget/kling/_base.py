@@ -177,9 +177,7 @@ def _ms(value: datetime | int, what: str) -> int:
     """Unix milliseconds from an aware datetime or an int."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            raise InvalidInputError(
-                f"{what} must be an aware datetime (with a timezone) or Unix milliseconds"
-            )
+            raise InvalidInputError(f"{what} must be an aware datetime (with a timezone) or Unix milliseconds")
         return (value - _EPOCH) // timedelta(milliseconds=1)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInputError(f"{what} must be an aware datetime or Unix milliseconds (int)")
@@ -294,12 +292,7 @@ class _KlingCore:
             send = _Send(method, path, params, body, self._auth.authorization(self._clock()))
             reply: _Reply = yield send
             outcome = self._interpret(send, reply, task_query=task_query)
-            if (
-                isinstance(outcome, KlingAPIError)
-                and outcome.code == 1004
-                and not resigned
-                and self._auth.renew()
-            ):
+            if isinstance(outcome, KlingAPIError) and outcome.code == 1004 and not resigned and self._auth.renew():
                 resigned = True
                 logger.info("kling token expired (1004); re-signing and retrying once")
                 continue
@@ -323,9 +316,7 @@ class _KlingCore:
             if not should_retry(outcome, attempt=attempt, max_retries=self._max_retries, idempotent=True):
                 raise outcome
             delay = delay_for(outcome, attempt, jitter=self._jitter)
-            logger.warning(
-                "kling %s %s failed (%s); retry %d in %.2fs", method, path, outcome, attempt, delay
-            )
+            logger.warning("kling %s %s failed (%s); retry %d in %.2fs", method, path, outcome, attempt, delay)
             yield _Sleep(delay)
 
     # -- tasks ------------------------------------------------------------------------------------------
@@ -389,9 +380,7 @@ class _KlingCore:
             outcome = yield from self._attempt("POST", path, body=payload)
             if isinstance(outcome, _Ok):
                 try:
-                    return parse_task(
-                        outcome.data if isinstance(outcome.data, Mapping) else {}, endpoint=path
-                    )
+                    return parse_task(outcome.data if isinstance(outcome.data, Mapping) else {}, endpoint=path)
                 except InvalidInputError as exc:
                     # Code 0 but an unreadable task: it was probably created, so treat it as unknown.
                     outcome = KlingTransportError(
@@ -448,9 +437,7 @@ class _KlingCore:
             outcome = yield from self._attempt("GET", query_path, task_query=True)
             if isinstance(outcome, _Ok):
                 try:
-                    task = parse_task(
-                        outcome.data if isinstance(outcome.data, Mapping) else {}, endpoint=path
-                    )
+                    task = parse_task(outcome.data if isinstance(outcome.data, Mapping) else {}, endpoint=path)
                 except InvalidInputError:
                     continue
                 if task.external_task_id not in (None, external):
@@ -502,9 +489,7 @@ class _KlingCore:
             if remaining <= 0:
                 which = task_id if task_id is not None else f"external_task_id={external_task_id}"
                 state = last.status.value if last else "unknown"
-                raise KlingWaitTimeoutError(
-                    f"Kling task {which} still {state} after waiting {timeout:g}s", task=last
-                )
+                raise KlingWaitTimeoutError(f"Kling task {which} still {state} after waiting {timeout:g}s", task=last)
             yield _Sleep(min(interval, remaining))
             interval = min(max_poll_interval, interval * 1.5)
 
@@ -541,6 +526,4 @@ class _KlingCore:
         try:
             return [parse_resource_pack(item) for item in (infos if isinstance(infos, list) else [])]
         except InvalidInputError as exc:
-            raise KlingTransportError(
-                f"Kling answered GET {ACCOUNT_COSTS_PATH} with an unusable pack: {exc}"
-            ) from None
+            raise KlingTransportError(f"Kling answered GET {ACCOUNT_COSTS_PATH} with an unusable pack: {exc}") from None

@@ -40,7 +40,13 @@ from kling_budget.errors import (
 from kling_budget.ledger.backend import Backend, Connection, Row
 from kling_budget.ledger.locks import for_update, lock_config, lock_order, lock_window, skip_locked
 from kling_budget.ledger.records import Pack, ReservationInfo, ReservationState, UsageRow, VerifyReport
-from kling_budget.money import format_units, format_usd, milli_to_units, nano_to_usd, usd_nano_for_units
+from kling_budget.money import (
+    format_units,
+    format_usd,
+    units_text,
+    usd_nano_for_units,
+    usd_text,
+)
 from kling_budget.types import AlertEvent, AlertKind, Attribution, Denial, PackType
 from kling_budget.windows import Period, Window, from_micros, to_micros
 
@@ -402,6 +408,8 @@ class Ledger:
 
     def add_pack(self, pack: Pack, *, now: datetime | None = None) -> Pack:
         """Register a purchased resource pack (units, price paid, validity)."""
+        if not pack.name.strip() or len(pack.name) > 100:
+            raise ConfigurationError("a pack needs a name of 1 to 100 characters")
         if pack.units_milli <= 0:
             raise ConfigurationError("a pack must contain more than 0 units")
         if pack.price_nano < 0:
@@ -1415,11 +1423,11 @@ def _budget_event(
 ) -> AlertEvent:
     if limit_kind == "units":
         limit, used, held = budget.limit_units_milli or 0, counters.used_milli, counters.held_milli
-        fmt: Callable[[int], str] = lambda v: str(milli_to_units(v))  # noqa: E731
+        fmt: Callable[[int], str] = lambda v: units_text(v)  # noqa: E731
         human: Callable[[int], str] = lambda v: f"{format_units(v)} units"  # noqa: E731
     else:
         limit, used, held = budget.limit_usd_nano or 0, counters.used_nano, counters.held_nano
-        fmt = lambda v: str(nano_to_usd(v))  # noqa: E731
+        fmt = lambda v: usd_text(v)  # noqa: E731
         human = format_usd
     percent = _percent_text(used, limit)
     what = f"reached {threshold}%" if kind is AlertKind.THRESHOLD else "is exhausted"

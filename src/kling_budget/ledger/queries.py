@@ -191,7 +191,10 @@ def period_bounds(period: str, now: datetime, timezone: str = "UTC", week_start:
     """``[start, end)`` of the current day/week/month (or ``last-7d``/``last-30d``) in ``timezone``."""
     text = period.strip().lower()
     if text.startswith("last-") and text.endswith("d") and text[5:-1].isdigit():
-        return now - timedelta(days=int(text[5:-1])), now
+        days = int(text[5:-1])
+        if not 1 <= days <= 36500:
+            raise ConfigurationError(f"period {period!r}: last-Nd needs N between 1 and 36500")
+        return now - timedelta(days=days), now
     try:
         parsed = {"today": Period.DAILY, "day": Period.DAILY, "week": Period.WEEKLY, "month": Period.MONTHLY}[text]
     except KeyError:

@@ -9,7 +9,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from kling_budget.money import milli_to_units, nano_to_usd
+from kling_budget.money import milli_to_units, nano_to_usd, units_text, usd_text
 from kling_budget.types import AlertEvent, Attribution, PackType
 
 __all__ = ["Pack", "ReservationInfo", "ReservationState", "UsageRow", "VerifyReport"]
@@ -84,12 +84,12 @@ class ReservationInfo:
             "tags": list(a.tags),
             "product": self.product,
             "pack_type": self.pack_type.value,
-            "units": str(milli_to_units(self.units_milli)),
-            "usd": str(nano_to_usd(self.usd_nano)),
-            "actual_units": None if self.actual_milli is None else str(milli_to_units(self.actual_milli)),
-            "actual_usd": None if self.actual_nano is None else str(nano_to_usd(self.actual_nano)),
-            "overage_units": str(milli_to_units(self.overage_milli)),
-            "overage_usd": str(nano_to_usd(self.overage_nano)),
+            "units": units_text(self.units_milli),
+            "usd": usd_text(self.usd_nano),
+            "actual_units": None if self.actual_milli is None else units_text(self.actual_milli),
+            "actual_usd": None if self.actual_nano is None else usd_text(self.actual_nano),
+            "overage_units": units_text(self.overage_milli),
+            "overage_usd": usd_text(self.overage_nano),
             "over_budget": self.over_budget,
             "reserved_at": self.reserved_at.isoformat(),
             "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
@@ -133,14 +133,14 @@ class Pack:
         return {
             "name": self.name,
             "pack_type": self.pack_type.value,
-            "units": str(milli_to_units(self.units_milli)),
-            "price_usd": str(nano_to_usd(self.price_nano)),
+            "units": units_text(self.units_milli),
+            "price_usd": usd_text(self.price_nano),
             "usd_per_unit": str(self.usd_per_unit),
             "starts_at": self.starts_at.isoformat(),
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
-            "held_units": str(milli_to_units(self.held_milli)),
-            "committed_units": str(milli_to_units(self.committed_milli)),
-            "remaining_units": str(milli_to_units(self.remaining_milli)),
+            "held_units": units_text(self.held_milli),
+            "committed_units": units_text(self.committed_milli),
+            "remaining_units": units_text(self.remaining_milli),
         }
 
 
@@ -159,10 +159,10 @@ class UsageRow:
         """JSON-ready form."""
         return {
             **self.group,
-            "committed_units": str(milli_to_units(self.committed_milli)),
-            "held_units": str(milli_to_units(self.held_milli)),
-            "committed_usd": str(nano_to_usd(self.committed_nano)),
-            "held_usd": str(nano_to_usd(self.held_nano)),
+            "committed_units": units_text(self.committed_milli),
+            "held_units": units_text(self.held_milli),
+            "committed_usd": usd_text(self.committed_nano),
+            "held_usd": usd_text(self.held_nano),
             "jobs": self.jobs,
         }
 
