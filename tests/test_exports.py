@@ -8,6 +8,7 @@ import pytest
 
 import kling_budget
 
+
 def test_all_is_sorted_and_unique() -> None:
     """`__all__` is sorted and has no duplicates."""
     assert kling_budget.__all__ == sorted(set(kling_budget.__all__))

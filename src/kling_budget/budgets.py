@@ -140,7 +140,7 @@ class Budget:
         timezone: str = "UTC",
         week_start: int = 0,
         unit_pack: PackType = PackType.VIDEO,
-        id: int | None = None,  # noqa: A002  (the ledger's row id)
+        id: int | None = None,
         *,
         limit_credits: Number | float | None = None,
         limit_usd: Number | float | None = None,

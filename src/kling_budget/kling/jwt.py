@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TokenError", "TokenClaims", "decode_token", "encode_token"]
+__all__ = ["TokenClaims", "TokenError", "decode_token", "encode_token"]
 
 _HEADER = {"alg": "HS256", "typ": "JWT"}
 DEFAULT_LIFETIME_SECONDS = 1800
