@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kling_budget.kling.tasks import Task
-    from kling_budget.types import Denial
+    from kling_budget.types import AlertEvent, Denial
 
 __all__ = [
     "BudgetExceededError",
@@ -109,6 +109,7 @@ class BudgetExceededError(KlingBudgetError):
     def __init__(self, message: str, denial: Denial | None = None) -> None:
         super().__init__(message)
         self.denial = denial
+        self.alerts: tuple[AlertEvent, ...] = ()
 
 
 class LedgerError(KlingBudgetError):

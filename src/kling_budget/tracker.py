@@ -30,7 +30,7 @@ from typing import Any
 
 from kling_budget.alerts import AlertDispatcher, AlertSink, LogSink
 from kling_budget.budgets import DEFAULT_THRESHOLDS, Budget, BudgetStatus, Scope, check_admission
-from kling_budget.errors import ConfigurationError, InvalidInputError
+from kling_budget.errors import BudgetExceededError, ConfigurationError, InvalidInputError
 from kling_budget.ledger import (
     Connection,
     Ledger,
@@ -571,17 +571,22 @@ class CostTracker:
             model=quote.model,
             tags=tuple(tags),
         )
-        info = self.ledger.reserve(
-            uuid.uuid4().hex if key is None else key,
-            units_milli=milli,
-            pack_type=quote.pack_type,
-            attribution=attribution,
-            product=quote.product,
-            detail={"params": dict(quote.params), "price_version": quote.price_version, **(detail or {})},
-            ttl=ttl,
-            submitted=submitted,
-            also=also,
-        )
+        try:
+            info = self.ledger.reserve(
+                uuid.uuid4().hex if key is None else key,
+                units_milli=milli,
+                pack_type=quote.pack_type,
+                attribution=attribution,
+                product=quote.product,
+                detail={"params": dict(quote.params), "price_version": quote.price_version, **(detail or {})},
+                ttl=ttl,
+                submitted=submitted,
+                also=also,
+            )
+        except BudgetExceededError as exc:
+            if exc.alerts:
+                self.alerts.deliver(exc.alerts)
+            raise
         return Reservation(self, self._dispatched(info), quote)
 
     def reservation(self, key: str) -> Reservation:

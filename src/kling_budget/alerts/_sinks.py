@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from kling_budget.errors import ConfigurationError, KlingBudgetError
-from kling_budget.types import AlertEvent
+from kling_budget.types import AlertEvent, AlertKind
 
 if TYPE_CHECKING:
     import httpx
@@ -150,8 +150,9 @@ def _validate_http_url(url: str, what: str) -> str:
 
 
 class LogSink:
-    """Writes each alert as one WARNING line to the ``kling_budget.alerts`` logger (the default sink).
+    """Writes each alert as one line to the ``kling_budget.alerts`` logger (the default sink).
 
+    WARNING, except a denial: the caller already got it as :class:`BudgetExceededError`, so it is INFO.
     It cannot hang, so the dispatcher calls it in the caller's thread as the event happens.
     """
 
@@ -161,7 +162,8 @@ class LogSink:
 
     def __call__(self, event: AlertEvent) -> None:
         prefix = "TEST ALERT" if event.dedupe_key.startswith("test:") else "ALERT"
-        logger.warning("%s %s: %s", prefix, event.kind.value, event.message)
+        level = logging.INFO if event.kind is AlertKind.DENIED else logging.WARNING
+        logger.log(level, "%s %s: %s", prefix, event.kind.value, event.message)
 
     def __repr__(self) -> str:
         return "LogSink()"

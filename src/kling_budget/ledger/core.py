@@ -685,13 +685,19 @@ class Ledger:
                 expires=None,
                 detail={**(detail or {}), "denial": denial.to_dict()},
             )
-            self._insert_events(conn, [event], at)
+            stored_events[:] = self._insert_events(conn, [event], at)
             stored = self._fetch(conn, key)
             assert stored is not None
             return stored
 
         # The denial is stored first and raised after the commit, so a retry with the key gets the same answer.
-        return self._replay(self.backend.run(tx), request_hash)
+        stored_events: list[AlertEvent] = []
+        info = self.backend.run(tx)
+        try:
+            return self._replay(info, request_hash)
+        except BudgetExceededError as exc:
+            exc.alerts = tuple(stored_events)  # the caller delivers the (rate-limited) denial alert
+            raise
 
     def record(
         self,
@@ -724,7 +730,7 @@ class Ledger:
             usd_nano = sum(a.usd_nano for a in allocs)
             self._bucket(conn, attribution, pack, at, committed=(units_milli, usd_nano), jobs=1)  # before budget rows
             events: list[AlertEvent] = []
-            over: list[str] = []
+            over: list[tuple[Budget, Window]] = []
             for budget in self._matching(config, attribution):
                 window = budget.window(at_dt)
                 self._ensure_window(conn, config, budget, window, windows.created)
@@ -744,17 +750,23 @@ class Ledger:
                 )
                 events += self._threshold_events(budget, window, before, after, at, key)
                 if _over_limit(budget, after):
-                    over.append(budget.name)
-            if over:
+                    over.append((budget, window))
+            for budget, window in over:
+                # Once per budget window, not per job: a stream of imports must not become a stream of alerts.
                 events.append(
                     AlertEvent(
                         kind=AlertKind.OVER_BUDGET_RECORD,
                         message=(
                             f"recorded usage {key} ({format_units(units_milli)} units, {format_usd(usd_nano)}) "
-                            f"took {', '.join(over)} over the limit"
+                            f"took budget '{budget.name}' over its limit for the window from "
+                            f"{window.start.isoformat()}"
                         ),
-                        dedupe_key=f"over_budget_record:{key}",
-                        budget=over[0],
+                        dedupe_key=f"over_budget_record:{budget.id}:{window.start_us}",
+                        budget=budget.name,
+                        scope=budget.scope.describe(),
+                        period=budget.period.value,
+                        window_start=window.start.isoformat(),
+                        window_end=window.end.isoformat() if window.end else "",
                         reservation_id=key,
                         created_at=from_micros(at).isoformat(),
                     )
