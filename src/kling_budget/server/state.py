@@ -177,10 +177,9 @@ class GatewayState:
     Args:
         config: the configuration.
         tracker: an already opened tracker (tests); by default one is opened on ``config.db``.
-        upstream_transport: an httpx transport for the upstream (tests).
     """
 
-    def __init__(self, config: GatewayConfig, *, tracker: Any = None, upstream_transport: Any = None) -> None:
+    def __init__(self, config: GatewayConfig, *, tracker: Any = None) -> None:
         from kling_budget.tracker import CostTracker
 
         self.config = config
@@ -199,7 +198,6 @@ class GatewayState:
             config.upstream_auth,
             timeout=config.upstream_timeout,
             metrics=self.metrics,
-            transport=upstream_transport,
         )
         self._limiter: anyio.CapacityLimiter | None = None
 

@@ -14,18 +14,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import httpx
-
 from kling_budget.errors import KlingAPIError, KlingConnectError, KlingTransportError
 from kling_budget.kling._codes import error_for_code, one_line
 from kling_budget.kling.auth import Auth
+from kling_budget.server.http1 import ExchangeError, HTTP1Pool, NotSentError
 from kling_budget.server.metrics import Metrics
 
 __all__ = ["Upstream", "UpstreamReply"]
 
 USER_AGENT = "kling-budget-gateway/0.1"
-_POOL_SIZE = 8
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +70,6 @@ class Upstream:
         auth: the real credentials; kept private (``repr`` shows the access key id at most).
         timeout: seconds for a whole request.
         metrics: where latency and error codes are counted.
-        transport: an httpx transport (tests).
     """
 
     def __init__(
@@ -83,20 +79,11 @@ class Upstream:
         *,
         timeout: float = 30.0,
         metrics: Metrics | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        max_connections: int = 128,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._auth = auth
         self._metrics = metrics
-        self._timeout = timeout
-        self._transport = transport
-        # httpcore scans (and polls) every pooled connection on each request, so one big pool costs O(n)
-        # per request; several small pools used in turn keep that scan short.
-        self._pools = max(1, max_connections // _POOL_SIZE)
-        self._limits = httpx.Limits(max_connections=_POOL_SIZE, max_keepalive_connections=_POOL_SIZE)
-        self._clients: list[httpx.AsyncClient] = []
-        self._next = 0
+        self._pool = HTTP1Pool(self.base_url, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"Upstream({self.base_url!r}, {self._auth.describe()})"
@@ -105,27 +92,9 @@ class Upstream:
         """``text`` with the real credentials and issued tokens scrubbed."""
         return self._auth.redact(text)
 
-    def _http(self) -> httpx.AsyncClient:
-        if not self._clients:
-            self._clients = [
-                httpx.AsyncClient(
-                    base_url=self.base_url,
-                    timeout=httpx.Timeout(self._timeout, connect=min(10.0, self._timeout)),
-                    limits=self._limits,
-                    transport=self._transport,
-                    headers={"User-Agent": USER_AGENT},
-                    verify=self.base_url.startswith("https://"),
-                )
-                for _ in range(self._pools)
-            ]
-        self._next = (self._next + 1) % len(self._clients)
-        return self._clients[self._next]
-
     async def aclose(self) -> None:
-        """Close the connection pools."""
-        clients, self._clients = self._clients, []
-        for client in clients:
-            await client.aclose()
+        """Close the idle connections."""
+        await self._pool.aclose()
 
     async def request(
         self,
@@ -138,7 +107,7 @@ class Upstream:
         task_query: bool = False,
     ) -> UpstreamReply:
         """Send one request and interpret the answer; never raises for Kling's errors or the network."""
-        headers = {"Authorization": self._auth.authorization(time.time())}
+        headers = {"User-Agent": USER_AGENT, "Authorization": self._auth.authorization(time.time())}
         content = None
         if body is not None:
             from kling_budget.server.tasks import dumps
@@ -147,21 +116,21 @@ class Upstream:
             headers["Content-Type"] = "application/json"
         started = time.perf_counter()
         try:
-            response = await self._http().request(method, path, content=content, params=params, headers=headers)
-        except httpx.HTTPError as exc:
+            response = await self._pool.request(method, path, headers=headers, body=content, params=params)
+        except (NotSentError, ExchangeError) as exc:
             elapsed = time.perf_counter() - started
             if self._metrics is not None:
                 self._metrics.upstream(operation, elapsed, None, transport_error=True)
-            reason = one_line(self._auth.redact(f"{type(exc).__name__}: {exc}"))
+            reason = one_line(self._auth.redact(str(exc)))
             error: KlingAPIError
-            if isinstance(exc, _NOT_SENT):
+            if isinstance(exc, NotSentError):
                 error = KlingConnectError(f"Kling transport error: could not connect ({reason}) [{method} {path}]")
             else:
                 error = KlingTransportError(f"Kling transport error: {reason} [{method} {path}]")
             return UpstreamReply(None, None, error)
         elapsed = time.perf_counter() - started
         try:
-            envelope = json.loads(response.content, parse_float=Decimal)
+            envelope = json.loads(response.body, parse_float=Decimal)
         except ValueError:
             envelope = None
         code = envelope.get("code") if isinstance(envelope, dict) else None
@@ -169,27 +138,27 @@ class Upstream:
             if self._metrics is not None:
                 self._metrics.upstream(operation, elapsed, None, transport_error=True)
             return UpstreamReply(
-                response.status_code,
+                response.status,
                 None,
                 KlingTransportError(
-                    f"Kling transport error: HTTP {response.status_code} without a Kling envelope [{method} {path}]",
-                    http_status=response.status_code,
+                    f"Kling transport error: HTTP {response.status} without a Kling envelope [{method} {path}]",
+                    http_status=response.status,
                 ),
             )
         if self._metrics is not None:
             self._metrics.upstream(operation, elapsed, code)
         if code == 0:
-            return UpstreamReply(response.status_code, envelope, None)
+            return UpstreamReply(response.status, envelope, None)
         message = self._auth.redact(str(envelope.get("message") or ""))
         envelope["message"] = message
         rid = envelope.get("request_id")
         return UpstreamReply(
-            response.status_code,
+            response.status,
             envelope,
             error_for_code(
                 code,
                 message,
-                http_status=response.status_code,
+                http_status=response.status,
                 request_id=None if rid in (None, "") else str(rid),
                 task_query=task_query,
             ),
