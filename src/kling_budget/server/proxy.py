@@ -624,7 +624,9 @@ class Proxy:
                 elif outcome.action.value == "released":
                     self.state.metrics.units("released", info.pack_type.value, info.units_milli)
                 if row.callback_url:
-                    self.forwarder.forward(row, raw)
+                    # Kling's freshly queried answer, not the delivered body: without a webhook secret the
+                    # body is unauthenticated, and the client must never get a forged one signed by us.
+                    self.forwarder.forward(row, dumps(dict(fresh.raw)).encode("utf-8"))
         return Response(result.body, status_code=result.status_code, media_type="text/plain")
 
     def _callback_handler(self) -> Any:
@@ -658,7 +660,8 @@ class Proxy:
 
 
 class CallbackForwarder:
-    """Posts Kling's callbacks on to the client's own ``callback_url``, rewritten to the client's ids.
+    """Posts callbacks on to the client's own ``callback_url``: the task as just re-queried from Kling (never
+    the delivered body, which is unauthenticated without a webhook secret), with the client's ids.
 
     Signed with the key's webhook secret (Standard Webhooks headers: ``webhook-id``, ``webhook-timestamp``,
     ``webhook-signature``); Kling's own signature headers are never passed on. Two retries, in the
