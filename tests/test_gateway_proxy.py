@@ -376,3 +376,23 @@ def test_manual_clock_keeps_tasks_running_until_told(sqlite_url, tmp_path):
             clock.advance(5)
             assert client.get(f"{T2V}/{task_id}").json()["data"]["task_status"] == "succeed"
         assert gw.state.ledger.find_by_task(task_id).state is ReservationState.COMMITTED
+
+
+def test_forged_unsigned_callback_is_never_forwarded_as_sent(sqlite_url, tmp_path):
+    """Without a webhook secret a callback is only a hint: the client gets Kling's re-queried task, not the body."""
+    config = SimulatorConfig.single(queued_seconds=0.05, running_seconds=5)
+    with (
+        running_simulator(config) as kling,
+        running_gateway(kling, sqlite_url, tmp_path / "home", public=True) as gw,
+        callback_receiver() as receiver,
+    ):
+        issued = _key(gw)
+        with gw.client(_bearer(issued)) as client:
+            created = client.post(T2V, json={**BODY, "external_task_id": "f-1", "callback_url": receiver.url})
+        task_id = created.json()["data"]["task_id"]
+        forged = {"task_id": task_id, "task_status": "succeed", "final_unit_deduction": "0", "evil": True}
+        answer = httpx.post(gw.url("/callbacks/kling"), json=forged)
+        assert answer.status_code == 200
+        received = receiver.wait_for(1)
+        assert all(b"evil" not in r.body for r in received)
+        assert gw.state.ledger.find_by_task(task_id).state is ReservationState.SUBMITTED  # still running at Kling
