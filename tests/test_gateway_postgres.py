@@ -52,6 +52,7 @@ def test_two_instances_share_one_budget_exactly_and_settle_everything(tmp_path):
             thread.join()
         counts = Counter(results)
         assert counts == {(200, 0): 20, (429, DENIAL_CODE): 20}
+        wait_until(lambda: all(t.status == "succeed" for t in kling.sim.tasks()))
         # Both workers poll the same open tasks table; every hold ends committed, once.
         from kling_budget.server.tasks import now_micros
 

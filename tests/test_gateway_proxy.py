@@ -294,6 +294,7 @@ def test_settle_worker_settles_tasks_nobody_asks_about(kling, sqlite_url, tmp_pa
         issued = _key(gw)
         with gw.client(_bearer(issued)) as client:
             task_id = client.post(T2V, json=BODY).json()["data"]["task_id"]
+        wait_until(lambda: kling.sim.task(task_id).status == "succeed")
         _make_due(gw)  # instead of waiting the first 5 s backoff
         wait_until(lambda: gw.state.ledger.find_by_task(task_id).state is ReservationState.COMMITTED, 10)
 
