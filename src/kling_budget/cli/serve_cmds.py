@@ -22,18 +22,33 @@ DEMO_PACKS = {"video": 100_000, "image": 1_000_000, "try_on": 10_000}
 
 
 def _configure_logging(level: str) -> None:
-    """JSON lines on stderr for the gateway's loggers; uvicorn's own chatter only from warnings up."""
+    """JSON lines on stderr for the gateway's loggers; uvicorn's own chatter only from warnings up.
+
+    Everything is put back when the command ends, so running ``serve`` in-process (tests) leaks nothing.
+    """
     from kling_budget.server.metrics import JsonLogFormatter
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter())
     root = logging.getLogger("kling_budget")
+    others = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx")]
+    saved = (root.handlers[:], root.level, root.propagate, [log.level for log in others], sys.getswitchinterval())
     root.handlers = [handler]
     root.setLevel(level.upper())
     root.propagate = False
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for log in others:
+        log.setLevel(logging.WARNING)
+    # Ledger calls run in worker threads; with the default 5 ms GIL switch interval a busy event loop makes
+    # each of them wait up to 5 ms for the GIL, which dominates create latency under load.
+    sys.setswitchinterval(0.0005)
+
+    def restore() -> None:
+        root.handlers, root.level, root.propagate = saved[0], saved[1], saved[2]
+        for log, old in zip(others, saved[3], strict=True):
+            log.setLevel(old)
+        sys.setswitchinterval(saved[4])
+
+    click.get_current_context().call_on_close(restore)
 
 
 def _bind(host: str, port: int) -> Any:
@@ -104,9 +119,6 @@ def serve(
     from kling_budget.server import GatewayConfig, GatewayState, create_app
 
     _configure_logging(log_level)
-    # Ledger calls run in worker threads; with the default 5 ms GIL switch interval a busy event loop makes
-    # each of them wait up to 5 ms for the GIL, which dominates create latency under load.
-    sys.setswitchinterval(0.0005)
     sock = _bind(host, port)
     base_url = _url(host, sock.getsockname()[1])
     with contextlib.ExitStack() as stack:
