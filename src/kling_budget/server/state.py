@@ -188,6 +188,9 @@ class GatewayState:
         enable = getattr(self.ledger.backend, "enable_group_commit", None)
         if enable is not None:  # SQLite: concurrent creates share one fsync (see SQLiteBackend)
             enable()
+        # Threads beyond the connection pool only queue for a connection and fight for the GIL (PostgreSQL);
+        # SQLite's group-commit callers mostly wait on their batch, so more of them batch better.
+        self._threads = 64 if enable is not None else 8
         self.prices = self.tracker.prices
         self.metrics = Metrics()
         box = load_master_key(home=config.home or data_dir())
@@ -207,7 +210,7 @@ class GatewayState:
     async def run_sync(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking call (ledger, key store) in a worker thread and await its result."""
         if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(64)
+            self._limiter = anyio.CapacityLimiter(self._threads)
         if kwargs:
             return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
