@@ -255,6 +255,19 @@ class Counters:
     held_nano: int = 0
     overage_nano: int = 0
 
+    def shifted(
+        self, *, committed_milli: int = 0, held_milli: int = 0, committed_nano: int = 0, held_nano: int = 0
+    ) -> Counters:
+        """These counters moved by the given amounts (overage unchanged): the state before an update."""
+        return Counters(
+            self.committed_milli + committed_milli,
+            self.held_milli + held_milli,
+            self.overage_milli,
+            self.committed_nano + committed_nano,
+            self.held_nano + held_nano,
+            self.overage_nano,
+        )
+
     @property
     def used_milli(self) -> int:
         """Committed plus held units: what admission and alerts are evaluated on."""

@@ -196,6 +196,7 @@ class Ledger:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._config = _Config("", (), frozenset(), set())
         self._config_lock = threading.Lock()
+        self._windows: dict[tuple[Period, str, int], Window] = {}
 
     def __repr__(self) -> str:
         return f"Ledger({self.backend.display_url!r})"
@@ -608,7 +609,7 @@ class Ledger:
             # Budget rows last, broadest last: a row lock is held from its UPDATE to COMMIT, and the
             # account-wide row is the one every job waits for (see ledger/locks.py).
             for budget in self._matching(config, attribution):
-                window = budget.window(at_dt)
+                window = self._window(budget, at_dt)
                 self._ensure_window(conn, config, budget, window, windows.created, exclude=key)
                 units_delta = budget.units_delta(pack, units_milli)
                 after = self._add_held(conn, budget, window, units_delta, usd_nano)
@@ -623,7 +624,7 @@ class Ledger:
                     assert refused < 10, "conditional update refused a job that fits"
                     # READ COMMITTED: a release freed room after our UPDATE was refused; try again.
                     after = self._add_held(conn, budget, window, units_delta, usd_nano)
-                before = replace(after, held_milli=after.held_milli - units_delta, held_nano=after.held_nano - usd_nano)
+                before = after.shifted(held_milli=-units_delta, held_nano=-usd_nano)
                 events += self._threshold_events(budget, window, before, after, at, key)
             stored = self._insert_events(conn, events, at)
             return replace(info, alerts=tuple(stored))
@@ -732,7 +733,7 @@ class Ledger:
             events: list[AlertEvent] = []
             over: list[tuple[Budget, Window]] = []
             for budget in self._matching(config, attribution):
-                window = budget.window(at_dt)
+                window = self._window(budget, at_dt)
                 self._ensure_window(conn, config, budget, window, windows.created)
                 units_delta = budget.units_delta(pack, units_milli)
                 row = conn.fetchone(
@@ -743,11 +744,7 @@ class Ledger:
                 )
                 assert row is not None
                 after = Counters(*row)
-                before = replace(
-                    after,
-                    committed_milli=after.committed_milli - units_delta,
-                    committed_nano=after.committed_nano - usd_nano,
-                )
+                before = after.shifted(committed_milli=-units_delta, committed_nano=-usd_nano)
                 events += self._threshold_events(budget, window, before, after, at, key)
                 if _over_limit(budget, after):
                     over.append((budget, window))
@@ -890,7 +887,7 @@ class Ledger:
             events: list[AlertEvent] = []
             reserved_dt = info.reserved_at
             for budget in self._matching(config, info.attribution):  # budget rows last (see reserve)
-                window = budget.window(reserved_dt)
+                window = self._window(budget, reserved_dt)
                 held_delta = budget.units_delta(info.pack_type, info.units_milli)
                 actual_delta = budget.units_delta(info.pack_type, actual)
                 overage_delta = budget.units_delta(info.pack_type, overage)
@@ -916,12 +913,11 @@ class Ledger:
                 if row is None:
                     continue  # window not materialised yet; its first job will fold this commit in
                 after = Counters(*row)
-                before = replace(
-                    after,
-                    held_milli=after.held_milli + held_delta,
-                    committed_milli=after.committed_milli - actual_delta,
-                    held_nano=after.held_nano + info.usd_nano,
-                    committed_nano=after.committed_nano - actual_nano,
+                before = after.shifted(
+                    held_milli=held_delta,
+                    committed_milli=-actual_delta,
+                    held_nano=info.usd_nano,
+                    committed_nano=-actual_nano,
                 )
                 events += self._threshold_events(budget, window, before, after, at, key)
             if overage:
@@ -995,7 +991,7 @@ class Ledger:
             held=(-info.units_milli, -info.usd_nano),
         )
         for budget in self._matching(config, info.attribution):  # budget rows last (see reserve)
-            window = budget.window(info.reserved_at)
+            window = self._window(budget, info.reserved_at)
             held_delta = budget.units_delta(info.pack_type, info.units_milli)
             update = (
                 "UPDATE budget_windows SET held_milli = held_milli - ?, held_nano = held_nano - ? "
@@ -1134,6 +1130,15 @@ class Ledger:
         )
 
     # ----------------------------------------------------------------- internals
+
+    def _window(self, budget: Budget, at: datetime) -> Window:
+        """``budget.window(at)``, reusing the last window computed for the same calendar (hot path)."""
+        key = (budget.period, budget.timezone, budget.week_start)
+        window = self._windows.get(key)
+        if window is None or not window.contains(at):
+            window = budget.window(at)
+            self._windows[key] = window
+        return window
 
     @staticmethod
     def _matching(config: _Config, attribution: Attribution) -> list[Budget]:
