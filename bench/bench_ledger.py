@@ -29,7 +29,7 @@ from pathlib import Path
 
 from kling_budget.budgets import Budget
 from kling_budget.ledger import open_ledger
-from kling_budget.ledger.core import BUCKET_MICROS
+from kling_budget.ledger.rows import BUCKET_MICROS
 from kling_budget.types import Attribution, PackType
 from kling_budget.windows import to_micros
 

@@ -19,34 +19,45 @@ month's spend, and ``verify`` re-derives exactly the same numbers from the entri
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
-from kling_budget.budgets import Budget, BudgetStatus, Counters, Scope, check_admission, crossed_thresholds
+from kling_budget.budgets import Budget, Counters, Scope, check_admission, crossed_thresholds
 from kling_budget.errors import (
     BudgetExceededError,
-    ConfigurationError,
     IdempotencyConflictError,
-    InvalidInputError,
     ReservationNotFoundError,
     ReservationResolvedError,
 )
-from kling_budget.ledger.backend import Backend, Connection, Row
-from kling_budget.ledger.locks import for_update, lock_config, lock_order, lock_window, skip_locked
-from kling_budget.ledger.records import Pack, ReservationInfo, ReservationState, UsageRow, VerifyReport
-from kling_budget.money import (
-    format_units,
-    format_usd,
-    units_text,
-    usd_nano_for_units,
-    usd_text,
+from kling_budget.ledger.backend import Backend, Connection
+from kling_budget.ledger.budget_store import BudgetStore, LedgerConfig, NewWindows
+from kling_budget.ledger.events import (
+    DENIAL_ALERT_INTERVAL_MICROS,
+    budget_event,
+    event_from_payload,
+    over_limit,
+    percent_text,
 )
+from kling_budget.ledger.locks import for_update, lock_window, skip_locked
+from kling_budget.ledger.packs import PackStore
+from kling_budget.ledger.records import ReservationInfo, ReservationState, UsageRow, VerifyReport
+from kling_budget.ledger.rows import (
+    BUCKET_MICROS,
+    COUNTER_COLUMNS,
+    RESERVATION_COLUMNS,
+    denial_from_dict,
+    hash_request,
+    info_from_row,
+    scope_filter,
+    tags_column,
+    validate_amount,
+    validate_key,
+)
+from kling_budget.money import format_units, format_usd
 from kling_budget.types import AlertEvent, AlertKind, Attribution, Denial, PackType
 from kling_budget.windows import Period, Window, from_micros, to_micros
 
@@ -57,47 +68,6 @@ LIST_PRICE_NANO_PER_UNIT: Mapping[PackType, int] = {
     PackType.IMAGE: 3_500_000,  # $0.0035
     PackType.TRY_ON: 70_000_000,  # $0.07
 }
-BUCKET_MICROS = 15 * 60 * 1_000_000  # usage roll-up granularity: exact for every UTC offset in use
-DENIAL_ALERT_INTERVAL_MICROS = 60 * 1_000_000
-_RES_COLUMNS = (
-    "id, kind, state, project, user_id, api_key, model, tags, product, pack_type, units_milli, usd_nano, "
-    "actual_milli, actual_nano, overage_milli, overage_nano, over_budget, reserved_at, resolved_at, "
-    "expires_at, task_id, detail, request_hash"
-)
-_BUDGET_COLUMNS = (
-    "id, name, scope_project, scope_user, scope_api_key, scope_model, scope_tag, period, timezone, "
-    "week_start, unit_pack, limit_milli, limit_nano, hard, thresholds"
-)
-_COUNTER_COLUMNS = "committed_milli, held_milli, overage_milli, committed_nano, held_nano, overage_nano"
-_MAX_KEY_LENGTH = 255
-
-
-@dataclass(frozen=True, slots=True)
-class _Alloc:
-    pack_id: int | None
-    milli: int
-    price_nano: int
-    per_milli: int
-
-    @property
-    def usd_nano(self) -> int:
-        return usd_nano_for_units(self.milli, self.price_nano, self.per_milli)
-
-
-class _NewWindows:
-    """Window rows created by one transaction attempt; cached only after the transaction commits."""
-
-    def __init__(self) -> None:
-        self.config: _Config | None = None
-        self.created: list[tuple[int, int]] = []
-
-    def start(self, config: _Config) -> _Config:
-        self.config, self.created = config, []
-        return config
-
-    def committed(self) -> None:
-        if self.config is not None:
-            self.config.known_windows.update(self.created)
 
 
 class _Denied(Exception):
@@ -108,74 +78,7 @@ class _Denied(Exception):
         self.window = window
 
 
-@dataclass(slots=True)
-class _Config:
-    version: str
-    budgets: tuple[Budget, ...]
-    pack_types: frozenset[str]
-    known_windows: set[tuple[int, int]]
-
-
-def tags_column(tags: Iterable[str]) -> str:
-    """Tags as stored: ``,a,b,`` (sorted), or empty."""
-    items = sorted({t for t in tags if t})
-    return f",{','.join(items)}," if items else ""
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def scope_filter(scope: Scope, table: str = "") -> tuple[str, list[Any]]:
-    """SQL conditions (joined by AND, possibly empty) selecting the reservations in ``scope``."""
-    prefix = f"{table}." if table else ""
-    conditions: list[str] = []
-    params: list[Any] = []
-    for column, value in (
-        ("project", scope.project),
-        ("user_id", scope.user),
-        ("api_key", scope.api_key),
-        ("model", scope.model),
-    ):
-        if value:
-            conditions.append(f"{prefix}{column} = ?")
-            params.append(value)
-    if scope.tag:
-        conditions.append(f"{prefix}tags LIKE ? ESCAPE '\\'")
-        params.append(f"%,{_like_escape(scope.tag)},%")
-    return " AND ".join(conditions), params
-
-
-def budget_from_row(row: Row) -> Budget:
-    """Rebuild a :class:`Budget` from a ``budgets`` row (``_BUDGET_COLUMNS`` order)."""
-    return Budget(
-        id=int(row[0]),
-        name=row[1],
-        scope=Scope(project=row[2], user=row[3], api_key=row[4], model=row[5], tag=row[6]),
-        period=Period(row[7]),
-        timezone=row[8],
-        week_start=int(row[9]),
-        unit_pack=PackType(row[10]),
-        limit_units_milli=row[11],
-        limit_usd_nano=row[12],
-        hard=bool(row[13]),
-        thresholds=tuple(int(t) for t in json.loads(row[14])),
-    )
-
-
-def _validate_key(key: str) -> str:
-    if not isinstance(key, str) or not key.strip() or len(key) > _MAX_KEY_LENGTH:
-        raise InvalidInputError(f"a reservation key must be a non-empty string of at most {_MAX_KEY_LENGTH} chars")
-    return key
-
-
-def _validate_amount(units_milli: int, what: str = "units") -> int:
-    if isinstance(units_milli, bool) or not isinstance(units_milli, int) or units_milli < 0:
-        raise InvalidInputError(f"{what} must be a non-negative integer number of milli-units")
-    return units_milli
-
-
-class Ledger:
+class Ledger(BudgetStore, PackStore):
     """The spend ledger over one backend.
 
     Args:
@@ -194,7 +97,7 @@ class Ledger:
         self.backend = backend
         self.list_prices = dict(list_prices or LIST_PRICE_NANO_PER_UNIT)
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._config = _Config("", (), frozenset(), set())
+        self._config = LedgerConfig("", (), frozenset(), set())
         self._config_lock = threading.Lock()
         self._windows: dict[tuple[Period, str, int], Window] = {}
 
@@ -208,334 +111,6 @@ class Ledger:
     def now(self) -> datetime:
         """The ledger's clock."""
         return self._clock()
-
-    # ----------------------------------------------------------------- configuration cache
-
-    def _load_config(self, conn: Connection) -> _Config:
-        lock_config(conn, exclusive=False)  # dialect hook: see ledger/locks.py
-        row = conn.fetchone("SELECT value FROM meta WHERE key = 'config_version'")
-        version = row[0] if row else ""
-        config = self._config
-        if config.version == version:
-            return config
-        budgets = tuple(budget_from_row(r) for r in conn.fetchall(f"SELECT {_BUDGET_COLUMNS} FROM budgets ORDER BY id"))
-        pack_types = frozenset(r[0] for r in conn.fetchall("SELECT DISTINCT pack_type FROM packs"))
-        fresh = _Config(version, budgets, pack_types, set())
-        with self._config_lock:
-            self._config = fresh
-        return fresh
-
-    @staticmethod
-    def _bump_config(conn: Connection) -> None:
-        conn.execute("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'config_version'")
-
-    # ----------------------------------------------------------------- budgets
-
-    def set_budget(self, budget: Budget, *, now: datetime | None = None) -> Budget:
-        """Create or replace the budget named ``budget.name``.
-
-        Changing only limits, thresholds or hard/soft keeps the window counters. Changing what the budget
-        covers (scope, period, time zone, week start, unit pack) re-derives its counters from the entries.
-        """
-        at = to_micros(now or self.now())
-
-        def tx(conn: Connection) -> Budget:
-            lock_config(conn, exclusive=True)  # dialect hook: see ledger/locks.py
-            row = conn.fetchone(f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE name = ?", (budget.name,))
-            values = (
-                budget.scope.project,
-                budget.scope.user,
-                budget.scope.api_key,
-                budget.scope.model,
-                budget.scope.tag,
-                budget.period.value,
-                budget.timezone,
-                budget.week_start,
-                budget.unit_pack.value,
-                budget.limit_units_milli,
-                budget.limit_usd_nano,
-                int(budget.hard),
-                json.dumps(list(budget.thresholds)),
-            )
-            if row is None:
-                conn.execute(
-                    "INSERT INTO budgets (name, scope_project, scope_user, scope_api_key, scope_model, "
-                    "scope_tag, period, timezone, week_start, unit_pack, limit_milli, limit_nano, hard, "
-                    "thresholds, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (budget.name, *values, at, at),
-                )
-            else:
-                existing = budget_from_row(row)
-                if existing.definition_key() != budget.definition_key():
-                    conn.execute("DELETE FROM budget_windows WHERE budget_id = ?", (existing.id,))
-                conn.execute(
-                    "UPDATE budgets SET scope_project = ?, scope_user = ?, scope_api_key = ?, scope_model = ?, "
-                    "scope_tag = ?, period = ?, timezone = ?, week_start = ?, unit_pack = ?, limit_milli = ?, "
-                    "limit_nano = ?, hard = ?, thresholds = ?, updated_at = ? WHERE id = ?",
-                    (*values, at, existing.id),
-                )
-            self._bump_config(conn)
-            stored = conn.fetchone(f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE name = ?", (budget.name,))
-            assert stored is not None
-            return budget_from_row(stored)
-
-        return self.backend.run(tx)
-
-    def get_budget(self, name: str) -> Budget:
-        """The budget called ``name``; :class:`ConfigurationError` names the existing ones if absent."""
-
-        def tx(conn: Connection) -> Budget:
-            row = conn.fetchone(f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE name = ?", (name,))
-            if row is None:
-                names = [r[0] for r in conn.fetchall("SELECT name FROM budgets ORDER BY name")]
-                raise ConfigurationError(f"no budget named {name!r}; existing: {', '.join(names) if names else 'none'}")
-            return budget_from_row(row)
-
-        return self.backend.run(tx, write=False)
-
-    def list_budgets(self) -> list[Budget]:
-        """Every budget, by name."""
-        rows = self.backend.run(
-            lambda conn: conn.fetchall(f"SELECT {_BUDGET_COLUMNS} FROM budgets ORDER BY name"), write=False
-        )
-        return [budget_from_row(r) for r in rows]
-
-    def delete_budget(self, name: str) -> None:
-        """Delete a budget and its window counters (the entries, and so the spend history, stay)."""
-
-        def tx(conn: Connection) -> None:
-            lock_config(conn, exclusive=True)  # dialect hook: see ledger/locks.py
-            row = conn.fetchone("SELECT id FROM budgets WHERE name = ?", (name,))
-            if row is None:
-                raise ConfigurationError(f"no budget named {name!r}")
-            conn.execute("DELETE FROM budget_windows WHERE budget_id = ?", (row[0],))
-            conn.execute("DELETE FROM budgets WHERE id = ?", (row[0],))
-            self._bump_config(conn)
-
-        self.backend.run(tx)
-
-    def budget_status(self, name: str, *, now: datetime | None = None) -> BudgetStatus:
-        """Limit, committed, held, remaining, percent and window of one budget at ``now``."""
-        at = now or self.now()
-        budget = self.get_budget(name)
-        return self.backend.run(lambda conn: self._status(conn, budget, at), write=False)
-
-    def statuses(self, *, now: datetime | None = None) -> list[BudgetStatus]:
-        """The status of every budget at ``now``, by name."""
-        at = now or self.now()
-
-        def tx(conn: Connection) -> list[BudgetStatus]:
-            rows = conn.fetchall(f"SELECT {_BUDGET_COLUMNS} FROM budgets ORDER BY name")
-            return [self._status(conn, budget_from_row(r), at) for r in rows]
-
-        return self.backend.run(tx, write=False)
-
-    def matching_budgets(self, attribution: Attribution) -> list[Budget]:
-        """The budgets a job with ``attribution`` counts against."""
-        config = self.backend.run(self._load_config, write=False)
-        return [b for b in config.budgets if b.scope.matches(attribution)]
-
-    def _status(self, conn: Connection, budget: Budget, at: datetime) -> BudgetStatus:
-        assert budget.id is not None
-        window = budget.window(at)
-        row = conn.fetchone(
-            f"SELECT {_COUNTER_COLUMNS} FROM budget_windows WHERE budget_id = ? AND window_start = ?",
-            (budget.id, window.start_us),
-        )
-        counters = Counters(*row) if row else self._fold(conn, budget, window)
-        return BudgetStatus(budget=budget, window=window, counters=counters, as_of=at)
-
-    @staticmethod
-    def _fold_select(budget: Budget, window: Window, *, exclude: str = "") -> tuple[str, list[Any]]:
-        conditions, params = scope_filter(budget.scope)
-        where = "reserved_at >= ?" + (" AND reserved_at < ?" if window.end is not None else "")
-        where_params: list[Any] = [window.start_us] + ([window.end_us] if window.end is not None else [])
-        if conditions:
-            where += " AND " + conditions
-        if exclude:  # the job being reserved: its hold is added by its own UPDATE
-            where += " AND id <> ?"
-            params = [*params, exclude]
-        pack = budget.unit_pack.value
-        select = (
-            "SELECT "
-            "COALESCE(SUM(CASE WHEN state = 'committed' AND pack_type = ? THEN actual_milli ELSE 0 END), 0), "
-            "COALESCE(SUM(CASE WHEN state IN ('held', 'submitted') AND pack_type = ? THEN units_milli ELSE 0 END), 0), "
-            "COALESCE(SUM(CASE WHEN state = 'committed' AND pack_type = ? THEN overage_milli ELSE 0 END), 0), "
-            "COALESCE(SUM(CASE WHEN state = 'committed' THEN actual_nano ELSE 0 END), 0), "
-            "COALESCE(SUM(CASE WHEN state IN ('held', 'submitted') THEN usd_nano ELSE 0 END), 0), "
-            "COALESCE(SUM(CASE WHEN state = 'committed' THEN overage_nano ELSE 0 END), 0) "
-            f"FROM reservations WHERE {where}"
-        )
-        return select, [pack, pack, pack, *where_params, *params]
-
-    def _fold(self, conn: Connection, budget: Budget, window: Window) -> Counters:
-        select, params = self._fold_select(budget, window)
-        row = conn.fetchone(select, params)
-        assert row is not None
-        return Counters(*(int(v) for v in row))
-
-    def _ensure_window(
-        self,
-        conn: Connection,
-        config: _Config,
-        budget: Budget,
-        window: Window,
-        created: list[tuple[int, int]],
-        exclude: str = "",
-    ) -> None:
-        """Create the budget's row for ``window`` if missing, initialised from the jobs already in it.
-
-        ``created`` collects the rows this transaction made; they join the cache only once it commits.
-        """
-        assert budget.id is not None
-        key = (budget.id, window.start_us)
-        if key in config.known_windows:
-            return
-        if conn.fetchone(
-            "SELECT 1 FROM budget_windows WHERE budget_id = ? AND window_start = ?", (budget.id, window.start_us)
-        ):
-            created.append(key)
-            return
-        lock_window(conn, budget.id, window.start_us, exclusive=True)  # dialect hook: see ledger/locks.py
-        select, params = self._fold_select(budget, window, exclude=exclude)
-        conn.execute(
-            f"INSERT INTO budget_windows (budget_id, window_start, window_end, {_COUNTER_COLUMNS}) "
-            f"SELECT ?, ?, ?, {select[len('SELECT ') :]} ON CONFLICT (budget_id, window_start) DO NOTHING",
-            [budget.id, window.start_us, window.end_us, *params],
-        )
-        created.append(key)
-
-    # ----------------------------------------------------------------- packs
-
-    def add_pack(self, pack: Pack, *, now: datetime | None = None) -> Pack:
-        """Register a purchased resource pack (units, price paid, validity)."""
-        if not pack.name.strip() or len(pack.name) > 100:
-            raise ConfigurationError("a pack needs a name of 1 to 100 characters")
-        if pack.units_milli <= 0:
-            raise ConfigurationError("a pack must contain more than 0 units")
-        if pack.price_nano < 0:
-            raise ConfigurationError("a pack's price cannot be negative")
-        if pack.expires_at is not None and pack.expires_at <= pack.starts_at:
-            raise ConfigurationError("a pack must expire after it starts")
-        at = to_micros(now or self.now())
-
-        def tx(conn: Connection) -> Pack:
-            lock_config(conn, exclusive=True)  # dialect hook: see ledger/locks.py
-            if conn.fetchone("SELECT 1 FROM packs WHERE name = ?", (pack.name,)):
-                raise ConfigurationError(f"a pack named {pack.name!r} already exists")
-            conn.execute(
-                "INSERT INTO packs (name, pack_type, units_milli, price_nano, starts_at, expires_at, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    pack.name,
-                    pack.pack_type.value,
-                    pack.units_milli,
-                    pack.price_nano,
-                    to_micros(pack.starts_at),
-                    None if pack.expires_at is None else to_micros(pack.expires_at),
-                    at,
-                ),
-            )
-            self._bump_config(conn)
-            return self._packs(conn, "WHERE name = ?", (pack.name,))[0]
-
-        return self.backend.run(tx)
-
-    def list_packs(self) -> list[Pack]:
-        """Every registered pack, soonest expiry first."""
-        return self.backend.run(lambda conn: self._packs(conn, "", ()), write=False)
-
-    def remove_pack(self, name: str) -> None:
-        """Remove a pack nothing was drawn from (otherwise it stays, for the record)."""
-
-        def tx(conn: Connection) -> None:
-            lock_config(conn, exclusive=True)  # dialect hook: see ledger/locks.py
-            row = conn.fetchone("SELECT id FROM packs WHERE name = ?", (name,))
-            if row is None:
-                raise ConfigurationError(f"no pack named {name!r}")
-            used = conn.fetchone("SELECT COUNT(*) FROM allocations WHERE pack_id = ?", (row[0],))
-            if used and used[0]:
-                raise ConfigurationError(
-                    f"pack {name!r} has {used[0]} jobs drawn from it and stays in the ledger for the record"
-                )
-            conn.execute("DELETE FROM packs WHERE id = ?", (row[0],))
-            self._bump_config(conn)
-
-        self.backend.run(tx)
-
-    @staticmethod
-    def _packs(conn: Connection, where: str, params: Sequence[Any]) -> list[Pack]:
-        rows = conn.fetchall(
-            "SELECT id, name, pack_type, units_milli, price_nano, starts_at, expires_at, held_milli, "
-            f"committed_milli FROM packs {where} ORDER BY COALESCE(expires_at, 9223372036854775807), id",
-            params,
-        )
-        return [
-            Pack(
-                id=r[0],
-                name=r[1],
-                pack_type=PackType(r[2]),
-                units_milli=r[3],
-                price_nano=r[4],
-                starts_at=from_micros(r[5]),
-                expires_at=None if r[6] is None else from_micros(r[6]),
-                held_milli=r[7],
-                committed_milli=r[8],
-            )
-            for r in rows
-        ]
-
-    def _allocate(self, conn: Connection, config: _Config, pack_type: PackType, milli: int, at: int) -> list[_Alloc]:
-        """Draw ``milli`` units from active packs, soonest expiry first; the rest at the list price."""
-        allocs: list[_Alloc] = []
-        remaining = milli
-        if remaining > 0 and pack_type.value in config.pack_types:
-            lock = " FOR UPDATE" if conn.dialect == "postgresql" else ""
-            rows = conn.fetchall(
-                "SELECT id, units_milli - held_milli - committed_milli, price_nano, units_milli FROM packs "
-                "WHERE pack_type = ? AND starts_at <= ? AND (expires_at IS NULL OR expires_at > ?) "
-                "AND held_milli + committed_milli < units_milli "
-                f"ORDER BY COALESCE(expires_at, 9223372036854775807), id{lock}",
-                (pack_type.value, at, at),
-            )
-            for pack_id, available, price_nano, units_milli in rows:
-                take = min(remaining, int(available))
-                allocs.append(_Alloc(pack_id, take, price_nano, units_milli))
-                remaining -= take
-                if remaining == 0:
-                    break
-        if remaining > 0 or not allocs:
-            allocs.append(_Alloc(None, remaining, self.list_prices[pack_type], 1000))
-        return allocs
-
-    @staticmethod
-    def _store_allocs(
-        conn: Connection,
-        reservation_id: str,
-        allocs: Sequence[_Alloc],
-        *,
-        committed: bool,
-        first_position: int = 0,
-    ) -> None:
-        for position, alloc in enumerate(allocs, start=first_position):
-            conn.execute(
-                "INSERT INTO allocations (reservation_id, position, pack_id, held_milli, committed_milli, "
-                "price_nano, per_milli) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    reservation_id,
-                    position,
-                    alloc.pack_id,
-                    0 if committed else alloc.milli,
-                    alloc.milli if committed else 0,
-                    alloc.price_nano,
-                    alloc.per_milli,
-                ),
-            )
-            if alloc.pack_id is not None and alloc.milli:
-                column = "committed_milli" if committed else "held_milli"
-                conn.execute(f"UPDATE packs SET {column} = {column} + ? WHERE id = ?", (alloc.milli, alloc.pack_id))
-
-    # ----------------------------------------------------------------- operations
 
     def reserve(
         self,
@@ -564,15 +139,15 @@ class Ledger:
             IdempotencyConflictError: ``key`` was used for a different request.
             LedgerUnavailableError: the ledger cannot be reached or locked; do not submit the job.
         """
-        _validate_key(key)
-        _validate_amount(units_milli)
+        validate_key(key)
+        validate_amount(units_milli)
         pack = PackType(str(pack_type))
         at_dt = now or self.now()
         at = to_micros(at_dt)
-        request_hash = _request_hash("reserve", units_milli, pack, attribution, product)
+        request_hash = hash_request("reserve", units_milli, pack, attribution, product)
         expires = None if ttl is None else to_micros(at_dt + ttl)
 
-        windows = _NewWindows()
+        windows = NewWindows()
 
         def tx(conn: Connection) -> ReservationInfo:
             existing = self._fetch(conn, key)
@@ -662,7 +237,7 @@ class Ledger:
             limit=denial.to_dict()["limit"] or "",
             used=denial.to_dict()["committed"] or "",
             held=denial.to_dict()["held"] or "",
-            percent=_percent_text(denial.committed + denial.held, denial.limit),
+            percent=percent_text(denial.committed + denial.held, denial.limit),
             reservation_id=key,
             created_at=from_micros(at).isoformat(),
         )
@@ -713,14 +288,14 @@ class Ledger:
     ) -> ReservationInfo:
         """Record usage that already happened elsewhere. Always recorded (the money is spent);
         ``over_budget`` is set, and an alert raised, when it took a hard or soft budget past its limit."""
-        _validate_key(key)
-        _validate_amount(units_milli)
+        validate_key(key)
+        validate_amount(units_milli)
         pack = PackType(str(pack_type))
         at_dt = now or self.now()
         at = to_micros(at_dt)
-        request_hash = _request_hash("record", units_milli, pack, attribution, product)
+        request_hash = hash_request("record", units_milli, pack, attribution, product)
 
-        windows = _NewWindows()
+        windows = NewWindows()
 
         def tx(conn: Connection) -> ReservationInfo:
             existing = self._fetch(conn, key)
@@ -739,14 +314,14 @@ class Ledger:
                 row = conn.fetchone(
                     "UPDATE budget_windows SET committed_milli = committed_milli + ?, "
                     "committed_nano = committed_nano + ? WHERE budget_id = ? AND window_start = ? "
-                    f"RETURNING {_COUNTER_COLUMNS}",
+                    f"RETURNING {COUNTER_COLUMNS}",
                     (units_delta, usd_nano, budget.id, window.start_us),
                 )
                 assert row is not None
                 after = Counters(*row)
                 before = after.shifted(committed_milli=-units_delta, committed_nano=-usd_nano)
                 events += self._threshold_events(budget, window, before, after, at, key)
-                if _over_limit(budget, after):
+                if over_limit(budget, after):
                     over.append((budget, window))
             for budget, window in over:
                 # Once per budget window, not per job: a stream of imports must not become a stream of alerts.
@@ -847,7 +422,7 @@ class Ledger:
         units below it return the difference to the budgets.
         """
         if units_milli is not None:
-            _validate_amount(units_milli, "charged units")
+            validate_amount(units_milli, "charged units")
         at_dt = now or self.now()
         at = to_micros(at_dt)
 
@@ -895,7 +470,7 @@ class Ledger:
                     "UPDATE budget_windows SET held_milli = held_milli - ?, committed_milli = committed_milli + ?, "
                     "overage_milli = overage_milli + ?, held_nano = held_nano - ?, "
                     "committed_nano = committed_nano + ?, overage_nano = overage_nano + ? "
-                    f"WHERE budget_id = ? AND window_start = ? RETURNING {_COUNTER_COLUMNS}",
+                    f"WHERE budget_id = ? AND window_start = ? RETURNING {COUNTER_COLUMNS}",
                     (
                         held_delta,
                         actual_delta,
@@ -965,7 +540,7 @@ class Ledger:
 
         return self.backend.run(tx)
 
-    def _release_in(self, conn: Connection, config: _Config, info: ReservationInfo, at: int, reason: str) -> None:
+    def _release_in(self, conn: Connection, config: LedgerConfig, info: ReservationInfo, at: int, reason: str) -> None:
         # Packs first, budget windows last: the lock order of reserve and commit (see ledger/locks.py).
         for pack_id, held in conn.fetchall(
             "SELECT pack_id, held_milli FROM allocations WHERE reservation_id = ? AND pack_id IS NOT NULL",
@@ -1026,8 +601,6 @@ class Ledger:
 
         return self.backend.run(tx)
 
-    # ----------------------------------------------------------------- reads
-
     def get_reservation(self, key: str) -> ReservationInfo:
         """One reservation by id (:class:`ReservationNotFoundError` if absent)."""
         return self.backend.run(lambda conn: self._require(conn, key), write=False)
@@ -1036,8 +609,8 @@ class Ledger:
         """The reservation that Kling task ``task_id`` was submitted for, if any."""
 
         def tx(conn: Connection) -> ReservationInfo | None:
-            row = conn.fetchone(f"SELECT {_RES_COLUMNS} FROM reservations WHERE task_id = ?", (task_id,))
-            return None if row is None else _info_from_row(row)
+            row = conn.fetchone(f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE task_id = ?", (task_id,))
+            return None if row is None else info_from_row(row)
 
         return self.backend.run(tx, write=False)
 
@@ -1058,9 +631,9 @@ class Ledger:
             conditions.append(scope_sql)
             params += scope_params
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        sql = f"SELECT {_RES_COLUMNS} FROM reservations {where} ORDER BY reserved_at {order}, id LIMIT ?"
+        sql = f"SELECT {RESERVATION_COLUMNS} FROM reservations {where} ORDER BY reserved_at {order}, id LIMIT ?"
         rows = self.backend.run(lambda conn: conn.fetchall(sql, [*params, limit]), write=False)
-        return [_info_from_row(r) for r in rows]
+        return [info_from_row(r) for r in rows]
 
     def pending_alerts(self, *, limit: int = 100) -> list[AlertEvent]:
         """Alert events not yet delivered, oldest first (the outbox)."""
@@ -1071,7 +644,7 @@ class Ledger:
             ),
             write=False,
         )
-        return [_event_from_payload(r[0], r[1]) for r in rows]
+        return [event_from_payload(r[0], r[1]) for r in rows]
 
     def recent_alerts(self, *, limit: int = 50) -> list[AlertEvent]:
         """The newest alert events, delivered or not."""
@@ -1079,7 +652,7 @@ class Ledger:
             lambda conn: conn.fetchall("SELECT id, payload FROM alert_events ORDER BY id DESC LIMIT ?", (limit,)),
             write=False,
         )
-        return [_event_from_payload(r[0], r[1]) for r in rows]
+        return [event_from_payload(r[0], r[1]) for r in rows]
 
     def mark_alerts_delivered(self, ids: Sequence[int], *, now: datetime | None = None) -> int:
         """Mark outbox events as delivered; returns how many were still pending."""
@@ -1129,22 +702,6 @@ class Ledger:
             filters=filters,
         )
 
-    # ----------------------------------------------------------------- internals
-
-    def _window(self, budget: Budget, at: datetime) -> Window:
-        """``budget.window(at)``, reusing the last window computed for the same calendar (hot path)."""
-        key = (budget.period, budget.timezone, budget.week_start)
-        window = self._windows.get(key)
-        if window is None or not window.contains(at):
-            window = budget.window(at)
-            self._windows[key] = window
-        return window
-
-    @staticmethod
-    def _matching(config: _Config, attribution: Attribution) -> list[Budget]:
-        """The budgets ``attribution`` counts against, in lock order (see ``ledger/locks.py``)."""
-        return sorted((b for b in config.budgets if b.scope.matches(attribution)), key=lock_order)
-
     @staticmethod
     def _add_held(conn: Connection, budget: Budget, window: Window, units_delta: int, usd_nano: int) -> Counters | None:
         conditions = ["budget_id = ?", "window_start = ?"]
@@ -1158,59 +715,10 @@ class Ledger:
                 params += [usd_nano, budget.limit_usd_nano]
         row = conn.fetchone(
             "UPDATE budget_windows SET held_milli = held_milli + ?, held_nano = held_nano + ? "
-            f"WHERE {' AND '.join(conditions)} RETURNING {_COUNTER_COLUMNS}",
+            f"WHERE {' AND '.join(conditions)} RETURNING {COUNTER_COLUMNS}",
             params,
         )
         return None if row is None else Counters(*row)
-
-    def _fold_or_row(self, conn: Connection, budget: Budget, window: Window) -> Counters:
-        row = conn.fetchone(
-            f"SELECT {_COUNTER_COLUMNS} FROM budget_windows WHERE budget_id = ? AND window_start = ?",
-            (budget.id, window.start_us),
-        )
-        return Counters(*row) if row else self._fold(conn, budget, window)
-
-    def _settle_allocs(self, conn: Connection, config: _Config, info: ReservationInfo, actual: int, at: int) -> int:
-        """Turn the held allocations into committed ones for ``actual`` units; return the dollars (nano).
-
-        Allocation rows exist only for reservations that drew from a pack; any other hold was priced at one
-        rate, so its committed part costs the same rate.
-        """
-        rows = (
-            conn.fetchall(
-                "SELECT position, pack_id, held_milli, price_nano, per_milli FROM allocations "
-                "WHERE reservation_id = ? ORDER BY position",
-                (info.id,),
-            )
-            if info.pack_type.value in config.pack_types
-            else []
-        )
-        if not rows:
-            covered = min(actual, info.units_milli)
-            usd = usd_nano_for_units(covered, info.usd_nano, info.units_milli) if covered else 0
-            remaining = actual - covered
-        else:
-            remaining = actual
-            usd = 0
-        for position, pack_id, held, price_nano, per_milli in rows:
-            used = min(remaining, held)
-            remaining -= used
-            conn.execute(
-                "UPDATE allocations SET committed_milli = ? WHERE reservation_id = ? AND position = ?",
-                (used, info.id, position),
-            )
-            if pack_id is not None:
-                conn.execute(
-                    "UPDATE packs SET held_milli = held_milli - ?, committed_milli = committed_milli + ? WHERE id = ?",
-                    (held, used, pack_id),
-                )
-            usd += usd_nano_for_units(used, price_nano, per_milli)
-        if remaining > 0:
-            extra = self._allocate(conn, config, info.pack_type, remaining, at)
-            if any(a.pack_id is not None for a in extra):
-                self._store_allocs(conn, info.id, extra, committed=True, first_position=len(rows))
-            usd += sum(a.usd_nano for a in extra)
-        return usd
 
     @staticmethod
     def _insert_reservation(
@@ -1324,13 +832,13 @@ class Ledger:
     ) -> list[AlertEvent]:
         events = []
         for threshold, kind in crossed_thresholds(budget, before, after):
-            events.append(_budget_event(AlertKind.THRESHOLD, budget, window, after, kind, at, key, threshold))
+            events.append(budget_event(AlertKind.THRESHOLD, budget, window, after, kind, at, key, threshold))
         for kind, limit, old, new in (
             ("units", budget.limit_units_milli, before.used_milli, after.used_milli),
             ("usd", budget.limit_usd_nano, before.used_nano, after.used_nano),
         ):
             if limit and old < limit <= new:
-                events.append(_budget_event(AlertKind.EXHAUSTED, budget, window, after, kind, at, key, None))
+                events.append(budget_event(AlertKind.EXHAUSTED, budget, window, after, kind, at, key, None))
                 break
         return events
 
@@ -1352,8 +860,8 @@ class Ledger:
     @staticmethod
     def _fetch(conn: Connection, key: str, *, lock: bool = False) -> ReservationInfo | None:
         lock_sql = for_update(conn) if lock else ""  # dialect hook: see ledger/locks.py
-        row = conn.fetchone(f"SELECT {_RES_COLUMNS} FROM reservations WHERE id = ?{lock_sql}", (key,))
-        return None if row is None else _info_from_row(row)
+        row = conn.fetchone(f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = ?{lock_sql}", (key,))
+        return None if row is None else info_from_row(row)
 
     def _require(self, conn: Connection, key: str, *, lock: bool = False) -> ReservationInfo:
         info = self._fetch(conn, key, lock=lock)
@@ -1368,148 +876,6 @@ class Ledger:
                 f"key {info.id!r} was already used for a different request; use a new key for a new request"
             )
         if info.state is ReservationState.DENIED:
-            denial = _denial_from_dict(info.detail["denial"])
+            denial = denial_from_dict(info.detail["denial"])
             raise BudgetExceededError(denial.message(), denial)
         return replace(info, replayed=True)
-
-
-def _request_hash(kind: str, units_milli: int, pack: PackType, attribution: Attribution, product: str) -> str:
-    text = json.dumps(
-        [
-            kind,
-            units_milli,
-            pack.value,
-            attribution.project,
-            attribution.user,
-            attribution.api_key,
-            attribution.model,
-            list(attribution.tags),
-            product,
-        ],
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _info_from_row(row: Row) -> ReservationInfo:
-    detail = json.loads(row[21]) if row[21] else {}
-    tags = tuple(t for t in row[7].split(",") if t)
-    return ReservationInfo(
-        id=row[0],
-        kind=row[1],
-        state=ReservationState(row[2]),
-        attribution=Attribution(project=row[3], user=row[4], api_key=row[5], model=row[6], tags=tags),
-        product=row[8],
-        pack_type=PackType(row[9]),
-        units_milli=row[10],
-        usd_nano=row[11],
-        actual_milli=row[12],
-        actual_nano=row[13],
-        overage_milli=row[14],
-        overage_nano=row[15],
-        over_budget=bool(row[16]),
-        reserved_at=from_micros(row[17]),
-        resolved_at=None if row[18] is None else from_micros(row[18]),
-        expires_at=None if row[19] is None else from_micros(row[19]),
-        task_id=row[20],
-        detail=detail,
-        request_hash=row[22],
-    )
-
-
-def _over_limit(budget: Budget, counters: Counters) -> bool:
-    return bool(
-        (budget.limit_units_milli is not None and counters.used_milli > budget.limit_units_milli)
-        or (budget.limit_usd_nano is not None and counters.used_nano > budget.limit_usd_nano)
-    )
-
-
-def _percent_text(used: int, limit: int) -> str:
-    return str((Decimal(used) * 100 / Decimal(limit)).quantize(Decimal("0.01"))) if limit else ""
-
-
-def _budget_event(
-    kind: AlertKind,
-    budget: Budget,
-    window: Window,
-    counters: Counters,
-    limit_kind: str,
-    at: int,
-    key: str,
-    threshold: int | None,
-) -> AlertEvent:
-    if limit_kind == "units":
-        limit, used, held = budget.limit_units_milli or 0, counters.used_milli, counters.held_milli
-        fmt: Callable[[int], str] = lambda v: units_text(v)  # noqa: E731
-        human: Callable[[int], str] = lambda v: f"{format_units(v)} units"  # noqa: E731
-    else:
-        limit, used, held = budget.limit_usd_nano or 0, counters.used_nano, counters.held_nano
-        fmt = lambda v: usd_text(v)  # noqa: E731
-        human = format_usd
-    percent = _percent_text(used, limit)
-    what = f"reached {threshold}%" if kind is AlertKind.THRESHOLD else "is exhausted"
-    message = (
-        f"budget '{budget.name}' ({budget.scope.describe()}, {budget.period.value}) {what}: "
-        f"{human(used)} of {human(limit)} used ({percent}%), {human(held)} of it held by running jobs"
-    )
-    suffix = f":{threshold}" if threshold is not None else ""
-    return AlertEvent(
-        kind=kind,
-        message=message,
-        dedupe_key=f"{kind.value}:{budget.id}:{window.start_us}{suffix}",
-        budget=budget.name,
-        scope=budget.scope.describe(),
-        period=budget.period.value,
-        window_start=window.start.isoformat(),
-        window_end=window.end.isoformat() if window.end else "",
-        limit_kind=limit_kind,
-        limit=fmt(limit),
-        used=fmt(used),
-        held=fmt(held),
-        percent=percent,
-        threshold=threshold,
-        reservation_id=key,
-        created_at=from_micros(at).isoformat(),
-    )
-
-
-def _event_from_payload(event_id: int, payload: str) -> AlertEvent:
-    data = json.loads(payload)
-    return AlertEvent(
-        id=event_id,
-        kind=AlertKind(data["kind"]),
-        message=data["message"],
-        dedupe_key=data["dedupe_key"],
-        budget=data.get("budget", ""),
-        scope=data.get("scope", ""),
-        period=data.get("period", ""),
-        window_start=data.get("window_start", ""),
-        window_end=data.get("window_end", ""),
-        limit_kind=data.get("limit_kind", ""),
-        limit=data.get("limit", ""),
-        used=data.get("used", ""),
-        held=data.get("held", ""),
-        percent=data.get("percent", ""),
-        threshold=data.get("threshold"),
-        reservation_id=data.get("reservation_id", ""),
-        created_at=data.get("created_at", ""),
-    )
-
-
-def _denial_from_dict(data: Mapping[str, Any]) -> Denial:
-    from kling_budget.money import units_to_milli, usd_to_nano
-
-    convert = units_to_milli if data["limit_kind"] == "units" else usd_to_nano
-    return Denial(
-        budget=data["budget"],
-        scope=data["scope"],
-        period=data["period"],
-        window_start=datetime.fromisoformat(data["window_start"]),
-        window_end=datetime.fromisoformat(data["window_end"]) if data["window_end"] else None,
-        limit_kind=data["limit_kind"],
-        limit=convert(data["limit"]),
-        committed=convert(data["committed"]),
-        held=convert(data["held"]),
-        price=convert(data["price"]),
-        reset_at=datetime.fromisoformat(data["reset_at"]) if data["reset_at"] else None,
-    )

@@ -30,7 +30,7 @@ from typing import Any
 
 from kling_budget.errors import ConfigurationError
 from kling_budget.ledger.backend import Backend, Connection, Row
-from kling_budget.ledger.core import _event_from_payload
+from kling_budget.ledger.events import event_from_payload
 from kling_budget.ledger.locks import skip_locked
 from kling_budget.types import AlertEvent
 from kling_budget.windows import from_micros, to_micros
@@ -212,7 +212,7 @@ class Outbox:
             )
 
         rows = self.backend.run(tx)
-        claimed = [ClaimedEvent(_event_from_payload(int(r[0]), r[1]), int(r[2]), _keys(r[3])) for r in rows]
+        claimed = [ClaimedEvent(event_from_payload(int(r[0]), r[1]), int(r[2]), _keys(r[3])) for r in rows]
         return sorted(claimed, key=lambda c: c.event.id or 0)
 
     def complete(
@@ -304,7 +304,7 @@ class Outbox:
                 status = "pending"
             result.append(
                 OutboxEntry(
-                    event=_event_from_payload(int(event_id), payload),
+                    event=event_from_payload(int(event_id), payload),
                     status=status,
                     attempts=int(attempts),
                     delivered_to=_keys(delivered_to),

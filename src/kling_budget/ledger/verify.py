@@ -13,14 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from kling_budget.ledger.backend import Backend, Connection
-from kling_budget.ledger.core import (
-    _BUDGET_COLUMNS,
-    _COUNTER_COLUMNS,
-    BUCKET_MICROS,
-    budget_from_row,
-    scope_filter,
-)
 from kling_budget.ledger.records import VerifyReport
+from kling_budget.ledger.rows import BUCKET_MICROS, BUDGET_COLUMNS, COUNTER_COLUMNS, budget_from_row, scope_filter
 from kling_budget.windows import Window, from_micros
 
 __all__ = ["verify"]
@@ -46,7 +40,7 @@ _DERIVED = """
 
 
 def _entry_amounts(row: tuple[Any, ...]) -> tuple[int, int, int, int, int, int] | None:
-    """Counters of one job, in ``_COUNTER_COLUMNS`` order, derived from its entries alone."""
+    """Counters of one job, in ``COUNTER_COLUMNS`` order, derived from its entries alone."""
     n, rs_u, rs_d, cm_u, cm_d, rl_u, _rl_d, rc_u, rc_d = row[16:25]
     if not n:
         return None
@@ -104,8 +98,8 @@ def _verify(conn: Connection) -> VerifyReport:
     entries_row = conn.fetchone("SELECT COUNT(*) FROM entries")
     entry_count = int(entries_row[0]) if entries_row else 0
 
-    windows = conn.fetchall(f"SELECT budget_id, window_start, window_end, {_COUNTER_COLUMNS} FROM budget_windows")
-    budgets = {int(r[0]): budget_from_row(r) for r in conn.fetchall(f"SELECT {_BUDGET_COLUMNS} FROM budgets")}
+    windows = conn.fetchall(f"SELECT budget_id, window_start, window_end, {COUNTER_COLUMNS} FROM budget_windows")
+    budgets = {int(r[0]): budget_from_row(r) for r in conn.fetchall(f"SELECT {BUDGET_COLUMNS} FROM budgets")}
     for budget_id, start, end, *stored in windows:
         budget = budgets.get(int(budget_id))
         if budget is None:
@@ -129,7 +123,7 @@ def _verify(conn: Connection) -> VerifyReport:
                     continue
                 expected[i] += value
         if list(stored) != expected:
-            names = [c.strip() for c in _COUNTER_COLUMNS.split(",")]
+            names = [c.strip() for c in COUNTER_COLUMNS.split(",")]
             diffs = ", ".join(f"{n} {s} != {e}" for n, s, e in zip(names, stored, expected, strict=True) if s != e)
             problems.append(f"budget {budget.name} window {window.start.isoformat()}: {diffs}")
 

@@ -1,0 +1,281 @@
+"""Budgets and their window counters: the configuration cache, budget admin, status and window folds."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kling_budget.budgets import Budget, BudgetStatus, Counters
+from kling_budget.errors import ConfigurationError
+from kling_budget.ledger.backend import Backend, Connection
+from kling_budget.ledger.locks import lock_config, lock_order, lock_window
+from kling_budget.ledger.rows import BUDGET_COLUMNS, COUNTER_COLUMNS, budget_from_row, scope_filter
+from kling_budget.types import Attribution, PackType
+from kling_budget.windows import Period, Window, to_micros
+
+__all__ = ["BudgetStore", "LedgerBase", "LedgerConfig", "NewWindows"]
+
+
+@dataclass(slots=True)
+class LedgerConfig:
+    """What a process caches of the ledger's configuration, valid while ``meta.config_version`` is unchanged."""
+
+    version: str
+    budgets: tuple[Budget, ...]
+    pack_types: frozenset[str]
+    known_windows: set[tuple[int, int]]
+
+
+class NewWindows:
+    """Window rows created by one transaction attempt; cached only after the transaction commits."""
+
+    def __init__(self) -> None:
+        self.config: LedgerConfig | None = None
+        self.created: list[tuple[int, int]] = []
+
+    def start(self, config: LedgerConfig) -> LedgerConfig:
+        """Begin an attempt under ``config``."""
+        self.config, self.created = config, []
+        return config
+
+    def committed(self) -> None:
+        if self.config is not None:
+            self.config.known_windows.update(self.created)
+
+
+class LedgerBase:
+    """State shared by the parts of :class:`~kling_budget.ledger.core.Ledger`: the backend and its caches.
+
+    The configuration (budgets, pack types) is cached per process and reloaded whenever another process
+    bumps ``meta.config_version``; the current window of each calendar is cached too (hot path).
+    """
+
+    backend: Backend
+    list_prices: dict[PackType, int]
+    _config: LedgerConfig
+    _config_lock: threading.Lock
+    _windows: dict[tuple[Period, str, int], Window]
+
+    def now(self) -> datetime:
+        """The ledger's clock."""
+        raise NotImplementedError
+
+    def _load_config(self, conn: Connection) -> LedgerConfig:
+        lock_config(conn, exclusive=False)  # dialect hook: see ledger/locks.py
+        row = conn.fetchone("SELECT value FROM meta WHERE key = 'config_version'")
+        version = row[0] if row else ""
+        config = self._config
+        if config.version == version:
+            return config
+        budgets = tuple(budget_from_row(r) for r in conn.fetchall(f"SELECT {BUDGET_COLUMNS} FROM budgets ORDER BY id"))
+        pack_types = frozenset(r[0] for r in conn.fetchall("SELECT DISTINCT pack_type FROM packs"))
+        fresh = LedgerConfig(version, budgets, pack_types, set())
+        with self._config_lock:
+            self._config = fresh
+        return fresh
+
+    @staticmethod
+    def _bump_config(conn: Connection) -> None:
+        conn.execute("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'config_version'")
+
+    def _window(self, budget: Budget, at: datetime) -> Window:
+        """``budget.window(at)``, reusing the last window computed for the same calendar (hot path)."""
+        key = (budget.period, budget.timezone, budget.week_start)
+        window = self._windows.get(key)
+        if window is None or not window.contains(at):
+            window = budget.window(at)
+            self._windows[key] = window
+        return window
+
+    @staticmethod
+    def _matching(config: LedgerConfig, attribution: Attribution) -> list[Budget]:
+        """The budgets ``attribution`` counts against, in lock order (see ``ledger/locks.py``)."""
+        return sorted((b for b in config.budgets if b.scope.matches(attribution)), key=lock_order)
+
+
+class BudgetStore(LedgerBase):
+    """Budget administration and status: the budget half of the ledger."""
+
+    def set_budget(self, budget: Budget, *, now: datetime | None = None) -> Budget:
+        """Create or replace the budget named ``budget.name``.
+
+        Changing only limits, thresholds or hard/soft keeps the window counters. Changing what the budget
+        covers (scope, period, time zone, week start, unit pack) re-derives its counters from the entries.
+        """
+        at = to_micros(now or self.now())
+
+        def tx(conn: Connection) -> Budget:
+            lock_config(conn, exclusive=True)  # dialect hook: see ledger/locks.py
+            row = conn.fetchone(f"SELECT {BUDGET_COLUMNS} FROM budgets WHERE name = ?", (budget.name,))
+            values = (
+                budget.scope.project,
+                budget.scope.user,
+                budget.scope.api_key,
+                budget.scope.model,
+                budget.scope.tag,
+                budget.period.value,
+                budget.timezone,
+                budget.week_start,
+                budget.unit_pack.value,
+                budget.limit_units_milli,
+                budget.limit_usd_nano,
+                int(budget.hard),
+                json.dumps(list(budget.thresholds)),
+            )
+            if row is None:
+                conn.execute(
+                    "INSERT INTO budgets (name, scope_project, scope_user, scope_api_key, scope_model, "
+                    "scope_tag, period, timezone, week_start, unit_pack, limit_milli, limit_nano, hard, "
+                    "thresholds, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (budget.name, *values, at, at),
+                )
+            else:
+                existing = budget_from_row(row)
+                if existing.definition_key() != budget.definition_key():
+                    conn.execute("DELETE FROM budget_windows WHERE budget_id = ?", (existing.id,))
+                conn.execute(
+                    "UPDATE budgets SET scope_project = ?, scope_user = ?, scope_api_key = ?, scope_model = ?, "
+                    "scope_tag = ?, period = ?, timezone = ?, week_start = ?, unit_pack = ?, limit_milli = ?, "
+                    "limit_nano = ?, hard = ?, thresholds = ?, updated_at = ? WHERE id = ?",
+                    (*values, at, existing.id),
+                )
+            self._bump_config(conn)
+            stored = conn.fetchone(f"SELECT {BUDGET_COLUMNS} FROM budgets WHERE name = ?", (budget.name,))
+            assert stored is not None
+            return budget_from_row(stored)
+
+        return self.backend.run(tx)
+
+    def get_budget(self, name: str) -> Budget:
+        """The budget called ``name``; :class:`ConfigurationError` names the existing ones if absent."""
+
+        def tx(conn: Connection) -> Budget:
+            row = conn.fetchone(f"SELECT {BUDGET_COLUMNS} FROM budgets WHERE name = ?", (name,))
+            if row is None:
+                names = [r[0] for r in conn.fetchall("SELECT name FROM budgets ORDER BY name")]
+                raise ConfigurationError(f"no budget named {name!r}; existing: {', '.join(names) if names else 'none'}")
+            return budget_from_row(row)
+
+        return self.backend.run(tx, write=False)
+
+    def list_budgets(self) -> list[Budget]:
+        """Every budget, by name."""
+        rows = self.backend.run(
+            lambda conn: conn.fetchall(f"SELECT {BUDGET_COLUMNS} FROM budgets ORDER BY name"), write=False
+        )
+        return [budget_from_row(r) for r in rows]
+
+    def delete_budget(self, name: str) -> None:
+        """Delete a budget and its window counters (the entries, and so the spend history, stay)."""
+
+        def tx(conn: Connection) -> None:
+            lock_config(conn, exclusive=True)  # dialect hook: see ledger/locks.py
+            row = conn.fetchone("SELECT id FROM budgets WHERE name = ?", (name,))
+            if row is None:
+                raise ConfigurationError(f"no budget named {name!r}")
+            conn.execute("DELETE FROM budget_windows WHERE budget_id = ?", (row[0],))
+            conn.execute("DELETE FROM budgets WHERE id = ?", (row[0],))
+            self._bump_config(conn)
+
+        self.backend.run(tx)
+
+    def budget_status(self, name: str, *, now: datetime | None = None) -> BudgetStatus:
+        """Limit, committed, held, remaining, percent and window of one budget at ``now``."""
+        at = now or self.now()
+        budget = self.get_budget(name)
+        return self.backend.run(lambda conn: self._status(conn, budget, at), write=False)
+
+    def statuses(self, *, now: datetime | None = None) -> list[BudgetStatus]:
+        """The status of every budget at ``now``, by name."""
+        at = now or self.now()
+
+        def tx(conn: Connection) -> list[BudgetStatus]:
+            rows = conn.fetchall(f"SELECT {BUDGET_COLUMNS} FROM budgets ORDER BY name")
+            return [self._status(conn, budget_from_row(r), at) for r in rows]
+
+        return self.backend.run(tx, write=False)
+
+    def matching_budgets(self, attribution: Attribution) -> list[Budget]:
+        """The budgets a job with ``attribution`` counts against."""
+        config = self.backend.run(self._load_config, write=False)
+        return [b for b in config.budgets if b.scope.matches(attribution)]
+
+    def _status(self, conn: Connection, budget: Budget, at: datetime) -> BudgetStatus:
+        assert budget.id is not None
+        window = budget.window(at)
+        row = conn.fetchone(
+            f"SELECT {COUNTER_COLUMNS} FROM budget_windows WHERE budget_id = ? AND window_start = ?",
+            (budget.id, window.start_us),
+        )
+        counters = Counters(*row) if row else self._fold(conn, budget, window)
+        return BudgetStatus(budget=budget, window=window, counters=counters, as_of=at)
+
+    @staticmethod
+    def _fold_select(budget: Budget, window: Window, *, exclude: str = "") -> tuple[str, list[Any]]:
+        conditions, params = scope_filter(budget.scope)
+        where = "reserved_at >= ?" + (" AND reserved_at < ?" if window.end is not None else "")
+        where_params: list[Any] = [window.start_us] + ([window.end_us] if window.end is not None else [])
+        if conditions:
+            where += " AND " + conditions
+        if exclude:  # the job being reserved: its hold is added by its own UPDATE
+            where += " AND id <> ?"
+            params = [*params, exclude]
+        pack = budget.unit_pack.value
+        select = (
+            "SELECT "
+            "COALESCE(SUM(CASE WHEN state = 'committed' AND pack_type = ? THEN actual_milli ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN state IN ('held', 'submitted') AND pack_type = ? THEN units_milli ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN state = 'committed' AND pack_type = ? THEN overage_milli ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN state = 'committed' THEN actual_nano ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN state IN ('held', 'submitted') THEN usd_nano ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN state = 'committed' THEN overage_nano ELSE 0 END), 0) "
+            f"FROM reservations WHERE {where}"
+        )
+        return select, [pack, pack, pack, *where_params, *params]
+
+    def _fold(self, conn: Connection, budget: Budget, window: Window) -> Counters:
+        select, params = self._fold_select(budget, window)
+        row = conn.fetchone(select, params)
+        assert row is not None
+        return Counters(*(int(v) for v in row))
+
+    def _ensure_window(
+        self,
+        conn: Connection,
+        config: LedgerConfig,
+        budget: Budget,
+        window: Window,
+        created: list[tuple[int, int]],
+        exclude: str = "",
+    ) -> None:
+        """Create the budget's row for ``window`` if missing, initialised from the jobs already in it.
+
+        ``created`` collects the rows this transaction made; they join the cache only once it commits.
+        """
+        assert budget.id is not None
+        key = (budget.id, window.start_us)
+        if key in config.known_windows:
+            return
+        if conn.fetchone(
+            "SELECT 1 FROM budget_windows WHERE budget_id = ? AND window_start = ?", (budget.id, window.start_us)
+        ):
+            created.append(key)
+            return
+        lock_window(conn, budget.id, window.start_us, exclusive=True)  # dialect hook: see ledger/locks.py
+        select, params = self._fold_select(budget, window, exclude=exclude)
+        conn.execute(
+            f"INSERT INTO budget_windows (budget_id, window_start, window_end, {COUNTER_COLUMNS}) "
+            f"SELECT ?, ?, ?, {select[len('SELECT ') :]} ON CONFLICT (budget_id, window_start) DO NOTHING",
+            [budget.id, window.start_us, window.end_us, *params],
+        )
+        created.append(key)
+
+    def _fold_or_row(self, conn: Connection, budget: Budget, window: Window) -> Counters:
+        row = conn.fetchone(
+            f"SELECT {COUNTER_COLUMNS} FROM budget_windows WHERE budget_id = ? AND window_start = ?",
+            (budget.id, window.start_us),
+        )
+        return Counters(*row) if row else self._fold(conn, budget, window)
