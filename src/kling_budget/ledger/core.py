@@ -70,6 +70,29 @@ LIST_PRICE_NANO_PER_UNIT: Mapping[PackType, int] = {
 }
 
 
+Write = tuple[str, tuple[Any, ...]]
+"""One SQL statement and its parameters."""
+
+
+def _entry_write(key: str, kind: str, units_milli: int, usd_nano: int, at: int) -> Write:
+    """The append of one ledger entry."""
+    return (
+        "INSERT INTO entries (reservation_id, kind, units_milli, usd_nano, at) VALUES (?, ?, ?, ?, ?)",
+        (key, kind, units_milli, usd_nano, at),
+    )
+
+
+def _write_all(conn: Connection, *writes: Write) -> None:
+    """Run several writes of one transaction; on PostgreSQL as one statement (data-modifying CTEs), one
+    round trip instead of several — the reserve and commit paths are bound by round trips there."""
+    if conn.dialect != "postgresql" or len(writes) == 1:
+        for sql, params in writes:
+            conn.execute(sql, params)
+        return
+    ctes = ", ".join(f"w{i} AS ({sql} RETURNING 1)" for i, (sql, _) in enumerate(writes[:-1]))
+    conn.execute(f"WITH {ctes} {writes[-1][0]}", [p for _, params in writes for p in params])
+
+
 class _Denied(Exception):
     def __init__(self, denial: Denial, budget_id: int, window: Window) -> None:
         super().__init__(denial.message())
@@ -156,9 +179,7 @@ class Ledger(BudgetStore, PackStore):
             config = windows.start(self._load_config(conn))
             allocs = self._allocate(conn, config, pack, units_milli, at)
             usd_nano = sum(a.usd_nano for a in allocs)
-            self._bucket(conn, attribution, pack, at, held=(units_milli, usd_nano))
-            info = self._insert_reservation(
-                conn,
+            info, reservation_row = self._reservation_write(
                 key=key,
                 kind="reserve",
                 state=ReservationState.SUBMITTED if submitted else ReservationState.HELD,
@@ -172,9 +193,11 @@ class Ledger(BudgetStore, PackStore):
                 expires=expires,
                 detail=detail,
             )
-            conn.execute(
-                "INSERT INTO entries (reservation_id, kind, units_milli, usd_nano, at) VALUES (?, 'reserve', ?, ?, ?)",
-                (key, units_milli, usd_nano, at),
+            _write_all(
+                conn,
+                self._bucket_write(attribution, pack, at, held=(units_milli, usd_nano)),
+                reservation_row,
+                _entry_write(key, "reserve", units_milli, usd_nano, at),
             )
             if also is not None:
                 also(conn)
@@ -246,8 +269,7 @@ class Ledger(BudgetStore, PackStore):
             existing = self._fetch(conn, key)
             if existing is not None:  # a concurrent call with the same key won
                 return existing
-            self._insert_reservation(
-                conn,
+            _, reservation_row = self._reservation_write(
                 key=key,
                 kind="reserve",
                 state=ReservationState.DENIED,
@@ -261,6 +283,7 @@ class Ledger(BudgetStore, PackStore):
                 expires=None,
                 detail={**(detail or {}), "denial": denial.to_dict()},
             )
+            conn.execute(*reservation_row)
             stored_events[:] = self._insert_events(conn, [event], at)
             stored = self._fetch(conn, key)
             assert stored is not None
@@ -304,7 +327,7 @@ class Ledger(BudgetStore, PackStore):
             config = windows.start(self._load_config(conn))
             allocs = self._allocate(conn, config, pack, units_milli, at)
             usd_nano = sum(a.usd_nano for a in allocs)
-            self._bucket(conn, attribution, pack, at, committed=(units_milli, usd_nano), jobs=1)  # before budget rows
+            conn.execute(*self._bucket_write(attribution, pack, at, committed=(units_milli, usd_nano), jobs=1))
             events: list[AlertEvent] = []
             over: list[tuple[Budget, Window]] = []
             for budget in self._matching(config, attribution):
@@ -343,8 +366,7 @@ class Ledger(BudgetStore, PackStore):
                         created_at=from_micros(at).isoformat(),
                     )
                 )
-            self._insert_reservation(
-                conn,
+            _, reservation_row = self._reservation_write(
                 key=key,
                 kind="record",
                 state=ReservationState.COMMITTED,
@@ -360,10 +382,7 @@ class Ledger(BudgetStore, PackStore):
                 actual=(units_milli, usd_nano),
                 over_budget=bool(over),
             )
-            conn.execute(
-                "INSERT INTO entries (reservation_id, kind, units_milli, usd_nano, at) VALUES (?, 'record', ?, ?, ?)",
-                (key, units_milli, usd_nano, at),
-            )
+            _write_all(conn, reservation_row, _entry_write(key, "record", units_milli, usd_nano, at))
             if any(a.pack_id is not None for a in allocs):
                 self._store_allocs(conn, key, allocs, committed=True)
             stored = self._insert_events(conn, events, at)
@@ -441,23 +460,22 @@ class Ledger(BudgetStore, PackStore):
             actual_nano = self._settle_allocs(conn, config, info, actual, at)
             overage = max(0, actual - info.units_milli)
             overage_nano = max(0, actual_nano - info.usd_nano)
-            conn.execute(
-                "UPDATE reservations SET state = 'committed', actual_milli = ?, actual_nano = ?, overage_milli = ?, "
-                "overage_nano = ?, resolved_at = ? WHERE id = ?",
-                (actual, actual_nano, overage, overage_nano, at, key),
-            )
-            conn.execute(
-                "INSERT INTO entries (reservation_id, kind, units_milli, usd_nano, at) VALUES (?, 'commit', ?, ?, ?)",
-                (key, actual, actual_nano, at),
-            )
-            self._bucket(
+            _write_all(
                 conn,
-                info.attribution,
-                info.pack_type,
-                to_micros(info.reserved_at),
-                held=(-info.units_milli, -info.usd_nano),
-                committed=(actual, actual_nano),
-                jobs=1,
+                (
+                    "UPDATE reservations SET state = 'committed', actual_milli = ?, actual_nano = ?, "
+                    "overage_milli = ?, overage_nano = ?, resolved_at = ? WHERE id = ?",
+                    (actual, actual_nano, overage, overage_nano, at, key),
+                ),
+                _entry_write(key, "commit", actual, actual_nano, at),
+                self._bucket_write(
+                    info.attribution,
+                    info.pack_type,
+                    to_micros(info.reserved_at),
+                    held=(-info.units_milli, -info.usd_nano),
+                    committed=(actual, actual_nano),
+                    jobs=1,
+                ),
             )
             events: list[AlertEvent] = []
             reserved_dt = info.reserved_at
@@ -550,20 +568,16 @@ class Ledger(BudgetStore, PackStore):
         detail = dict(info.detail)
         if reason:
             detail["release_reason"] = reason
-        conn.execute(
-            "UPDATE reservations SET state = 'released', resolved_at = ?, detail = ? WHERE id = ?",
-            (at, json.dumps(detail, default=str), info.id),
-        )
-        conn.execute(
-            "INSERT INTO entries (reservation_id, kind, units_milli, usd_nano, at) VALUES (?, 'release', ?, ?, ?)",
-            (info.id, info.units_milli, info.usd_nano, at),
-        )
-        self._bucket(
+        _write_all(
             conn,
-            info.attribution,
-            info.pack_type,
-            to_micros(info.reserved_at),
-            held=(-info.units_milli, -info.usd_nano),
+            (
+                "UPDATE reservations SET state = 'released', resolved_at = ?, detail = ? WHERE id = ?",
+                (at, json.dumps(detail, default=str), info.id),
+            ),
+            _entry_write(info.id, "release", info.units_milli, info.usd_nano, at),
+            self._bucket_write(
+                info.attribution, info.pack_type, to_micros(info.reserved_at), held=(-info.units_milli, -info.usd_nano)
+            ),
         )
         for budget in self._matching(config, info.attribution):  # budget rows last (see reserve)
             window = self._window(budget, info.reserved_at)
@@ -721,8 +735,7 @@ class Ledger(BudgetStore, PackStore):
         return None if row is None else Counters(*row)
 
     @staticmethod
-    def _insert_reservation(
-        conn: Connection,
+    def _reservation_write(
         *,
         key: str,
         kind: str,
@@ -738,10 +751,11 @@ class Ledger(BudgetStore, PackStore):
         detail: Mapping[str, Any] | None,
         actual: tuple[int, int] | None = None,
         over_budget: bool = False,
-    ) -> ReservationInfo:
+    ) -> tuple[ReservationInfo, Write]:
+        """The insert of a reservation row, and the reservation it stores."""
         detail_text = json.dumps(dict(detail or {}), default=str, sort_keys=True)
         resolved = at if state in (ReservationState.COMMITTED, ReservationState.DENIED) else None
-        conn.execute(
+        write: Write = (
             "INSERT INTO reservations (id, kind, state, request_hash, project, user_id, api_key, model, tags, "
             "product, pack_type, units_milli, usd_nano, actual_milli, actual_nano, over_budget, reserved_at, "
             "resolved_at, expires_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -768,7 +782,7 @@ class Ledger(BudgetStore, PackStore):
                 detail_text,
             ),
         )
-        return ReservationInfo(
+        info = ReservationInfo(
             id=key,
             kind=kind,
             state=state,
@@ -789,10 +803,10 @@ class Ledger(BudgetStore, PackStore):
             detail=json.loads(detail_text),
             request_hash=request_hash,
         )
+        return info, write
 
     @staticmethod
-    def _bucket(
-        conn: Connection,
+    def _bucket_write(
         attribution: Attribution,
         pack: PackType,
         at: int,
@@ -800,9 +814,10 @@ class Ledger(BudgetStore, PackStore):
         held: tuple[int, int] = (0, 0),
         committed: tuple[int, int] = (0, 0),
         jobs: int = 0,
-    ) -> None:
+    ) -> Write:
+        """The upsert that moves the quarter-hour usage roll-up of one job."""
         bucket = at - at % BUCKET_MICROS
-        conn.execute(
+        return (
             "INSERT INTO usage_buckets (bucket, project, user_id, api_key, model, pack_type, committed_milli, "
             "held_milli, committed_nano, held_nano, jobs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (bucket, project, user_id, api_key, model, pack_type) DO UPDATE SET "
