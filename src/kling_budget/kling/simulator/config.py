@@ -155,7 +155,7 @@ class SimulatorConfig:
         jwt_leeway_seconds: tolerance on ``nbf``/``exp``.
         external_id_query: also answer ``GET <create path>?external_task_id=...`` with the single task.
         strict_video_refs: ``video_id`` in video-extend / lip-sync must name a video this account generated.
-        prompt_markers: honour ``[sim:fail]``-style markers in prompts (see :class:`~.state.Script`).
+        prompt_markers: honour ``[sim:fail]``-style markers in prompts (see :class:`~.scripting.Script`).
         failure_probability / seed: fail this share of tasks at random, reproducibly.
         callback_on_submit: also call back for the initial ``submitted`` status.
         callback_retries / callback_timeout_seconds: attempts after the first, and the per-attempt timeout.

@@ -1,0 +1,145 @@
+"""Outcome control for the simulator: scripted outcomes (:class:`Script`) and prompt markers.
+
+A task's :class:`Plan` (fail, charge, timing) comes from its prompt's ``[sim:...]`` markers first, then the
+:class:`Script` queues, then ``failure_probability``. Pure apart from the script's own lock.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from kling_budget.errors import InvalidInputError
+from kling_budget.kling.simulator.protocol import CODE_MESSAGE, SimError
+from kling_budget.money import units_to_milli
+
+__all__ = ["DEFAULT_FAILURE", "Plan", "Script", "plan_task", "read_markers"]
+
+DEFAULT_FAILURE = "simulated failure"
+_MARKER = re.compile(r"\[sim:(fail|charge|queued|running|reject)(?:=([^\]]*))?\]")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What is decided about a task before it is created (``None``: the configured default)."""
+
+    fail: str | None = None
+    charge_milli: int | None = None
+    queued_ms: int | None = None
+    running_ms: int | None = None
+
+
+class Script:
+    """Deterministic outcomes for the next created tasks (in creation order, across accounts).
+
+    Each queue is consumed by the next task that is accepted (a request refused with an error code consumes
+    nothing). Queues are independent: ``fail_next`` and ``charge_next`` both apply to the next task.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fail: deque[str] = deque()
+        self._charge: deque[int] = deque()
+        self._timing: deque[tuple[int | None, int | None]] = deque()
+
+    def fail_next(self, n: int = 1, message: str = DEFAULT_FAILURE) -> None:
+        """Make the next ``n`` tasks end ``failed`` with ``task_status_msg`` = ``message`` (charged "0")."""
+        with self._lock:
+            self._fail.extend([message] * n)
+
+    def charge_next(self, units: Decimal | int | str, n: int = 1) -> None:
+        """Charge the next ``n`` successful tasks ``units`` instead of their quote (price drift)."""
+        milli = units_to_milli(units, "charge")
+        with self._lock:
+            self._charge.extend([milli] * n)
+
+    def time_next(self, *, queued: float | None = None, running: float | None = None, n: int = 1) -> None:
+        """Give the next ``n`` tasks their own ``submitted`` / ``processing`` durations in seconds."""
+        timing = (
+            None if queued is None else round(queued * 1000),
+            None if running is None else round(running * 1000),
+        )
+        with self._lock:
+            self._timing.extend([timing] * n)
+
+    def clear(self) -> None:
+        """Forget everything scripted."""
+        with self._lock:
+            self._fail.clear()
+            self._charge.clear()
+            self._timing.clear()
+
+    @property
+    def pending(self) -> int:
+        """How many scripted entries are still waiting (all queues together)."""
+        with self._lock:
+            return len(self._fail) + len(self._charge) + len(self._timing)
+
+    def _peek(self) -> Plan:
+        with self._lock:
+            queued, running = self._timing[0] if self._timing else (None, None)
+            return Plan(
+                fail=self._fail[0] if self._fail else None,
+                charge_milli=self._charge[0] if self._charge else None,
+                queued_ms=queued,
+                running_ms=running,
+            )
+
+    def _consume(self) -> None:
+        with self._lock:
+            for queue in (self._fail, self._charge, self._timing):
+                if queue:
+                    queue.popleft()
+
+
+def read_markers(body: Mapping[str, Any], *, enabled: bool) -> Plan:
+    """The plan the prompt's ``[sim:...]`` markers ask for (empty when markers are off or absent).
+
+    Raises:
+        SimError: 1201 for a marker that needs a number or names no documented code; the code itself for
+            ``[sim:reject=<code>]``.
+    """
+    prompt = body.get("prompt")
+    if not enabled or not isinstance(prompt, str) or "[sim:" not in prompt:
+        return Plan()
+    fail: str | None = None
+    charge = queued = running = rejection = None
+    for name, value in _MARKER.findall(prompt):
+        try:
+            if name == "fail":
+                fail = value or DEFAULT_FAILURE
+            elif name == "charge":
+                charge = units_to_milli(value, "[sim:charge=...]")
+            elif name == "queued":
+                queued = round(float(value) * 1000)
+            elif name == "reject":
+                rejection = int(value)
+            else:
+                running = round(float(value) * 1000)
+        except (InvalidInputError, ValueError):
+            raise SimError(1201, f"prompt marker [sim:{name}={value}] needs a number") from None
+    if rejection is not None:
+        if rejection not in CODE_MESSAGE or rejection == 0:
+            raise SimError(1201, f"prompt marker [sim:reject={rejection}] needs a documented Kling error code")
+        raise SimError(rejection)
+    return Plan(fail, charge, queued, running)
+
+
+def plan_task(markers: Plan, script: Script, failure_probability: float, rng: random.Random) -> Plan:
+    """Combine prompt markers, the script's next entries (not consumed) and random failure, in that order."""
+    scripted = script._peek()
+    fail = markers.fail if markers.fail is not None else scripted.fail
+    if fail is None and failure_probability > 0 and rng.random() < failure_probability:
+        fail = DEFAULT_FAILURE
+    return Plan(
+        fail=fail,
+        charge_milli=markers.charge_milli if markers.charge_milli is not None else scripted.charge_milli,
+        queued_ms=markers.queued_ms if markers.queued_ms is not None else scripted.queued_ms,
+        running_ms=markers.running_ms if markers.running_ms is not None else scripted.running_ms,
+    )
