@@ -5,7 +5,8 @@ the result: :class:`_Send` (an HTTP exchange; the driver answers with a :class:`
 (the driver answers ``None``) and :class:`_Notify` (call the progress callback). The sync client drives
 flows with ``httpx.Client`` and a blocking sleep, the async client with ``httpx.AsyncClient`` and an
 awaitable sleep, so the retry, re-signing and ambiguous-create logic below exists exactly once. See
-:mod:`kling_budget.kling.client` for the create state machine.
+:mod:`kling_budget.kling.client` for the create state machine; the drivers are
+:mod:`~kling_budget.kling.client_sync` and :mod:`~kling_budget.kling.client_async`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -136,6 +137,14 @@ def _transport_error(reply: _Reply, send: _Send, reason: str) -> KlingTransportE
     return KlingTransportError(f"Kling transport error: {reason} [{where}]", http_status=reply.status)
 
 
+def _headers(send: _Send) -> dict[str, str]:
+    """The per-request headers of one exchange (both drivers add them to the pool's ``User-Agent``)."""
+    headers = {"Authorization": send.authorization}
+    if send.body is not None:
+        headers["Content-Type"] = "application/json"
+    return headers
+
+
 def _names_duplicate(error: KlingAPIError) -> bool:
     """A parameter rejection about ``external_task_id``: proof that a task with that id already exists."""
     return isinstance(error, KlingParameterError) and "external_task_id" in str(error)
@@ -171,6 +180,11 @@ def compact(**fields: Any) -> dict[str, Any]:
 def duration_text(duration: int | str | None) -> str | None:
     """Kling's ``/v1`` design sends durations as strings (``"5"``)."""
     return None if duration is None else str(duration)
+
+
+def _images(image_list: Sequence[str | Mapping[str, Any]]) -> list[Any]:
+    """Multi-image references: a bare string becomes ``{"image": ...}``."""
+    return [{"image": item} if isinstance(item, str) else dict(item) for item in image_list]
 
 
 def _ms(value: datetime | int, what: str) -> int:
