@@ -368,3 +368,36 @@ async def test_async_client_reserves_submits_and_settles(tracker: CostTracker, k
     states = sorted(i.state.value for i in tracker.ledger.list_reservations())
     assert states == ["committed", "committed", "denied", "released"]
     assert entry_kinds(tracker, job.reservation_id) == ["reserve", "commit"]
+
+
+@pytest.mark.anyio
+async def test_async_lip_sync_builds_the_same_body_as_sync(tracker: CostTracker) -> None:
+    """Async and sync lip sync send the same body: input fields inside ``input``, other options at the top."""
+    import json
+
+    import httpx
+
+    from kling_budget.kling import AsyncKlingClient
+
+    bodies: list[dict[str, object]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        data = {"task_id": f"t{len(bodies)}", "task_status": "submitted", "created_at": 0, "updated_at": 0}
+        return httpx.Response(200, json={"code": 0, "message": "SUCCEED", "request_id": "r", "data": data})
+
+    options = {"mode": "text2video", "video_id": "v1", "text": "hi", "voice_id": "x", "input_duration": 5}
+    extra = {"watermark_info": {"enabled": False}}
+    with BudgetEnforcedClient(
+        tracker, client=KlingClient("ak", "sk", base_url="http://kling.test", transport=httpx.MockTransport(answer))
+    ) as client:
+        client.lip_sync(**options, **extra)  # type: ignore[arg-type]
+    transport = httpx.MockTransport(answer)
+    async with AsyncBudgetEnforcedClient(
+        tracker, client=AsyncKlingClient("ak", "sk", base_url="http://kling.test", transport=transport)
+    ) as aclient:
+        await aclient.lip_sync(**options, **extra)  # type: ignore[arg-type]
+    sync_body, async_body = ({k: v for k, v in b.items() if k != "external_task_id"} for b in bodies)
+    assert sync_body == async_body
+    assert sync_body["watermark_info"] == {"enabled": False}
+    assert sync_body["input"] == {"mode": "text2video", "video_id": "v1", "text": "hi", "voice_id": "x"}

@@ -294,16 +294,37 @@ class AsyncBudgetEnforcedClient(_ClientBase[AsyncKlingClient]):
         self,
         *,
         mode: str,
+        video_id: str | None = None,
+        video_url: str | None = None,
+        text: str | None = None,
+        voice_id: str | None = None,
+        voice_language: str | None = None,
+        voice_speed: float | None = None,
+        audio_type: str | None = None,
+        audio_file: str | None = None,
+        audio_url: str | None = None,
         input_duration: Number | None = None,
         callback_url: str | None = None,
         external_task_id: str | None = None,
-        **input_fields: Any,
+        **extra: Any,
     ) -> AsyncJob:
-        """Lip sync under budget; ``input_fields`` go into Kling's ``input`` object (``video_id``, ``text``...)."""
+        """Lip sync under budget; see :meth:`BudgetEnforcedClient.lip_sync` (same arguments, same body)."""
         body = compact(
-            input=compact(mode=mode, **input_fields),
+            input=compact(
+                mode=mode,
+                video_id=video_id,
+                video_url=video_url,
+                text=text,
+                voice_id=voice_id,
+                voice_language=voice_language,
+                voice_speed=voice_speed,
+                audio_type=audio_type,
+                audio_file=audio_file,
+                audio_url=audio_url,
+            ),
             callback_url=callback_url,
             external_task_id=external_task_id,
+            **extra,
         )
         return await self.submit(Endpoint.LIP_SYNC, body, input_duration=input_duration)
 
