@@ -63,8 +63,11 @@ class LedgerBase:
         """The ledger's clock."""
         raise NotImplementedError
 
-    def _load_config(self, conn: Connection) -> LedgerConfig:
-        lock_config(conn, exclusive=False)  # dialect hook: see ledger/locks.py
+    def _load_config(self, conn: Connection, *, locked: bool = False) -> LedgerConfig:
+        """The configuration, reloaded when another process changed it; takes the config lock shared first
+        unless the caller already holds it (``locked``)."""
+        if not locked:
+            lock_config(conn, exclusive=False)  # dialect hook: see ledger/locks.py
         row = conn.fetchone("SELECT value FROM meta WHERE key = 'config_version'")
         version = row[0] if row else ""
         config = self._config

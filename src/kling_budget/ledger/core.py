@@ -42,7 +42,7 @@ from kling_budget.ledger.events import (
     over_limit,
     percent_text,
 )
-from kling_budget.ledger.locks import for_update, lock_window, skip_locked
+from kling_budget.ledger.locks import config_lock_expression, for_update, lock_window, skip_locked
 from kling_budget.ledger.packs import PackStore
 from kling_budget.ledger.records import ReservationInfo, ReservationState, UsageRow, VerifyReport
 from kling_budget.ledger.rows import (
@@ -173,10 +173,10 @@ class Ledger(BudgetStore, PackStore):
         windows = NewWindows()
 
         def tx(conn: Connection) -> ReservationInfo:
-            existing = self._fetch(conn, key)
+            existing, locked = self._fetch_with_config_lock(conn, key)
             if existing is not None:
                 return self._replay(existing, request_hash)
-            config = windows.start(self._load_config(conn))
+            config = windows.start(self._load_config(conn, locked=locked))
             allocs = self._allocate(conn, config, pack, units_milli, at)
             usd_nano = sum(a.usd_nano for a in allocs)
             info, reservation_row = self._reservation_write(
@@ -321,10 +321,10 @@ class Ledger(BudgetStore, PackStore):
         windows = NewWindows()
 
         def tx(conn: Connection) -> ReservationInfo:
-            existing = self._fetch(conn, key)
+            existing, locked = self._fetch_with_config_lock(conn, key)
             if existing is not None:
                 return self._replay(existing, request_hash)
-            config = windows.start(self._load_config(conn))
+            config = windows.start(self._load_config(conn, locked=locked))
             allocs = self._allocate(conn, config, pack, units_milli, at)
             usd_nano = sum(a.usd_nano for a in allocs)
             conn.execute(*self._bucket_write(attribution, pack, at, committed=(units_milli, usd_nano), jobs=1))
@@ -877,6 +877,23 @@ class Ledger(BudgetStore, PackStore):
         lock_sql = for_update(conn) if lock else ""  # dialect hook: see ledger/locks.py
         row = conn.fetchone(f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = ?{lock_sql}", (key,))
         return None if row is None else info_from_row(row)
+
+    @staticmethod
+    def _fetch_with_config_lock(conn: Connection, key: str) -> tuple[ReservationInfo | None, bool]:
+        """The reservation ``key`` if it exists, taking the config lock in the same statement where the
+        backend needs one; returns whether the lock is now held. A row read from a snapshot just older than
+        the lock is fine here: a concurrent insert of the same key fails on the primary key and is retried."""
+        expression = config_lock_expression(conn)  # dialect hook: see ledger/locks.py
+        if expression is None:
+            row = conn.fetchone(f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = ?", (key,))
+            return (None if row is None else info_from_row(row)), False
+        found = conn.fetchone(
+            f"SELECT {expression}, r.* FROM (SELECT 1) AS one "
+            f"LEFT JOIN (SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = ?) AS r ON true",
+            (key,),
+        )
+        assert found is not None
+        return (None if found[1] is None else info_from_row(found[1:])), True
 
     def _require(self, conn: Connection, key: str, *, lock: bool = False) -> ReservationInfo:
         info = self._fetch(conn, key, lock=lock)

@@ -37,7 +37,7 @@ import hashlib
 from kling_budget.budgets import Budget
 from kling_budget.ledger.backend import Connection
 
-__all__ = ["for_update", "lock_config", "lock_order", "lock_window", "skip_locked"]
+__all__ = ["config_lock_expression", "for_update", "lock_config", "lock_order", "lock_window", "skip_locked"]
 
 ENABLED = True
 
@@ -54,6 +54,16 @@ def lock_config(conn: Connection, *, exclusive: bool) -> None:
     if _active(conn):
         function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
         conn.execute(f"SELECT {function}({_CONFIG_KEY})")
+
+
+def config_lock_expression(conn: Connection) -> str | None:
+    """The SQL expression that takes the configuration lock shared, to fold into another query (one round
+    trip fewer on the hot path); ``None`` when the backend needs no lock (SQLite).
+
+    Only a read that may come from a snapshot older than the lock may share the statement: the
+    configuration version itself is read by a *later* statement, after the lock is held.
+    """
+    return f"pg_advisory_xact_lock_shared({_CONFIG_KEY})" if _active(conn) else None
 
 
 def lock_window(conn: Connection, budget_id: int | None, window_start: int, *, exclusive: bool) -> bool:
