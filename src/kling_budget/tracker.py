@@ -468,16 +468,16 @@ class CostTracker:
         denial: Denial | None = None
         remaining: int | None = None
         remaining_usd: int | None = None
-        budgets = self.ledger.matching_budgets(attribution)
-        for budget in budgets:
-            status = self.ledger.budget_status(budget.name, now=now)
+        statuses = self.ledger.matching_statuses(attribution, now=now)
+        for status in statuses:
+            budget = status.budget
             units_delta = budget.units_delta(quote.pack_type, quote.units_milli)
             denial = denial or check_admission(budget, status.window, status.counters, units_delta, quote.list_usd_nano)
             if status.remaining_units_milli is not None and budget.unit_pack is quote.pack_type:
                 remaining = min(status.remaining_units_milli, remaining if remaining is not None else 2**62)
             if status.remaining_usd_nano is not None:
                 remaining_usd = min(status.remaining_usd_nano, remaining_usd if remaining_usd is not None else 2**62)
-        reason = "No budget set" if not budgets else (denial.message() if denial else None)
+        reason = "No budget set" if not statuses else (denial.message() if denial else None)
         return {
             "allowed": denial is None,
             "credits_needed": quote.units,

@@ -154,15 +154,15 @@ class BudgetStore(LedgerBase):
 
     def get_budget(self, name: str) -> Budget:
         """The budget called ``name``; :class:`ConfigurationError` names the existing ones if absent."""
+        return self.backend.run(lambda conn: self._get_budget(conn, name), write=False)
 
-        def tx(conn: Connection) -> Budget:
-            row = conn.fetchone(f"SELECT {BUDGET_COLUMNS} FROM budgets WHERE name = ?", (name,))
-            if row is None:
-                names = [r[0] for r in conn.fetchall("SELECT name FROM budgets ORDER BY name")]
-                raise ConfigurationError(f"no budget named {name!r}; existing: {', '.join(names) if names else 'none'}")
-            return budget_from_row(row)
-
-        return self.backend.run(tx, write=False)
+    @staticmethod
+    def _get_budget(conn: Connection, name: str) -> Budget:
+        row = conn.fetchone(f"SELECT {BUDGET_COLUMNS} FROM budgets WHERE name = ?", (name,))
+        if row is None:
+            names = [r[0] for r in conn.fetchall("SELECT name FROM budgets ORDER BY name")]
+            raise ConfigurationError(f"no budget named {name!r}; existing: {', '.join(names) if names else 'none'}")
+        return budget_from_row(row)
 
     def list_budgets(self) -> list[Budget]:
         """Every budget, by name."""
@@ -188,8 +188,7 @@ class BudgetStore(LedgerBase):
     def budget_status(self, name: str, *, now: datetime | None = None) -> BudgetStatus:
         """Limit, committed, held, remaining, percent and window of one budget at ``now``."""
         at = now or self.now()
-        budget = self.get_budget(name)
-        return self.backend.run(lambda conn: self._status(conn, budget, at), write=False)
+        return self.backend.run(lambda conn: self._status(conn, self._get_budget(conn, name), at), write=False)
 
     def statuses(self, *, now: datetime | None = None) -> list[BudgetStatus]:
         """The status of every budget at ``now``, by name."""
@@ -205,6 +204,16 @@ class BudgetStore(LedgerBase):
         """The budgets a job with ``attribution`` counts against."""
         config = self.backend.run(self._load_config, write=False)
         return [b for b in config.budgets if b.scope.matches(attribution)]
+
+    def matching_statuses(self, attribution: Attribution, *, now: datetime | None = None) -> list[BudgetStatus]:
+        """The status at ``now`` of every budget a job with ``attribution`` counts against, in one read."""
+        at = now or self.now()
+
+        def tx(conn: Connection) -> list[BudgetStatus]:
+            config = self._load_config(conn)
+            return [self._status(conn, b, at) for b in config.budgets if b.scope.matches(attribution)]
+
+        return self.backend.run(tx, write=False)
 
     def _status(self, conn: Connection, budget: Budget, at: datetime) -> BudgetStatus:
         assert budget.id is not None
