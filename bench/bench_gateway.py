@@ -38,7 +38,7 @@ BODY = json.dumps(
 LEVELS = (1, 16, 64)
 SIM_CODE = """
 import sys
-from kling_budget.kling.simulator import SimulatorConfig, run_simulator
+from kling_budget.simulator import SimulatorConfig, run_simulator
 config = SimulatorConfig.single(packs={"video": 100000000}, concurrency=1000000, retention_seconds=20,
                                 callback_on_submit=False)
 def ready(r):

@@ -20,8 +20,8 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kling_budget.kling.auth import JWTAuth
-from kling_budget.kling.simulator import RunningSimulator
 from kling_budget.server import GatewayConfig, GatewayState, Secret, create_app
+from kling_budget.simulator import RunningSimulator
 from kling_budget.tracker import CostTracker
 
 ADMIN_TOKEN = "adm-test-0123456789abcdef0123456789abcdef"

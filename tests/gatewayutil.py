@@ -21,9 +21,9 @@ import httpx
 import uvicorn
 
 from kling_budget.kling.auth import JWTAuth
-from kling_budget.kling.simulator import RunningSimulator
-from kling_budget.kling.simulator.runner import _bind, _ThreadedServer
 from kling_budget.server import GatewayConfig, GatewayState, Secret, create_app
+from kling_budget.simulator import RunningSimulator
+from kling_budget.simulator.runner import _bind, _ThreadedServer
 
 ADMIN_TOKEN = "kbadm_test-admin-token-value-0123456789"
 

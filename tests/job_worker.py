@@ -17,7 +17,8 @@ import sys
 import time
 
 from kling_budget import CostTracker
-from kling_budget.kling import BudgetEnforcedClient, Endpoint
+from kling_budget.enforced import BudgetEnforcedClient
+from kling_budget.kling import Endpoint
 
 PROMPT = "a fox [sim:charge=2.5]"
 

@@ -19,8 +19,9 @@ import pytest
 
 from kling_budget import CostTracker
 from kling_budget.cli import main
-from kling_budget.kling import AsyncKlingClient, CallbackResult, KlingClient
-from kling_budget.kling.simulator import (
+from kling_budget.enforced import CallbackResult
+from kling_budget.kling import AsyncKlingClient, KlingClient
+from kling_budget.simulator import (
     FaultKind,
     FaultRule,
     ManualClock,

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
-from kling_budget.kling.simulator import RunningSimulator
+from kling_budget.simulator import RunningSimulator
 
 
 class SimAuth(httpx.Auth):

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from kling_budget.kling import KlingClient
-from kling_budget.kling.simulator import SimulatorConfig, running_simulator
 from kling_budget.money import milli_to_units, nano_to_usd
 from kling_budget.server import GatewayState
+from kling_budget.simulator import SimulatorConfig, running_simulator
 from tests.admin_support import NOW, SyncClient, auth, make_app, make_state, seed
 
 

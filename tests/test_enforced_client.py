@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from kling_budget import CostTracker
+from kling_budget.enforced import AsyncBudgetEnforcedClient, BudgetEnforcedClient
+from kling_budget.enforced.settle import SettleAction
 from kling_budget.errors import (
     BudgetExceededError,
     KlingAccountError,
@@ -26,11 +28,10 @@ from kling_budget.errors import (
     ReservationResolvedError,
     UnknownModelError,
 )
-from kling_budget.jobs import SettleAction
-from kling_budget.kling import AsyncBudgetEnforcedClient, BudgetEnforcedClient, KlingClient, TaskStatus
-from kling_budget.kling.simulator import FaultKind, RunningSimulator, SimulatorConfig
+from kling_budget.kling import KlingClient, TaskStatus
 from kling_budget.ledger import ReservationState
 from kling_budget.reconcile import ReconcileAction, reconcile_jobs
+from kling_budget.simulator import FaultKind, RunningSimulator, SimulatorConfig
 from tests.jobfixtures import (
     T2V,
     alert_kinds,

@@ -8,9 +8,9 @@ from collections import Counter
 import httpx
 import pytest
 
-from kling_budget.kling.simulator import SimulatorConfig, running_simulator
 from kling_budget.ledger import ReservationState
 from kling_budget.server import DENIAL_CODE
+from kling_budget.simulator import SimulatorConfig, running_simulator
 from tests.gatewayutil import running_gateway, wait_until
 from tests.pgutil import fresh_postgres_url
 
@@ -54,7 +54,7 @@ def test_two_instances_share_one_budget_exactly_and_settle_everything(tmp_path):
         assert counts == {(200, 0): 20, (429, DENIAL_CODE): 20}
         wait_until(lambda: all(t.status == "succeed" for t in kling.sim.tasks()))
         # Both workers poll the same open tasks table; every hold ends committed, once.
-        from kling_budget.server.tasks import now_micros
+        from kling_budget.server.task_store import now_micros
 
         one.state.tasks.backend.run(lambda c: c.execute("UPDATE gateway_tasks SET next_check_at = ?", (now_micros(),)))
         ledger = one.state.ledger

@@ -14,10 +14,10 @@ import pytest
 
 from kling_budget.errors import LedgerUnavailableError
 from kling_budget.kling import KlingClient
-from kling_budget.kling.simulator import FaultKind, ManualClock, SimulatorConfig, running_simulator
 from kling_budget.kling.webhooks import WebhookVerificationError, verify_webhook
 from kling_budget.ledger import ReservationState
 from kling_budget.server import DENIAL_CODE
+from kling_budget.simulator import FaultKind, ManualClock, SimulatorConfig, running_simulator
 from tests.gatewayutil import ADMIN_TOKEN, RunningGateway, kling_sample_token, running_gateway, wait_until
 from tests.simfixtures import callback_receiver
 
@@ -283,7 +283,7 @@ def test_unknown_create_outcome_keeps_the_hold_until_the_worker_learns(kling, sq
 
 
 def _make_due(gw: RunningGateway) -> None:
-    from kling_budget.server.tasks import now_micros
+    from kling_budget.server.task_store import now_micros
 
     gw.state.tasks.backend.run(lambda c: c.execute("UPDATE gateway_tasks SET next_check_at = ?", (now_micros(),)))
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 
-from kling_budget.kling.simulator import FaultKind, SimulatorConfig, running_simulator
 from kling_budget.ledger import ReservationState, open_backend, open_ledger
 from kling_budget.server.keys import KeyStore, load_master_key
+from kling_budget.simulator import FaultKind, SimulatorConfig, running_simulator
 
 T2V = "/v1/videos/text2video"
 BODY = {"model_name": "kling-v2-6", "mode": "std", "duration": "5", "prompt": "a heron at dawn"}

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from kling_budget.enforced.settle import JobSettler, SettleAction, task_paths
 from kling_budget.errors import KlingPackExhaustedError, KlingParameterError
-from kling_budget.jobs import JobSettler, SettleAction, task_paths
 from kling_budget.kling import parse_task
 from kling_budget.ledger import Ledger, ReservationState
 from kling_budget.types import Attribution, PackType

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 import pytest
 
 from kling_budget import CostTracker
-from kling_budget.jobs import SettleAction
-from kling_budget.kling import AsyncCallbackHandler, BudgetEnforcedClient, CallbackHandler, CallbackResult
-from kling_budget.kling.simulator import FaultKind, RunningSimulator, SimulatorConfig, running_simulator
+from kling_budget.enforced import AsyncCallbackHandler, BudgetEnforcedClient, CallbackHandler, CallbackResult
+from kling_budget.enforced.settle import SettleAction
 from kling_budget.kling.webhooks import sign_webhook
 from kling_budget.ledger import ReservationState
+from kling_budget.simulator import FaultKind, RunningSimulator, SimulatorConfig, running_simulator
 from tests.jobfixtures import (
     T2V,
     async_client_for,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from kling_budget import CostTracker
-from kling_budget.kling.simulator import RunningSimulator, SimulatorConfig, running_simulator
 from kling_budget.ledger import ReservationState
+from kling_budget.simulator import RunningSimulator, SimulatorConfig, running_simulator
 from tests.jobfixtures import CliResult, run_cli, use_sim_credentials
 
 FAST = ["--poll-interval", "0.02"]

@@ -21,14 +21,14 @@ from kling_budget.errors import (
     KlingTaskNotFoundError,
 )
 from kling_budget.kling import AsyncKlingClient, ChargeType, Endpoint, KlingClient, TaskStatus
-from kling_budget.kling.simulator import (
+from kling_budget.money import units_to_milli
+from kling_budget.simulator import (
     FaultKind,
     ManualClock,
     RunningSimulator,
     SimulatorConfig,
     running_simulator,
 )
-from kling_budget.money import units_to_milli
 
 T2V = "/v1/videos/text2video"
 PROMPT = {"prompt": "a red fox in the snow", "model_name": "kling-v2-6", "mode": "pro", "duration": 5}

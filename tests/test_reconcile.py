@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from kling_budget import CostTracker
+from kling_budget.enforced import BudgetEnforcedClient
 from kling_budget.errors import KlingAmbiguousCreateError
-from kling_budget.kling import BudgetEnforcedClient
-from kling_budget.kling.simulator import FaultKind, RunningSimulator, SimulatorConfig
 from kling_budget.ledger import ReservationState
 from kling_budget.reconcile import ReconcileAction, reconcile, reconcile_jobs
+from kling_budget.simulator import FaultKind, RunningSimulator, SimulatorConfig
 from tests.jobfixtures import (
     T2V,
     alert_kinds,

@@ -26,8 +26,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from kling_budget.kling.simulator import SimulatorConfig, running_simulator
 from kling_budget.server.openapi import openapi_document
+from kling_budget.simulator import SimulatorConfig, running_simulator
 from tests.admin_support import auth, make_app, make_state, seed, without_lifespan
 
 # More examples, or a random seed (derandomize off), for an exploratory run: the CI run stays repeatable.

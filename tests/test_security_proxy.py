@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from kling_budget.kling.jwt import encode_token
-from kling_budget.kling.simulator import RunningSimulator, SimulatorConfig, running_simulator
 from kling_budget.ledger import ReservationState
 from kling_budget.server import GatewayState
+from kling_budget.simulator import RunningSimulator, SimulatorConfig, running_simulator
 from tests.admin_support import ADMIN_TOKEN, auth, make_app, make_state, serve
 
 T2V = "/v1/videos/text2video"

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from kling_budget.kling.jwt import encode_token
-from kling_budget.kling.simulator import (
+from kling_budget.money import format_units
+from kling_budget.simulator import (
     AccountConfig,
     ManualClock,
     PackConfig,
@@ -19,7 +20,6 @@ from kling_budget.kling.simulator import (
     SimulatorConfig,
     running_simulator,
 )
-from kling_budget.money import format_units
 from kling_budget.types import PackType
 from tests.simfixtures import raw_get, raw_post, sim_client
 

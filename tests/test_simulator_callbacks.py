@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook
 
-from kling_budget.kling.simulator import ManualClock, SimulatorConfig, running_simulator
 from kling_budget.kling.webhooks import WebhookVerificationError, sign_webhook, verify_webhook
+from kling_budget.simulator import ManualClock, SimulatorConfig, running_simulator
 from tests.simfixtures import callback_receiver, sim_client
 
 T2V = "/v1/videos/text2video"

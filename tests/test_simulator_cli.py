@@ -11,7 +11,7 @@ import time
 import httpx
 from click.testing import CliRunner
 
-from kling_budget.cli_simulate import simulate
+from kling_budget.cli.simulate_cmds import simulate
 from kling_budget.kling.jwt import encode_token
 from tests.simfixtures import raw_get
 
@@ -35,7 +35,7 @@ def test_bad_pack_is_a_usage_error() -> None:
 
 def test_runs_until_interrupted() -> None:
     """The command prints its URL and credentials, serves Kling's API, and exits cleanly on SIGINT."""
-    code = "from kling_budget.cli_simulate import simulate; simulate()"
+    code = "from kling_budget.cli.simulate_cmds import simulate; simulate()"
     args = ["--port", "0", "--access-key", "ak-cli", "--secret-key", "sk-cli", "--pack", "video=7", "--pack", "image=9"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(

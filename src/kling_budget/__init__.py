@@ -27,7 +27,7 @@ from kling_budget.tracker import BudgetPeriod, CostTracker, Reservation, UsageRe
 from kling_budget.types import AlertEvent, Attribution, Denial, PackType, Quote
 
 if TYPE_CHECKING:
-    from kling_budget.kling import AsyncBudgetEnforcedClient, BudgetEnforcedClient
+    from kling_budget.enforced import AsyncBudgetEnforcedClient, BudgetEnforcedClient
 
 __all__ = [
     "AlertEvent",
@@ -63,11 +63,11 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "BudgetEnforcedClient":  # lazy: it pulls in httpx
-        from kling_budget.kling import BudgetEnforcedClient
+        from kling_budget.enforced import BudgetEnforcedClient
 
         return BudgetEnforcedClient
     if name == "AsyncBudgetEnforcedClient":
-        from kling_budget.kling import AsyncBudgetEnforcedClient
+        from kling_budget.enforced import AsyncBudgetEnforcedClient
 
         return AsyncBudgetEnforcedClient
     if name == "__version__":

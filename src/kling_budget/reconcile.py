@@ -6,7 +6,7 @@ reservation open. Each open reservation that may have reached Kling is looked up
 * every ``submitted`` reservation, and every ``held`` one older than ``held_grace`` (code that reserved
   with ``CostTracker.reserve`` may have sent the job without marking it submitted);
 * by its recorded ``task_id``, else by the reservation id as ``external_task_id``;
-* found and finished → settled by :class:`~kling_budget.jobs.JobSettler` (commit with Kling's units or
+* found and finished → settled by :class:`~kling_budget.enforced.settle.JobSettler` (commit with Kling's units or
   release on failure); found and running → left alone (its id is recorded);
 * not found, ``submitted`` → left open and reported (Kling may still have it in its backlog), unless
   ``release_missing_older_than`` is given and the reservation is older than that, when it is released;
@@ -15,7 +15,7 @@ reservation open. Each open reservation that may have reached Kling is looked up
   never marked submitted, so it never reached Kling.
 
 A ``submitted`` reservation is never released because of time alone unless you ask for it: Kling's
-answer decides (``ledger-design.md`` §0 item 5).
+answer decides (a task in Kling's backlog can still run and be charged).
 
 **Drift** (:func:`compare_costs`). Kling's ``/account/costs`` reports each resource pack's total and
 remaining units; consumption per pack type (video, image, try-on, from the pack name) is compared with
@@ -38,9 +38,9 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from kling_budget.alerts import reconcile_drift_event
+from kling_budget.enforced.lookup import lookup_task
+from kling_budget.enforced.settle import JobSettler, SettleAction
 from kling_budget.errors import KlingAPIError, KlingTaskNotFoundError, ReservationResolvedError
-from kling_budget.jobs import JobSettler, SettleAction
-from kling_budget.kling._lookup import lookup_task
 from kling_budget.kling.client import KlingClient
 from kling_budget.kling.tasks import ResourcePack
 from kling_budget.ledger import Ledger, ReservationInfo, ReservationState

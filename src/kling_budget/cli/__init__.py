@@ -85,29 +85,43 @@ def _register() -> None:
     from kling_budget.cli import (
         alerts_cmds,
         budget_cmds,
+        db_cmds,
         demo,
         kling_cmds,
         ledger_cmds,
         pricing_cmds,
         report_cmds,
         serve_cmds,
+        simulate_cmds,
     )
 
-    for module in (pricing_cmds, budget_cmds, ledger_cmds, kling_cmds, alerts_cmds, report_cmds, demo, serve_cmds):
+    modules = (
+        pricing_cmds,
+        budget_cmds,
+        ledger_cmds,
+        kling_cmds,
+        alerts_cmds,
+        report_cmds,
+        demo,
+        serve_cmds,
+        simulate_cmds,
+        db_cmds,
+    )
+    for module in modules:
         for command in module.COMMANDS:
             cli.add_command(command)
-    try:
-        from kling_budget.cli_simulate import simulate
-    except ImportError:  # the simulator needs the server extra
-        pass
-    else:
-        cli.add_command(simulate)
-    try:
-        from kling_budget.cli_db import db  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        pass
-    else:
-        cli.add_command(db)
+
+
+# The optional dependencies a command may need, and the extra that installs each.
+_EXTRAS = {
+    "starlette": "server",
+    "uvicorn": "server",
+    "cryptography": "server",
+    "httptools": "server",
+    "psycopg": "postgres",
+    "psycopg_pool": "postgres",
+    "matplotlib": "report",
+}
 
 
 _register()
@@ -141,6 +155,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _fail(str(exc), EXIT_DENIED)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").partition(".")[0]
+        if top not in _EXTRAS or os.environ.get("KLING_BUDGET_DEBUG"):
+            raise
+        _fail(f"this command needs {top}: pip install 'kling-budget[{_EXTRAS[top]}]'", EXIT_DENIED)
     except Exception as exc:
         if os.environ.get("KLING_BUDGET_DEBUG"):
             raise

@@ -20,7 +20,8 @@ from kling_budget.errors import InvalidInputError
 from kling_budget.money import format_units, format_usd, units_to_milli
 
 if TYPE_CHECKING:
-    from kling_budget.kling import Job, KlingClient, Task
+    from kling_budget.enforced import Job
+    from kling_budget.kling import KlingClient, Task
     from kling_budget.reconcile import ReconcileItem, ReconcileReport
 
 __all__ = ["COMMANDS", "generate", "reconcile"]
@@ -281,7 +282,7 @@ def generate_video(
       kling-budget generate video "a red fox in the snow" -m kling-v2-6 --mode pro -d 5 --project ads --json
       kling-budget generate video "the fox turns" --image https://example.com/fox.png -m kling-v2-1
     """
-    from kling_budget.kling import BudgetEnforcedClient
+    from kling_budget.enforced import BudgetEnforcedClient
 
     app: AppContext = ctx.obj
     client = _client(kling)
@@ -359,7 +360,7 @@ def generate_image(
     Example:
       kling-budget generate image "a lighthouse at dusk, oil painting" -m kling-v2 -n 4 --project ads
     """
-    from kling_budget.kling import BudgetEnforcedClient
+    from kling_budget.enforced import BudgetEnforcedClient
 
     app: AppContext = ctx.obj
     client = _client(kling)

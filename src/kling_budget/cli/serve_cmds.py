@@ -52,7 +52,7 @@ def _configure_logging(level: str) -> None:
 
 
 def _bind(host: str, port: int) -> Any:
-    from kling_budget.kling.simulator.runner import _bind as bind_socket
+    from kling_budget.simulator.runner import _bind as bind_socket
 
     try:
         return bind_socket(host, port)
@@ -162,9 +162,9 @@ def _demo(
 ) -> tuple[Any, Any]:
     """Start the simulator, open a demo ledger, seed a project key and two budgets, print how to use them."""
     from kling_budget.kling.auth import JWTAuth
-    from kling_budget.kling.simulator import SimulatorConfig, running_simulator
     from kling_budget.server import GatewayConfig, GatewayState, Secret
     from kling_budget.server.keys import data_dir
+    from kling_budget.simulator import SimulatorConfig, running_simulator
 
     if app.db:
         db, home = app.db, data_dir()

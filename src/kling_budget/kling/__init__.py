@@ -1,13 +1,14 @@
-"""The Kling API: httpx clients, budget-enforced clients, callbacks, parsed tasks, JWT and webhook signatures.
+"""The Kling API protocol: httpx clients, parsed tasks, error codes, retries, JWT and webhook signatures.
+
+Nothing here knows about budgets or the ledger: the budget-enforced clients, settlement and callbacks are in
+:mod:`kling_budget.enforced`, one layer up.
 
 Importing this package imports httpx; ``import kling_budget`` alone does not.
 """
 
 from kling_budget.kling._base import DEFAULT_TIMEOUT, REGIONS, Endpoint, ProgressCallback
 from kling_budget.kling.auth import APIKeyAuth, JWTAuth
-from kling_budget.kling.callbacks import AsyncCallbackHandler, CallbackHandler, CallbackResult
 from kling_budget.kling.client import AsyncKlingClient, KlingClient
-from kling_budget.kling.enforced import AsyncBudgetEnforcedClient, AsyncJob, BudgetEnforcedClient, Job
 from kling_budget.kling.tasks import (
     Charge,
     ChargeType,
@@ -23,18 +24,11 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "REGIONS",
     "APIKeyAuth",
-    "AsyncBudgetEnforcedClient",
-    "AsyncCallbackHandler",
-    "AsyncJob",
     "AsyncKlingClient",
-    "BudgetEnforcedClient",
-    "CallbackHandler",
-    "CallbackResult",
     "Charge",
     "ChargeType",
     "Endpoint",
     "JWTAuth",
-    "Job",
     "KlingClient",
     "ProgressCallback",
     "ResourcePack",

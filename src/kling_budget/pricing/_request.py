@@ -24,7 +24,7 @@ __all__ = ["SUPPORTED_PATHS", "quote_kling_request"]
 Duration = int | str | Decimal | None
 _Handler = Callable[[PriceTable, Mapping[str, Any], Duration], Quote]
 
-# Reference video limit for motion control with character_orientation "image" (WHQ motion-control.md).
+# Reference video limit for motion control with character_orientation "image" (Kling's motion-control documentation).
 _ORIENTATION_IMAGE_MAX_SECONDS = 10
 
 

@@ -21,11 +21,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kling_budget.server.admin import admin_routes
+from kling_budget.server.dashboard import dashboard_routes
 from kling_budget.server.metrics import CONTENT_TYPE
 from kling_budget.server.proxy import Proxy
 from kling_budget.server.settle_worker import SettleWorker
 from kling_budget.server.state import GatewayConfig, GatewayState
-from kling_budget.server.tasks import new_id
+from kling_budget.server.task_store import new_id
 
 __all__ = ["create_app"]
 
@@ -84,21 +86,6 @@ class _Observe:
                         "instance": self.state.config.instance,
                     },
                 )
-
-
-def _part_b_routes(state: GatewayState) -> list[BaseRoute]:
-    """Part B's admin API and dashboard routes, when those modules exist."""
-    routes: list[BaseRoute] = []
-    for module_name, factory in (("admin", "admin_routes"), ("dashboard", "dashboard_routes")):
-        qualified = f"kling_budget.server.{module_name}"
-        try:
-            module = __import__(qualified, fromlist=[factory])
-        except ModuleNotFoundError as exc:
-            if exc.name != qualified:  # the module exists but something it imports is missing: say so
-                raise
-            continue
-        routes.extend(getattr(module, factory)(state))
-    return routes
 
 
 def create_app(
@@ -162,7 +149,8 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *proxy.routes(),
-        *_part_b_routes(gateway),
+        *admin_routes(gateway),
+        *dashboard_routes(gateway),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway

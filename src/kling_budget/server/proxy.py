@@ -23,7 +23,7 @@ One create::
 
 The client's own ``external_task_id`` is kept in the ownership row: queries accept it, and every answer
 shows it back in ``task_info.external_task_id`` (the gateway's id never leaks). Every query result is
-handed to :class:`~kling_budget.jobs.JobSettler`. A client sees only its own key's tasks: anything else is
+handed to :class:`~kling_budget.enforced.settle.JobSettler`. A client sees only its own key's tasks: anything else is
 404/1203, exactly as if it did not exist.
 """
 
@@ -56,7 +56,7 @@ from kling_budget.kling.tasks import Task, parse_task
 from kling_budget.pricing import SUPPORTED_PATHS, quote_kling_request
 from kling_budget.server.keys import CredentialError, KeyDecryptionError, VirtualKey
 from kling_budget.server.state import GatewayState
-from kling_budget.server.tasks import DuplicateExternalIdError, TaskRow, dumps, new_id, now_micros
+from kling_budget.server.task_store import DuplicateExternalIdError, TaskRow, dumps, new_id, now_micros
 from kling_budget.server.upstream import UpstreamReply
 from kling_budget.types import Quote
 
@@ -286,7 +286,7 @@ class Proxy:
         client_external: str | None,
         client_callback: str | None,
     ) -> None:
-        from kling_budget.jobs import DETAIL_PATH_KEY
+        from kling_budget.enforced.settle import DETAIL_PATH_KEY
 
         check_at = now_micros() + int((self.state.config.upstream_timeout + _UNCONFIRMED_GRACE_SECONDS) * 1e6)
         self.state.tracker.reserve_quote(
@@ -478,7 +478,7 @@ class Proxy:
 
     def _settler_instance(self) -> Any:
         if self._settler is None:
-            from kling_budget.jobs import JobSettler
+            from kling_budget.enforced.settle import JobSettler
 
             self._settler = JobSettler(self.state.tracker)
         return self._settler
@@ -631,7 +631,7 @@ class Proxy:
 
     def _callback_handler(self) -> Any:
         if self._callbacks is None:
-            from kling_budget.kling.callbacks import AsyncCallbackHandler
+            from kling_budget.enforced.callbacks import AsyncCallbackHandler
 
             secret = self.state.config.webhook_secret
             self._callbacks = AsyncCallbackHandler(

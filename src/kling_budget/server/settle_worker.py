@@ -10,7 +10,7 @@ For each claimed row:
 * reservation already committed or released (by a query, a callback or reconcile) → the row is marked
   settled;
 * Kling definitely rejected the create but the release did not happen (ledger was down) → release now;
-* Kling's task id known → query it and hand the answer to :class:`~kling_budget.jobs.JobSettler`;
+* Kling's task id known → query it and hand the answer to :class:`~kling_budget.enforced.settle.JobSettler`;
 * no task id (the create's answer was lost or never recorded) → look it up by external id (the reservation
   id) once the create request has certainly ended: found → record and settle; Kling does not know it →
   release the hold (the create never happened).
@@ -29,7 +29,7 @@ import anyio
 
 from kling_budget.errors import KlingTaskNotFoundError
 from kling_budget.server.state import GatewayState
-from kling_budget.server.tasks import TaskRow, now_micros
+from kling_budget.server.task_store import TaskRow, now_micros
 
 if TYPE_CHECKING:
     from kling_budget.server.proxy import Proxy

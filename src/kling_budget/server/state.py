@@ -1,37 +1,13 @@
-"""The gateway's shared state, and the contract between the proxy (part A) and the admin API/dashboard (B).
+"""The gateway's shared state: configuration, ledger, key and task stores, metrics, the upstream connection.
 
-Contract
---------
-``create_app(config)`` (:mod:`kling_budget.server.app`) builds one :class:`GatewayState` and mounts:
+``create_app(config)`` (:mod:`kling_budget.server.app`) builds one :class:`GatewayState` and mounts the proxy
+(Kling's API, ``/callbacks/kling``), ``/healthz``, ``/metrics``, the admin API (:mod:`kling_budget.server.admin`)
+and the dashboard (:mod:`kling_budget.server.dashboard`) on it. Every ledger and key-store call is blocking:
+handlers await :meth:`GatewayState.run_sync`, so the event loop never waits on the database.
 
-* the proxy (``/v1/...``), ``/callbacks/kling``, ``/healthz`` and ``/metrics`` (part A);
-* ``admin_routes(state)`` from :mod:`kling_budget.server.admin` and ``dashboard_routes(state)`` from
-  :mod:`kling_budget.server.dashboard` (part B), each returning a list of Starlette routes/mounts.
-  Part B chooses its own paths (``/admin/...``, ``/dashboard``, static files) outside ``/v1``,
-  ``/callbacks``, ``/healthz`` and ``/metrics``.
-
-Part B may rely on these attributes of :class:`GatewayState` (all other attributes are private):
-
-=====================  ================================================================================
-``config``             :class:`GatewayConfig`; ``config.admin_token`` is the admin bearer token (a
-                       :class:`Secret`; compare with :meth:`Secret.matches`, never log or return it).
-``tracker``            the :class:`~kling_budget.tracker.CostTracker` (budgets, usage, alerts, quotes).
-``ledger``             ``tracker.ledger`` (reservations, holds, alerts, verify).
-``prices``             the :class:`~kling_budget.pricing.PriceTable` in use.
-``keys``               the :class:`~kling_budget.server.keys.KeyStore`: ``create(name, project=, user=,
-                       tags=, kind=)`` → :class:`~kling_budget.server.keys.IssuedKey` (secrets shown once
-                       via ``to_dict()``), ``list()``, ``get(name)``, ``revoke(name)``, ``rotate(name)``.
-``tasks``              the :class:`~kling_budget.server.tasks.TaskStore` (which key owns which task).
-``metrics``            the :class:`~kling_budget.server.metrics.Metrics` of this process.
-``kling_client()``     a new :class:`~kling_budget.kling.AsyncKlingClient` with the real credentials, for
-                       reconcile; close it after use. Never expose what it was built with.
-``run_sync(fn, ...)``  await a blocking call (every ledger/key-store call is blocking) in a worker
-                       thread, so the event loop never waits on the database.
-=====================  ================================================================================
-
-Error conventions: the proxy answers in Kling's envelope ``{"code","message","request_id","data"}``;
-part B answers its own JSON errors. Neither ever puts the real Kling credentials, a virtual secret or the
-admin token in a response, a log line or an error.
+The proxy answers in Kling's envelope ``{"code","message","request_id","data"}``; the admin API answers its own
+JSON errors. Nothing ever puts the real Kling credentials, a virtual secret or the admin token in a response, a
+log line or an error.
 """
 
 from __future__ import annotations
@@ -52,7 +28,7 @@ from kling_budget.kling._base import resolve_base_url
 from kling_budget.kling.auth import APIKeyAuth, Auth, JWTAuth, resolve_auth
 from kling_budget.server.keys import KeyStore, data_dir, load_master_key
 from kling_budget.server.metrics import Metrics
-from kling_budget.server.tasks import TaskStore
+from kling_budget.server.task_store import TaskStore
 from kling_budget.server.upstream import Upstream
 
 __all__ = [
@@ -172,7 +148,7 @@ class GatewayConfig:
 
 
 class GatewayState:
-    """The objects one gateway process works with (see the module docstring for what part B may use).
+    """The objects one gateway process works with.
 
     Args:
         config: the configuration.

@@ -110,7 +110,7 @@ class Upstream:
         headers = {"User-Agent": USER_AGENT, "Authorization": self._auth.authorization(time.time())}
         content = None
         if body is not None:
-            from kling_budget.server.tasks import dumps
+            from kling_budget.server.task_store import dumps
 
             content = dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"

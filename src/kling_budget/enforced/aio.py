@@ -1,7 +1,7 @@
 """The async budget-enforced client, :class:`AsyncBudgetEnforcedClient`, and its :class:`AsyncJob`.
 
-The same lifecycle and decisions as the blocking client (:mod:`kling_budget.kling.enforced`,
-:mod:`kling_budget.kling._enforcer`); Kling is awaited on :class:`~kling_budget.kling.AsyncKlingClient` and the
+The same lifecycle and decisions as the blocking client (:mod:`kling_budget.enforced`,
+:mod:`kling_budget.enforced._core`); Kling is awaited on :class:`~kling_budget.kling.AsyncKlingClient` and the
 blocking ledger calls run in a worker thread.
 """
 
@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 import anyio
 import anyio.to_thread
 
-from kling_budget.errors import KlingTaskNotFoundError, KlingWaitTimeoutError
-from kling_budget.kling._base import Endpoint, ProgressCallback, compact
-from kling_budget.kling._enforcer import (
+from kling_budget.enforced._core import (
     DEFAULT_RESERVATION_TTL,
     DEFAULT_VIDEO_MODEL,
     _absent_on_kling,
@@ -30,7 +28,9 @@ from kling_budget.kling._enforcer import (
     _resumed_path,
     _video_body,
 )
-from kling_budget.kling._lookup import alookup_task
+from kling_budget.enforced.lookup import alookup_task
+from kling_budget.errors import KlingTaskNotFoundError, KlingWaitTimeoutError
+from kling_budget.kling._base import Endpoint, ProgressCallback, compact
 from kling_budget.kling.client_async import AsyncKlingClient
 from kling_budget.kling.tasks import Task
 from kling_budget.money import Number

@@ -32,14 +32,14 @@ Choices made where Kling's documentation is silent or unverified:
 * ``billing[].package_type`` of a try-on task is ``"try_on"``.
 """
 
-from kling_budget.kling.simulator.app import create_app
-from kling_budget.kling.simulator.clock import Clock, ManualClock, SystemClock
-from kling_budget.kling.simulator.config import AccountConfig, PackConfig, SimulatorConfig
-from kling_budget.kling.simulator.endpoints import ENDPOINTS
-from kling_budget.kling.simulator.faults import FaultKind, FaultRule, Faults
-from kling_budget.kling.simulator.protocol import SimError
-from kling_budget.kling.simulator.runner import RunningSimulator, run_simulator, running_simulator
-from kling_budget.kling.simulator.state import (
+from kling_budget.simulator.app import create_app
+from kling_budget.simulator.clock import Clock, ManualClock, SystemClock
+from kling_budget.simulator.config import AccountConfig, PackConfig, SimulatorConfig
+from kling_budget.simulator.endpoints import ENDPOINTS
+from kling_budget.simulator.faults import FaultKind, FaultRule, Faults
+from kling_budget.simulator.protocol import SimError
+from kling_budget.simulator.runner import RunningSimulator, run_simulator, running_simulator
+from kling_budget.simulator.state import (
     CallbackControl,
     Delivery,
     PackView,

@@ -15,10 +15,10 @@ from typing import Any
 import uvicorn
 
 from kling_budget.kling.jwt import encode_token
-from kling_budget.kling.simulator.app import create_app
-from kling_budget.kling.simulator.clock import Clock
-from kling_budget.kling.simulator.config import SimulatorConfig
-from kling_budget.kling.simulator.state import Pricer, Simulator
+from kling_budget.simulator.app import create_app
+from kling_budget.simulator.clock import Clock
+from kling_budget.simulator.config import SimulatorConfig
+from kling_budget.simulator.state import Pricer, Simulator
 
 __all__ = ["RunningSimulator", "run_simulator", "running_simulator"]
 

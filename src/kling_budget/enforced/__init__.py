@@ -1,6 +1,10 @@
-"""Kling clients that hold every job against its budgets before any HTTP call, and settle it on Kling's charge.
+"""Budget enforcement around Kling: clients that hold every job before any HTTP call, settlement, callbacks.
 
-One job runs this lifecycle (``ledger-design.md`` §2.3)::
+This package sits above :mod:`kling_budget.tracker` (the ledger) and :mod:`kling_budget.kling` (the protocol):
+:mod:`.settle` settles a job from Kling's answer, :mod:`.callbacks` turns Kling's callbacks into settlements,
+:mod:`.lookup` finds a reservation's task, and :mod:`.sync` / :mod:`.aio` are the enforced clients.
+
+One job runs this lifecycle::
 
     quote (exact, from the price table)
       → reserve the quote against every matching budget      denied → BudgetExceededError, no HTTP at all
@@ -20,7 +24,7 @@ same job instead of paying twice.
 Example::
 
     from kling_budget import CostTracker
-    from kling_budget.kling import BudgetEnforcedClient
+    from kling_budget.enforced import BudgetEnforcedClient
 
     tracker = CostTracker()
     tracker.set_budget("marketing", project_id="marketing", period="monthly", limit_units=1000)
@@ -30,9 +34,23 @@ Example::
         print(task.video_urls, job.charged_units)
 """
 
-from kling_budget.kling._enforcer import DEFAULT_RESERVATION_TTL
-from kling_budget.kling._enforcer import DEFAULT_VIDEO_MODEL as DEFAULT_VIDEO_MODEL
-from kling_budget.kling.enforced_async import AsyncBudgetEnforcedClient, AsyncJob
-from kling_budget.kling.enforced_sync import BudgetEnforcedClient, Job
+from kling_budget.enforced._core import DEFAULT_RESERVATION_TTL
+from kling_budget.enforced._core import DEFAULT_VIDEO_MODEL as DEFAULT_VIDEO_MODEL
+from kling_budget.enforced.aio import AsyncBudgetEnforcedClient, AsyncJob
+from kling_budget.enforced.callbacks import AsyncCallbackHandler, CallbackHandler, CallbackResult
+from kling_budget.enforced.settle import JobSettler, SettleAction, SettleOutcome
+from kling_budget.enforced.sync import BudgetEnforcedClient, Job
 
-__all__ = ["DEFAULT_RESERVATION_TTL", "AsyncBudgetEnforcedClient", "AsyncJob", "BudgetEnforcedClient", "Job"]
+__all__ = [
+    "DEFAULT_RESERVATION_TTL",
+    "AsyncBudgetEnforcedClient",
+    "AsyncCallbackHandler",
+    "AsyncJob",
+    "BudgetEnforcedClient",
+    "CallbackHandler",
+    "CallbackResult",
+    "Job",
+    "JobSettler",
+    "SettleAction",
+    "SettleOutcome",
+]

@@ -2,7 +2,7 @@
 
 Kling POSTs the task to ``callback_url`` on every status change, possibly more than once and out of order.
 A callback is only a *hint*: the handler finds the reservation the task belongs to, queries the task from
-Kling, and settles from that answer with :class:`~kling_budget.jobs.JobSettler`, never from the callback
+Kling, and settles from that answer with :class:`~kling_budget.enforced.settle.JobSettler`, never from the callback
 body. Correctness under duplicates, reordering and races with polling comes from the ledger (a
 reservation resolves once; a replay is a no-op); remembering ``webhook-id`` values only saves queries.
 
@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
+from kling_budget.enforced.lookup import alookup_task, lookup_task
+from kling_budget.enforced.settle import JobSettler, SettleOutcome
 from kling_budget.errors import (
     ConfigurationError,
     InvalidInputError,
@@ -42,8 +44,6 @@ from kling_budget.errors import (
     KlingTaskNotFoundError,
     LedgerError,
 )
-from kling_budget.jobs import JobSettler, SettleOutcome
-from kling_budget.kling._lookup import alookup_task, lookup_task
 from kling_budget.kling.client import AsyncKlingClient, KlingClient
 from kling_budget.kling.tasks import Task, parse_task
 from kling_budget.kling.webhooks import WebhookVerificationError, sign_webhook, verify_webhook

@@ -7,7 +7,7 @@ import click
 from kling_budget.errors import InvalidInputError
 from kling_budget.money import format_units
 
-__all__ = ["simulate"]
+__all__ = ["COMMANDS", "simulate"]
 
 _DEFAULT_PACKS = ("video=1000", "image=10000", "try_on=1000")
 
@@ -94,14 +94,14 @@ def simulate(
 
         kling-budget simulate --port 8750 --pack video=500 --concurrency video=5
     """
-    from kling_budget.kling.simulator import (
+    from kling_budget.simulator import (
         AccountConfig,
         PackConfig,
         RunningSimulator,
         SimulatorConfig,
         run_simulator,
     )
-    from kling_budget.kling.simulator.config import parse_pack_type
+    from kling_budget.simulator.config import parse_pack_type
 
     try:
         quotas = {parse_pack_type(name): int(value) for name, value in _pairs(concurrency, "--concurrency")}
@@ -144,3 +144,6 @@ def simulate(
         run_simulator(config, host=host, port=port, on_ready=announce, access_log=access_log)
     except OSError as exc:
         raise click.ClickException(f"cannot serve on {host}:{port}: {exc}") from None
+
+
+COMMANDS = [simulate]

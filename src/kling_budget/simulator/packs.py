@@ -18,14 +18,14 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from kling_budget.errors import InvalidInputError, UnknownModelError
-from kling_budget.kling.simulator.config import PackConfig
-from kling_budget.kling.simulator.endpoints import Endpoint
-from kling_budget.kling.simulator.protocol import SimError
 from kling_budget.money import format_units, milli_to_units, units_to_milli
+from kling_budget.simulator.config import PackConfig
+from kling_budget.simulator.endpoints import Endpoint
+from kling_budget.simulator.protocol import SimError
 from kling_budget.types import PackType, Quote
 
 if TYPE_CHECKING:
-    from kling_budget.kling.simulator.accounts import Account
+    from kling_budget.simulator.accounts import Account
 
 __all__ = [
     "Pack",

@@ -1,7 +1,7 @@
 """The blocking budget-enforced client, :class:`BudgetEnforcedClient`, and its :class:`Job`.
 
-The lifecycle is described in :mod:`kling_budget.kling.enforced` (import the classes from there or from
-:mod:`kling_budget.kling`); the decisions in it live in :mod:`kling_budget.kling._enforcer`.
+The lifecycle is described in :mod:`kling_budget.enforced` (import the classes from there or from
+:mod:`kling_budget.kling`); the decisions in it live in :mod:`kling_budget.enforced._core`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from kling_budget.errors import KlingTaskNotFoundError, KlingWaitTimeoutError
-from kling_budget.kling._base import Endpoint, ProgressCallback, compact
-from kling_budget.kling._enforcer import (
+from kling_budget.enforced._core import (
     DEFAULT_RESERVATION_TTL,
     DEFAULT_VIDEO_MODEL,
     _absent_on_kling,
@@ -26,7 +24,9 @@ from kling_budget.kling._enforcer import (
     _resumed_path,
     _video_body,
 )
-from kling_budget.kling._lookup import lookup_task
+from kling_budget.enforced.lookup import lookup_task
+from kling_budget.errors import KlingTaskNotFoundError, KlingWaitTimeoutError
+from kling_budget.kling._base import Endpoint, ProgressCallback, compact
 from kling_budget.kling.client_sync import KlingClient
 from kling_budget.kling.tasks import Task
 from kling_budget.ledger import ReservationInfo
@@ -115,7 +115,7 @@ class BudgetEnforcedClient(_ClientBase[KlingClient]):
             ``KLING_API_KEY`` / ``KLING_API_BASE``) and closed with this object.
         project_id / user_id / api_key_name / tags: what every job is attributed to (budgets match on them).
         callback_url: sent as ``callback_url`` on every create that has none (see
-            :class:`~kling_budget.kling.callbacks.CallbackHandler`).
+            :class:`~kling_budget.enforced.callbacks.CallbackHandler`).
         reservation_ttl: a hold never marked submitted (the process died before sending) is released after
             this long by ``kling-budget reconcile``; ``None`` keeps it until released by hand.
         **client_options: passed to :class:`~kling_budget.kling.KlingClient` when ``client`` is not given.

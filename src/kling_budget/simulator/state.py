@@ -40,13 +40,14 @@ from decimal import Decimal
 from typing import Any
 
 from kling_budget.errors import ConfigurationError
-from kling_budget.kling.simulator.accounts import Account, KeyRing, rate_limit
-from kling_budget.kling.simulator.callbacks import CallbackControl, CallbackEvent, Delivery, Outbox
-from kling_budget.kling.simulator.clock import Clock, SystemClock
-from kling_budget.kling.simulator.config import PackConfig, SimulatorConfig, parse_pack_type
-from kling_budget.kling.simulator.endpoints import endpoint_for
-from kling_budget.kling.simulator.faults import Faults
-from kling_budget.kling.simulator.packs import (
+from kling_budget.money import format_units
+from kling_budget.simulator.accounts import Account, KeyRing, rate_limit
+from kling_budget.simulator.callbacks import CallbackControl, CallbackEvent, Delivery, Outbox
+from kling_budget.simulator.clock import Clock, SystemClock
+from kling_budget.simulator.config import PackConfig, SimulatorConfig, parse_pack_type
+from kling_budget.simulator.endpoints import endpoint_for
+from kling_budget.simulator.faults import Faults
+from kling_budget.simulator.packs import (
     PackView,
     Pricer,
     admit,
@@ -59,9 +60,9 @@ from kling_budget.kling.simulator.packs import (
     price_request,
     release,
 )
-from kling_budget.kling.simulator.protocol import SimError, dumps
-from kling_budget.kling.simulator.scripting import Script, plan_task, read_markers
-from kling_budget.kling.simulator.tasks import (
+from kling_budget.simulator.protocol import SimError, dumps
+from kling_budget.simulator.scripting import Script, plan_task, read_markers
+from kling_budget.simulator.task_model import (
     FAILED,
     PROCESSING,
     SUBMITTED,
@@ -75,8 +76,7 @@ from kling_budget.kling.simulator.tasks import (
     task_info,
     task_view,
 )
-from kling_budget.kling.simulator.validation import ms_param, output_duration, page_param, parent_video
-from kling_budget.money import format_units
+from kling_budget.simulator.validation import ms_param, output_duration, page_param, parent_video
 from kling_budget.types import PackType
 
 __all__ = [

@@ -18,7 +18,7 @@ from kling_budget.ledger.backend import Backend
 from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS
 from kling_budget.ledger.urls import resolve_db_url
 
-__all__ = ["db"]
+__all__ = ["COMMANDS", "db"]
 
 
 def open_unmigrated(url: str | os.PathLike[str] | None) -> Backend:
@@ -168,3 +168,6 @@ def copy(source: str, destination: str, as_json: bool) -> None:
                 click.echo(f"  {problem}", err=True)
     if not report.ok:
         raise SystemExit(1)
+
+
+COMMANDS = [db]

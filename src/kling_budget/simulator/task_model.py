@@ -13,9 +13,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from kling_budget.kling.simulator.config import SimulatorConfig
-from kling_budget.kling.simulator.endpoints import Endpoint
 from kling_budget.money import format_units
+from kling_budget.simulator.config import SimulatorConfig
+from kling_budget.simulator.endpoints import Endpoint
 from kling_budget.types import PackType
 
 __all__ = [

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kling_budget.kling.simulator.protocol import SimError
+from kling_budget.simulator.protocol import SimError
 from kling_budget.types import PackType
 
 __all__ = ["ENDPOINTS", "Endpoint", "endpoint_for"]

@@ -9,11 +9,11 @@ import logging
 from dataclasses import dataclass, field
 
 from kling_budget.kling.jwt import TokenError, decode_token, peek_issuer
-from kling_budget.kling.simulator.clock import Clock
-from kling_budget.kling.simulator.config import AccountConfig
-from kling_budget.kling.simulator.packs import Pack
-from kling_budget.kling.simulator.protocol import SimError
-from kling_budget.kling.simulator.tasks import Task
+from kling_budget.simulator.clock import Clock
+from kling_budget.simulator.config import AccountConfig
+from kling_budget.simulator.packs import Pack
+from kling_budget.simulator.protocol import SimError
+from kling_budget.simulator.task_model import Task
 from kling_budget.types import PackType
 
 __all__ = ["Account", "KeyRing", "rate_limit"]

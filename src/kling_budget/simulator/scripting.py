@@ -16,8 +16,8 @@ from decimal import Decimal
 from typing import Any
 
 from kling_budget.errors import InvalidInputError
-from kling_budget.kling.simulator.protocol import CODE_MESSAGE, SimError
 from kling_budget.money import units_to_milli
+from kling_budget.simulator.protocol import CODE_MESSAGE, SimError
 
 __all__ = ["DEFAULT_FAILURE", "Plan", "Script", "plan_task", "read_markers"]
 

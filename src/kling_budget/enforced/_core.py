@@ -1,10 +1,10 @@
 """The budget side of a budget-enforced job, shared by the sync and async clients (no Kling I/O).
 
-:mod:`kling_budget.kling.enforced` describes the lifecycle. This module holds every decision in it that does
+:mod:`kling_budget.enforced` describes the lifecycle. This module holds every decision in it that does
 not depend on how Kling is called: quoting (with the caller's ``units`` when the price table has none), the
 body checks, the reservation key (the ``external_task_id``), whether a key resumes an earlier job, what a
 failed create does to the hold, and the state and convenience-method plumbing the two job and client classes
-have in common. :mod:`~kling_budget.kling.enforced_sync` and :mod:`~kling_budget.kling.enforced_async` only
+have in common. :mod:`~kling_budget.enforced.sync` and :mod:`~kling_budget.enforced.aio` only
 call Kling (and, in the async case, move the blocking ledger calls off the event loop).
 """
 
@@ -19,6 +19,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from kling_budget.enforced.settle import DETAIL_PATH_KEY, JobSettler, SettleOutcome, task_paths
 from kling_budget.errors import (
     InvalidInputError,
     KlingAmbiguousCreateError,
@@ -26,7 +27,6 @@ from kling_budget.errors import (
     PricingError,
     ReservationResolvedError,
 )
-from kling_budget.jobs import DETAIL_PATH_KEY, JobSettler, SettleOutcome, task_paths
 from kling_budget.kling._base import _names_duplicate, compact, duration_text
 from kling_budget.kling.tasks import Task
 from kling_budget.ledger import ReservationInfo, ReservationState

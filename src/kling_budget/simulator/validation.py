@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from kling_budget.kling.simulator.endpoints import Endpoint
-from kling_budget.kling.simulator.protocol import SimError
+from kling_budget.simulator.endpoints import Endpoint
+from kling_budget.simulator.protocol import SimError
 
 __all__ = ["ms_param", "output_duration", "page_param", "parent_video"]
 

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DETAIL_PATH_KEY", "JobSettler", "SettleAction", "SettleOutcome", "task_paths"]
 
-logger = logging.getLogger("kling_budget.jobs")
+logger = logging.getLogger("kling_budget.enforced.settle")
 
 DETAIL_PATH_KEY = "kling_path"
 """Key of a reservation's ``detail`` that holds the Kling create path the job was sent to."""

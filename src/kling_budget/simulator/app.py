@@ -33,11 +33,11 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kling_budget.kling.simulator.endpoints import ENDPOINTS
-from kling_budget.kling.simulator.faults import Fault, FaultKind
-from kling_budget.kling.simulator.protocol import SimError, dumps, envelope, new_request_id
-from kling_budget.kling.simulator.state import CallbackEvent, Delivery, Simulator
 from kling_budget.kling.webhooks import sign_webhook
+from kling_budget.simulator.endpoints import ENDPOINTS
+from kling_budget.simulator.faults import Fault, FaultKind
+from kling_budget.simulator.protocol import SimError, dumps, envelope, new_request_id
+from kling_budget.simulator.state import CallbackEvent, Delivery, Simulator
 
 __all__ = ["CallbackDispatcher", "create_app"]
 

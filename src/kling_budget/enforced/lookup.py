@@ -1,13 +1,13 @@
 """Finding the Kling task of a reservation: by its recorded ``task_id``, else by ``external_task_id``.
 
 Kling answers a task query only on the create path the task was made on, so each candidate path of the
-reservation (see :func:`kling_budget.jobs.task_paths`) is tried in turn.
+reservation (see :func:`kling_budget.enforced.settle.task_paths`) is tried in turn.
 """
 
 from __future__ import annotations
 
+from kling_budget.enforced.settle import task_paths
 from kling_budget.errors import KlingTaskNotFoundError
-from kling_budget.jobs import task_paths
 from kling_budget.kling.client import AsyncKlingClient, KlingClient
 from kling_budget.kling.tasks import Task
 from kling_budget.ledger import ReservationInfo
