@@ -18,6 +18,7 @@ from kling_budget.pricing import PriceTable
 from kling_budget.tracker import CostTracker
 
 TURBO = ["--model", "kling-v2-5-turbo", "--mode", "std", "--duration", "5"]
+LONG = "/tmp/" + "a" * 5000  # a file name no filesystem accepts
 PACK = ["packs", "add", "pk2", "--units", "10", "--price", "1"]  # a valid pack, made invalid by what follows
 OK_RECORD = '{"job_id": "ok-1", "model": "kling-v1", "duration": 5, "credits_used": 10, "timestamp": "2025-01-13"}'
 
@@ -196,6 +197,20 @@ CASES: list[tuple[str, list[str], int, tuple[str, ...]]] = [
     ("demo-workers-zero", ["demo", "--workers", "0"], 2, ("'--workers'", "1<=x<=32")),
     ("demo-limit-text", ["demo", "--limit-units", "lots"], 2, ("--limit-units", "like 1.5")),
     ("demo-limit-too-small", ["demo", "--limit-units", "1"], 2, ("at least 1.5",)),
+    # hostile amounts and names: refused at once (no conversion of unbounded size), one short line
+    ("price-duration-exponent", ["price", "-d", "1e999999"], 2, ("duration", "no exponent")),
+    ("price-duration-digits", ["price", "-d", "9" * 5000], 2, ("duration is too long",)),
+    ("reserve-duration-exponent", ["reserve", *TURBO[:4], "-d", "1e999999", "--project", "p1"], 2, ("no exponent",)),
+    ("price-n-digits", ["price", "--product", "image", "--model", "kling-v2", "-n", "9" * 5000], 2, ("-n",)),
+    ("commit-units-exponent", ["commit", "r1", "--units", "1e999999"], 2, ("no exponent",)),
+    ("record-units-exponent", ["record", "--job-id", "j9", *TURBO, "--units", "1e999999"], 2, ("no exponent",)),
+    ("pack-units-exponent", ["packs", "add", "pk3", "--units", "1e999999", "--price", "1"], 2, ("no exponent",)),
+    ("demo-limit-exponent", ["demo", "--limit-units", "1e999999"], 2, ("no exponent",)),
+    ("alert-at-digits", ["budget", "set", "b3", "--limit-units", "5", "--alert-at", "9" * 5000], 2, ("threshold",)),
+    ("import-long-name", ["import", LONG], 2, ("cannot read",)),
+    ("prices-long-name", ["--prices", LONG, "price"], 2, ("aaaa",)),
+    ("db-long-name", ["--db", "sqlite:///" + LONG, "budget", "list"], 2, ("too long",)),
+    ("report-long-name", ["report", "--out", LONG], 2, ("File name too long",)),
 ]
 
 

@@ -11,16 +11,34 @@ unavailable at once instead of piling up threads.
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
 
+from kling_budget.errors import LedgerUnavailableError
 from kling_budget.ledger.backend import Backend, Connection
 
 __all__ = ["LedgerHealth"]
 
 _STAMP_KEY = "gateway_health_at"
+
+
+def _read_header(path: Path) -> None:
+    """Open the SQLite file afresh and read its schema: a header overwritten in place (the open connection's
+    cache would not notice) or a missing file shows here. ``mode=rw`` never creates a file."""
+    try:
+        probe = sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True, timeout=1.0)
+    except sqlite3.Error as exc:
+        raise LedgerUnavailableError(f"cannot open {path}: {exc}") from None
+    try:
+        probe.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise LedgerUnavailableError(f"{path} is not a readable ledger: {exc}") from None
+    finally:
+        probe.close()
 
 
 class LedgerHealth:
@@ -37,6 +55,9 @@ class LedgerHealth:
         self._limiter: anyio.CapacityLimiter | None = None
 
     def _probe(self) -> None:
+        path = getattr(self.backend, "path", None)
+        if self.backend.dialect == "sqlite" and isinstance(path, Path):
+            _read_header(path)
         stamp = str(time.time_ns())
 
         def write(conn: Connection) -> None:
