@@ -41,11 +41,10 @@ from kling_budget.ledger import (
     VerifyReport,
     open_backend,
 )
-from kling_budget.ledger.queries import period_bounds
 from kling_budget.money import Number, milli_to_units, nano_to_usd, units_to_milli, usd_to_nano
 from kling_budget.pricing import PriceTable
 from kling_budget.types import Attribution, Denial, PackType, Quote
-from kling_budget.windows import Period, window_at
+from kling_budget.windows import Period, report_range, window_at
 
 __all__ = ["BudgetPeriod", "CostTracker", "Reservation", "UsageRecord"]
 
@@ -706,7 +705,7 @@ class CostTracker:
         or month, over ``period`` (today, week, month, last-Nd) or ``[start, end)``."""
         now = self._clock()
         if start is None or end is None:
-            low, high = period_bounds(period, now, timezone)
+            low, high = report_range(period, now, timezone)
             start, end = start or low, end or high
         filters = {
             k: v
