@@ -76,6 +76,10 @@ class Submission:
         return cls(create.path, create.body, **facts)
 
 
+PRICING_FACTS = ("input_duration", "units", "pricing_hints")
+"""Keyword arguments of an enforced ``create_*`` method that price the request and are never sent."""
+
+
 @dataclass(slots=True)
 class _Prepared:
     path: str
@@ -380,8 +384,14 @@ def _submitting(
 
     @functools.wraps(make)
     def submit(self: _EnforcedMethods[Any], /, *args: P.args, **kwargs: P.kwargs) -> Flow[_JobBase]:
+        # A body builder's **extra would send them: the facts that price a request are taken out first.
+        facts = {name: kwargs.pop(name) for name in PRICING_FACTS if name in kwargs}
         request = make(*args, **kwargs)
-        return self._submit_flow(request if isinstance(request, Submission) else Submission.of(request))
+        if isinstance(request, Submission):
+            if facts:
+                raise InvalidInputError(f"unexpected arguments {', '.join(sorted(facts))}")
+            return self._submit_flow(request)
+        return self._submit_flow(Submission.of(request, **facts))
 
     signature = inspect.signature(make)
     self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
