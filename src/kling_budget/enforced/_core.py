@@ -382,10 +382,13 @@ def _submitting(
 ) -> Callable[Concatenate[_EnforcedMethods[Any], P], Flow[_JobBase]]:
     """The flow of an enforced product method made from a body builder or a recipe adapter."""
 
+    signature = inspect.signature(make)
+    # A body builder's **extra would send them: the facts that price a request are taken out first.
+    facts_taken = tuple(name for name in PRICING_FACTS if name not in signature.parameters)
+
     @functools.wraps(make)
     def submit(self: _EnforcedMethods[Any], /, *args: P.args, **kwargs: P.kwargs) -> Flow[_JobBase]:
-        # A body builder's **extra would send them: the facts that price a request are taken out first.
-        facts = {name: kwargs.pop(name) for name in PRICING_FACTS if name in kwargs}
+        facts = {name: kwargs.pop(name) for name in facts_taken if name in kwargs}
         request = make(*args, **kwargs)
         if isinstance(request, Submission):
             if facts:
@@ -393,7 +396,6 @@ def _submitting(
             return self._submit_flow(request)
         return self._submit_flow(Submission.of(request, **facts))
 
-    signature = inspect.signature(make)
     self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
     submit.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[self_parameter, *signature.parameters.values()]
