@@ -22,6 +22,7 @@ from kling_budget.simulator import RunningSimulator, SimulatorConfig, running_si
 from tests.serveproc import BODY, T2V, ServeProcess, running_serve, timed
 
 ADMIN = "kbadm_security-tests-admin-token-0123456789"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def gateway(kling: RunningSimulator, tmp_path_factory: pytest.TempPathFactory) -
     base = tmp_path_factory.mktemp("input")
     from tests.serveproc import gateway_env
 
-    env = gateway_env(base / "home", KLING_BUDGET_ADMIN_TOKEN=ADMIN)
+    env = gateway_env(base / "home", KLING_BUDGET_ADMIN_TOKEN=ADMIN, KLING_WEBHOOK_SECRET=WEBHOOK_SECRET)
     with running_serve(kling, f"sqlite:///{base / 'ledger.db'}", base / "home", env=env) as served:
         yield served
 
@@ -82,7 +83,7 @@ def _healthz_stays_fast(gateway: ServeProcess, attack: Any) -> tuple[Any, float]
     ("body", "fragment"),
     [
         ({**BODY, "duration": "1e1000000"}, "no exponent"),
-        ({**BODY, "duration": "9" * 5000}, "plain decimal"),
+        ({**BODY, "duration": "9" * 5000}, "duration is too long"),
         ({"model_name": "kling-v1", "prompt": "p", "n": "1e999999"}, "n must be an integer"),
     ],
 )

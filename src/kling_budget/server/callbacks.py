@@ -184,13 +184,17 @@ class KlingCallbacks:
         row = await self.state.run_sync(self.state.tasks.get, reservation_id)
         if row is None:
             return
-        reply = await self.state.upstream.request(
-            "GET", f"{row.endpoint}/{url_quote(row.upstream_ref, safe='')}", operation="poll", task_query=True
-        )
-        if not reply.ok or not isinstance(reply.data, dict):
-            return
-        data: dict[str, Any] = reply.data
-        await self.proxy.observe(row, data)
+        data: dict[str, Any]
+        if row.settled and isinstance(row.data, dict):
+            data = row.data  # its final state is known: no query to Kling with the real credentials
+        else:
+            reply = await self.state.upstream.request(
+                "GET", f"{row.endpoint}/{url_quote(row.upstream_ref, safe='')}", operation="poll", task_query=True
+            )
+            if not reply.ok or not isinstance(reply.data, dict):
+                return
+            data = reply.data
+            await self.proxy.observe(row, data)
         status = data.get("task_status")
         if (
             row.callback_url
