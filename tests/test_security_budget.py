@@ -90,7 +90,7 @@ def test_length_priced_products_hold_the_worst_case(
     """Motion control and lip sync hold the longest accepted input; with a body `duration` they are refused."""
     with gateway.client() as client:
         created = client.post(path, json=body)
-        shrunk = client.post(path, json={**body, "duration": "1"})
+        shrunk = client.post(path, json={**body, "duration": "3"})  # a length Kling accepts, far below the worst
     assert created.status_code == 200, created.text
     assert _held(gateway, created) == worst_milli
     assert shrunk.status_code == 400 and "'duration' is not accepted" in shrunk.json()["message"]

@@ -84,14 +84,17 @@ def test_a_callback_url_at_the_gateway_itself_is_refused(kling: RunningSimulator
 
 
 def test_without_public_url_the_gateway_is_still_not_a_callback_target(kling: RunningSimulator, tmp_path: Path) -> None:
-    """Without --public-url (the client's URL goes to Kling), a URL at the gateway's own port is refused."""
+    """Without --public-url (the client's URL goes to Kling, which would call the gateway in a loop) a URL at the
+    gateway's own /callbacks/kling is refused, by default and with loopback allowed."""
     db = f"sqlite:///{tmp_path / 'ledger.db'}"
-    with (
-        running_serve(kling, db, tmp_path / "home", "--allow-callback-host", "127.0.0.1") as gateway,
-        gateway.client() as client,
-    ):
-        answer = client.post(T2V, json={**BODY, "callback_url": f"{gateway.base_url}/callbacks/kling"})
-    assert answer.status_code == 400 and "this gateway itself" in answer.json()["message"]
+    key = prepare_ledger(db, tmp_path / "home")
+    for flags in ((), ("--allow-callback-host", "127.0.0.1")):
+        with running_serve(kling, db, tmp_path / "home", *flags, key=key) as gateway, gateway.client() as client:
+            answer = client.post(T2V, json={**BODY, "callback_url": f"{gateway.base_url}/callbacks/kling"})
+        assert answer.status_code == 400 and answer.json()["code"] == 1201, answer.text
+        if flags:
+            assert "this gateway itself" in answer.json()["message"]
+    assert kling.sim.tasks() == []
 
 
 def test_each_status_reaches_the_client_once_however_often_kling_calls(
@@ -263,3 +266,39 @@ def test_an_allowed_private_host_works_and_is_checked_again_at_delivery(
             ledger.close()
             wait_until(lambda: any("callback not delivered" in line for line in strict.log_lines()), 5)
         assert len(receiver.received) == delivered
+
+
+def test_each_status_is_claimed_once_and_sources_are_per_key_on_every_backend(ledger_url: str) -> None:
+    """The once-per-status claim and the source-video lookup behave alike on SQLite and PostgreSQL."""
+    from kling_budget.ledger import open_backend
+    from kling_budget.server.task_store import MODE_DETAIL_KEY, TaskStore
+
+    backend = open_backend(ledger_url)
+    try:
+        backend.run(
+            lambda c: c.execute(
+                "INSERT INTO gateway_keys (name, kind, project, created_at) VALUES ('k', 'api', 'p', 1), "
+                "('other', 'api', 'p2', 1)"
+            )
+        )
+        keys = dict(backend.run(lambda c: c.fetchall("SELECT name, id FROM gateway_keys"), write=False))
+        backend.run(
+            lambda c: c.execute(
+                "INSERT INTO reservations (id, kind, state, request_hash, model, pack_type, units_milli, usd_nano, "
+                "reserved_at, detail) VALUES ('r1', 'reserve', 'submitted', 'h', 'kling-v1-6', 'video', 1, 1, 1, ?)",
+                (f'{{"{MODE_DETAIL_KEY}": "std"}}',),
+            )
+        )
+        tasks = TaskStore(backend)
+        backend.run(
+            tasks.insert_hook(
+                "r1", key_id=keys["k"], endpoint=T2V, client_external_id=None, callback_url=None, check_at=0
+            )
+        )
+        assert [tasks.mark_forwarded("r1", s) for s in ("processing", "processing", "succeed")] == [True, False, True]
+        tasks.update("r1", status="succeed", data={"task_id": "t", "task_result": {"videos": [{"id": "v-1"}]}})
+        assert tasks.source_video(keys["k"], "v-1") == ("kling-v1-6", "std")
+        assert tasks.source_video(keys["other"], "v-1") is None
+        assert tasks.source_video(keys["k"], "v-2") is None
+    finally:
+        backend.close()

@@ -12,6 +12,7 @@ unavailable at once instead of piling up threads.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -52,31 +53,34 @@ class LedgerHealth:
     def __init__(self, backend: Backend, timeout: float) -> None:
         self.backend = backend
         self.timeout = timeout
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._running = threading.Event()  # set while a probe thread runs (it may outlive its request)
 
     def _probe(self) -> None:
-        path = getattr(self.backend, "path", None)
-        if self.backend.dialect == "sqlite" and isinstance(path, Path):
-            _read_header(path)
-        stamp = str(time.time_ns())
+        try:
+            path = getattr(self.backend, "path", None)
+            if self.backend.dialect == "sqlite" and isinstance(path, Path):
+                _read_header(path)
+            stamp = str(time.time_ns())
 
-        def write(conn: Connection) -> None:
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (_STAMP_KEY, stamp),
-            )
+            def write(conn: Connection) -> None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (_STAMP_KEY, stamp),
+                )
 
-        self.backend.run(write)
+            self.backend.run(write)
+        finally:
+            self._running.clear()
 
     async def check(self) -> str:
         """``"ok"``, or ``"unavailable (<reason>)"``."""
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(1)
-        if self._limiter.borrowed_tokens >= self._limiter.total_tokens:
+        if self._running.is_set():
             return "unavailable (the previous check is still waiting for the ledger)"
+        self._running.set()
         try:
             with anyio.fail_after(self.timeout):
-                await anyio.to_thread.run_sync(self._probe, limiter=self._limiter, abandon_on_cancel=True)
+                await anyio.to_thread.run_sync(self._probe, abandon_on_cancel=True)
         except TimeoutError:
             return f"unavailable (no answer within {self.timeout:g} s)"
         except Exception as exc:
