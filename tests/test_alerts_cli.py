@@ -117,7 +117,8 @@ def test_add_list_remove_never_print_secrets(kb: Any, secret_file: Any) -> None:
 )
 def test_bad_sink_input_is_exit_2_with_one_line(kb: Any, secret_file: Any, args: list[str], message: str) -> None:
     """Invalid sink settings are refused before anything is stored."""
-    args = [secret_file(a) if previous.endswith("-file") else a for previous, a in zip(["", *args], args)]
+    previous = ["", *args[:-1]]
+    args = [secret_file(a) if option.endswith("-file") else a for option, a in zip(previous, args, strict=True)]
     result = kb("alerts", "add", *args)
     assert result.code == 2
     assert result.err.startswith(f"error: {message}") and result.err.count("\n") == 1

@@ -145,6 +145,6 @@ def refuse_url_password(url: str | None, where: str) -> None:
     """Refuse a ledger URL given on the command line with a password in it."""
     if url and "://" in url and url_has_password(url):
         raise InvalidInputError(
-            f"{where} carries a database password: {_WHY}; put the URL in KLING_BUDGET_DB, or the password in "
-            "PGPASSWORD or a ~/.pgpass file (libpq reads both)"
+            f"{where} with a database password in it is not accepted: {_WHY}; put the URL in KLING_BUDGET_DB, "
+            "or the password in PGPASSWORD or a ~/.pgpass file (libpq reads both)"
         )

@@ -48,6 +48,8 @@ def open_backend(url: str | os.PathLike[str] | None = None) -> Backend:
         path = parts.path
         if parts.netloc:  # sqlite://relative/path.db
             path = parts.netloc + path
+        elif path.startswith("//"):  # sqlite:////abs/path.db, as resolve_db_url writes an absolute path
+            path = path[1:]
         if not path or path == "/":
             raise ConfigurationError("a sqlite URL needs a file path, e.g. sqlite:///home/me/ledger.db")
         timeout = _float_option(options, "timeout", 10.0)
