@@ -66,12 +66,11 @@ REFUSED = [
         id="webhook-url-option",
     ),
     pytest.param(
-        ["alerts", "add", "email", "--host", "smtp.example.com", "--username", "alerts", "--password", "hunter2",
-         "--from", "a@example.com", "--to", "ops@example.com"],
+        ["alerts", "add", "email", "--host", "smtp.example.com", "--username", "u", "--password", "hunter2"],
         "hunter2",
         ("KLING_BUDGET_SMTP_PASSWORD", "--password-file PATH", "prompt"),
         id="smtp-password-option",
-    ),  # fmt: skip
+    ),
     pytest.param(
         ["generate", "video", "a fox", "--access-key", "ak_public", "--secret-key", "sk-very-secret"],
         "sk-very-secret",
