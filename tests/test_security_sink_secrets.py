@@ -345,6 +345,7 @@ def test_reprs_logs_and_recorded_errors_of_a_sealed_sink_hold_no_secret(
 ) -> None:
     """A sealed sink's object repr, its stored SinkConfig repr, the failure log line and the recorded last error
     show the URL masked and never the signing secret."""
+    from kling_budget.alerts._dispatch import _configured_entry
     from kling_budget.alerts._sinks import build_sink
     from kling_budget.ledger.outbox import Outbox
 
@@ -361,6 +362,14 @@ def test_reprs_logs_and_recorded_errors_of_a_sealed_sink_hold_no_secret(
         [sink] = Outbox(backend).sinks()
     finally:
         backend.close()
-    shown = [repr(sink), repr(build_sink(sink.kind, sink.config)), sink.status.last_error, failed.out, caplog.text]
+    entry = repr(_configured_entry(sink))  # what the dispatcher holds: the sink and its secrets, to redact errors
+    shown = [
+        repr(sink),
+        repr(build_sink(sink.kind, sink.config)),
+        entry,
+        sink.status.last_error,
+        failed.out,
+        caplog.text,
+    ]
     assert "deadTOKEN" not in " ".join(shown) and signing not in " ".join(shown) and "ZGVhZC1z" not in " ".join(shown)
     assert "…OKEN" in repr(build_sink(sink.kind, sink.config))
