@@ -9,49 +9,26 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from standardwebhooks import Webhook
 
-from kling_budget.cli import main
 from kling_budget.cli.db_cmds import open_unmigrated
 from kling_budget.ledger import open_backend
 from kling_budget.ledger.schema import MIGRATIONS, statements_for
 from kling_budget.server.keys import KeyStore, SecretBox, load_master_key
 from tests.alert_receivers import HTTPReceiver, free_port, http_receiver, smtp_server
+from tests.jobfixtures import run_cli
 
 SMTP_PASSWORD = "s3cret-pass"  # the account tests.alert_receivers.smtp_server accepts
-
-
-@dataclass
-class Result:
-    """Exit code, stdout and stderr of one command."""
-
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 @pytest.fixture
 def kb(capsys: pytest.CaptureFixture[str]) -> Any:
     """Run ``kling-budget ARGS...`` in-process through the real entry point."""
-
-    def run(*args: str) -> Result:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exited:
-            main(list(args))
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        code = exited.value.code
-        return Result(0 if code is None else int(code), out, err)
-
-    return run
+    return lambda *args: run_cli(capsys, *args)
 
 
 @pytest.fixture
@@ -60,9 +37,10 @@ def receiver() -> Iterator[HTTPReceiver]:
         yield running
 
 
-def stored_configs(url: str) -> list[tuple[str, str]]:
-    """(kind, config column as stored) of every sink, read straight from the table."""
-    backend = open_backend(url)
+def stored_configs(url: str, *, migrate: bool = True) -> list[tuple[str, str]]:
+    """(kind, config column as stored) of every sink, read straight from the table (``migrate=False``: without
+    upgrading the ledger first)."""
+    backend = open_backend(url) if migrate else open_unmigrated(url)
     try:
         rows = backend.run(lambda c: c.fetchall("SELECT kind, config FROM alert_sinks ORDER BY id"), write=False)
     finally:
@@ -186,15 +164,6 @@ def _store_plaintext_sinks(url: str, sinks: list[tuple[str, dict[str, Any]]]) ->
         backend.close()
 
 
-def stored_configs_unmigrated(url: str) -> list[tuple[str, str]]:
-    backend = open_unmigrated(url)
-    try:
-        rows = backend.run(lambda c: c.fetchall("SELECT kind, config FROM alert_sinks ORDER BY id"), write=False)
-    finally:
-        backend.close()
-    return [(str(kind), str(config)) for kind, config in rows]
-
-
 def test_plaintext_sinks_of_an_older_ledger_are_encrypted_by_migration_and_still_deliver(
     kb: Any, ledger_url: str, tmp_path: Path, receiver: HTTPReceiver
 ) -> None:
@@ -218,7 +187,7 @@ def test_plaintext_sinks_of_an_older_ledger_are_encrypted_by_migration_and_still
                 ),
             ],
         )  # fmt: skip
-        assert SMTP_PASSWORD in json.dumps(stored_configs_unmigrated(ledger_url))
+        assert SMTP_PASSWORD in json.dumps(stored_configs(ledger_url, migrate=False))
 
         status = kb("--db", ledger_url, "db", "upgrade", "--json")
         assert status.code == 0 and status.json()["applied"] == [4], status
@@ -250,7 +219,7 @@ def test_migration_refuses_a_master_key_that_cannot_read_the_ledger(
     refused = kb("--db", sqlite_url, "alerts", "list")
     assert refused.code == 1 and refused.err.count("\n") == 1
     assert refused.err.startswith("error: this ledger's secrets are encrypted with another master key")
-    assert "oldTOKEN" in json.dumps(stored_configs_unmigrated(sqlite_url))  # rolled back: still schema 3
+    assert "oldTOKEN" in json.dumps(stored_configs(sqlite_url, migrate=False))  # rolled back: still schema 3
 
     monkeypatch.setenv("KLING_BUDGET_MASTER_KEY", right)
     assert kb("--db", sqlite_url, "alerts", "list").code == 0

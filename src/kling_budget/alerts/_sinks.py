@@ -158,7 +158,11 @@ def event_payload(event: AlertEvent) -> dict[str, Any]:
 
 
 class _HTTPSink:
-    """POSTs JSON with httpx; 2xx is success, 408/425/429/5xx and network errors are retried."""
+    """POSTs JSON with httpx; 2xx is success, 408/425/429/5xx and network errors are retried.
+
+    With a ``signing_secret`` (``whsec_`` + base64) every delivery is signed the Standard Webhooks way, as
+    Kling signs its callbacks: ``webhook-id`` (the dedupe key), ``webhook-timestamp`` and ``webhook-signature``.
+    """
 
     name = "http"
 
@@ -170,12 +174,23 @@ class _HTTPSink:
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
         key: str | None = None,
+        signing_secret: str = "",
     ) -> None:
         self._url = _validate_http_url(url, f"the {self.name} URL")
         self.retry = retry or RetryPolicy()
         self._headers = dict(headers or {})
         self._transport = transport
         self.key = key or f"local:{self.name}:{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+        if signing_secret:
+            from kling_budget.kling.webhooks import WebhookVerificationError, sign_webhook
+
+            try:
+                sign_webhook(signing_secret, "check", 0, b"")
+            except WebhookVerificationError:
+                raise ConfigurationError(
+                    "a webhook signing secret must be 'whsec_' followed by base64 (or use --sign to make one)"
+                ) from None
+        self._signing_secret = signing_secret
 
     @property
     def target(self) -> str:
@@ -183,15 +198,21 @@ class _HTTPSink:
         return mask_url(self._url)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.target!r})"
+        return f"{type(self).__name__}({self.target!r}{', signed' if self._signing_secret else ''})"
 
     def body(self, event: AlertEvent) -> dict[str, Any]:
         """The JSON document sent for ``event``."""
         raise NotImplementedError
 
     def signature_headers(self, event: AlertEvent, content: bytes) -> dict[str, str]:
-        """Headers that sign ``content`` (none by default)."""
-        return {}
+        """Standard Webhooks headers signing ``content`` when the sink has a signing secret."""
+        if not self._signing_secret:
+            return {}
+        from kling_budget.kling.webhooks import sign_webhook
+
+        timestamp = int(time.time())
+        signature = sign_webhook(self._signing_secret, event.dedupe_key, timestamp, content)
+        return {"webhook-id": event.dedupe_key, "webhook-timestamp": str(timestamp), "webhook-signature": signature}
 
     def __call__(self, event: AlertEvent) -> None:
         import httpx
@@ -230,47 +251,11 @@ class WebhookSink(_HTTPSink):
     """POSTs :meth:`AlertEvent.to_dict` as JSON to a URL.
 
     Headers: ``Idempotency-Key`` (the event's ``dedupe_key``, also in the body) so a receiver can drop
-    the rare duplicate of at-least-once delivery, and ``X-Kling-Budget-Event`` (the kind). With a
-    ``signing_secret`` (``whsec_`` + base64) every delivery is signed the Standard Webhooks way, as Kling
-    signs its callbacks: ``webhook-id`` (the dedupe key), ``webhook-timestamp`` and ``webhook-signature``.
+    the rare duplicate of at-least-once delivery, and ``X-Kling-Budget-Event`` (the kind); signed when given
+    a ``signing_secret``.
     """
 
     name = "webhook"
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        retry: RetryPolicy | None = None,
-        headers: Mapping[str, str] | None = None,
-        transport: httpx.BaseTransport | None = None,
-        key: str | None = None,
-        signing_secret: str = "",
-    ) -> None:
-        super().__init__(url, retry=retry, headers=headers, transport=transport, key=key)
-        if signing_secret:
-            from kling_budget.kling.webhooks import WebhookVerificationError, sign_webhook
-
-            try:
-                sign_webhook(signing_secret, "check", 0, b"")
-            except WebhookVerificationError:
-                raise ConfigurationError(
-                    "a webhook signing secret must be 'whsec_' followed by base64 (or use --sign to make one)"
-                ) from None
-        self._signing_secret = signing_secret
-
-    def __repr__(self) -> str:
-        return f"WebhookSink({self.target!r}{', signed' if self._signing_secret else ''})"
-
-    def signature_headers(self, event: AlertEvent, content: bytes) -> dict[str, str]:
-        """Standard Webhooks headers when the sink has a signing secret."""
-        if not self._signing_secret:
-            return {}
-        from kling_budget.kling.webhooks import sign_webhook
-
-        timestamp = int(time.time())
-        signature = sign_webhook(self._signing_secret, event.dedupe_key, timestamp, content)
-        return {"webhook-id": event.dedupe_key, "webhook-timestamp": str(timestamp), "webhook-signature": signature}
 
     def body(self, event: AlertEvent) -> dict[str, Any]:
         """The event as JSON."""
