@@ -76,6 +76,10 @@ class Submission:
         return cls(create.path, create.body, **facts)
 
 
+PRICING_FACTS = ("input_duration", "units", "pricing_hints")
+"""Keyword arguments of an enforced ``create_*`` method that price the request and are never sent."""
+
+
 @dataclass(slots=True)
 class _Prepared:
     path: str
@@ -378,12 +382,20 @@ def _submitting(
 ) -> Callable[Concatenate[_EnforcedMethods[Any], P], Flow[_JobBase]]:
     """The flow of an enforced product method made from a body builder or a recipe adapter."""
 
+    signature = inspect.signature(make)
+    # A body builder's **extra would send them: the facts that price a request are taken out first.
+    facts_taken = tuple(name for name in PRICING_FACTS if name not in signature.parameters)
+
     @functools.wraps(make)
     def submit(self: _EnforcedMethods[Any], /, *args: P.args, **kwargs: P.kwargs) -> Flow[_JobBase]:
+        facts = {name: kwargs.pop(name) for name in facts_taken if name in kwargs}
         request = make(*args, **kwargs)
-        return self._submit_flow(request if isinstance(request, Submission) else Submission.of(request))
+        if isinstance(request, Submission):
+            if facts:
+                raise InvalidInputError(f"unexpected arguments {', '.join(sorted(facts))}")
+            return self._submit_flow(request)
+        return self._submit_flow(Submission.of(request, **facts))
 
-    signature = inspect.signature(make)
     self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
     submit.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[self_parameter, *signature.parameters.values()]

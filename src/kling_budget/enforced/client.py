@@ -132,7 +132,8 @@ class BudgetEnforcedClient(_Products[KlingClient], SyncDriver):
 
     Methods: the recipe's ``generate_video``, ``image_to_video``, ``generate_image``, ``extend_video``,
     ``lip_sync``, ``effects``, ``virtual_try_on``; every ``create_*`` of :class:`~kling_budget.kling.KlingClient`
-    with the same arguments; ``submit`` for any create path; ``resume``. Each returns a :class:`Job`.
+    with the same arguments, plus the pricing facts ``input_duration``, ``units`` and ``pricing_hints`` (see
+    :meth:`submit`; never sent); ``submit`` for any create path; ``resume``. Each returns a :class:`Job`.
 
     Raises:
         ConfigurationError: missing or conflicting credentials (before anything is reserved).
