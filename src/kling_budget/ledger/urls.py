@@ -12,22 +12,17 @@ from urllib.parse import SplitResult, parse_qs, urlsplit
 from kling_budget.errors import ConfigurationError
 from kling_budget.ledger.backend import Backend
 from kling_budget.ledger.core import Ledger
+from kling_budget.private_files import data_dir
 from kling_budget.types import PackType
 
 __all__ = ["DB_ENV", "default_db_path", "ledger_exists", "open_backend", "open_ledger", "resolve_db_url"]
 
 DB_ENV = "KLING_BUDGET_DB"
-HOME_ENV = "KLING_BUDGET_HOME"
 
 
 def default_db_path() -> Path:
     """``$KLING_BUDGET_HOME/ledger.db``, else ``ledger.db`` in the platform's user data directory."""
-    home = os.environ.get(HOME_ENV)
-    if home:
-        return Path(home) / "ledger.db"
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("kling-budget", appauthor=False)) / "ledger.db"
+    return data_dir() / "ledger.db"
 
 
 def resolve_db_url(url: str | os.PathLike[str] | None) -> str:
@@ -46,6 +41,8 @@ def _sqlite_path(parts: SplitResult) -> Path:
     path = parts.path
     if parts.netloc:  # sqlite://relative/path.db
         path = parts.netloc + path
+    elif path.startswith("//"):  # sqlite:////abs/path.db, as resolve_db_url writes an absolute path
+        path = path[1:]
     if not path or path == "/":
         raise ConfigurationError("a sqlite URL needs a file path, e.g. sqlite:///home/me/ledger.db")
     _check_path_length(path)

@@ -14,7 +14,7 @@ import secrets
 from urllib.parse import quote as url_quote
 
 from kling_budget.ledger.backend import Backend, Connection
-from kling_budget.server.keys import SecretBox
+from kling_budget.master_key import SecretBox
 
 __all__ = ["CallbackTokens"]
 
