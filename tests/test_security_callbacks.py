@@ -237,7 +237,7 @@ def test_resolving_a_callback_host_never_stalls_the_server(ssrf_gateway: ServePr
     thread.join()
     (answer, seconds) = results[0]
     assert answer.status_code == 400 and "resolve" in answer.json()["message"]
-    assert seconds < 5.0 and slowest < 1.0
+    assert seconds < 5.0 and slowest < 2.0
 
 
 def test_an_allowed_private_host_works_and_is_checked_again_at_delivery(

@@ -97,7 +97,7 @@ def test_a_huge_number_in_a_field_is_refused_at_once_and_blocks_no_one(
         answer, slowest = _healthz_stays_fast(gateway, lambda: timed(lambda: client.post(path, json=body)))
     response, seconds = answer
     _assert_bad(response, 1201, fragment)
-    assert seconds < 1.0 and slowest < 1.0
+    assert seconds < 2.0 and slowest < 2.0  # the attack took 25-30 s of the event loop before
     assert _holds(gateway) == before
 
 
@@ -145,7 +145,7 @@ def test_admin_quote_with_a_huge_duration_answers_at_once(gateway: ServeProcess)
         )
     response, seconds = answer
     assert response.status_code == 400 and "duration" in response.json()["error"]["message"]
-    assert seconds < 1.0 and slowest < 1.0
+    assert seconds < 2.0 and slowest < 2.0  # the attack took 25-30 s of the event loop before
 
 
 def test_unknown_body_fields_are_refused_not_forwarded(gateway: ServeProcess, kling: RunningSimulator) -> None:

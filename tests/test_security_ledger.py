@@ -31,7 +31,7 @@ def kling() -> Iterator[RunningSimulator]:
 def _unavailable_quickly(gateway: ServeProcess) -> None:
     with gateway.client(None) as client:
         answer, seconds = timed(lambda: client.get("/healthz"))
-    assert answer.status_code == 503 and seconds < 1.5, (answer.text, seconds)
+    assert answer.status_code == 503 and seconds < 2.0, (answer.text, seconds)  # 1 s probe + a loaded host
     assert answer.json()["status"] == "unavailable" and answer.json()["ledger"].startswith("unavailable")
 
 
