@@ -15,7 +15,7 @@ import pytest
 
 from kling_budget.ledger import ReservationState, open_ledger
 from kling_budget.server.keys import KeyStore, load_master_key
-from kling_budget.simulator import RunningSimulator, SimulatorConfig, running_simulator
+from kling_budget.simulator import RunningSimulator
 from kling_budget.tracker import CostTracker
 from tests.gatewayutil import wait_until
 from tests.serveproc import ServeProcess, prepare_ledger, running_serve
@@ -29,21 +29,14 @@ T2V = "/v1/videos/text2video"
 
 
 @pytest.fixture(scope="module")
-def kling() -> Iterator[RunningSimulator]:
-    """The simulator as Kling; videos finish in a fraction of a second."""
-    with running_simulator(SimulatorConfig.single(concurrency=100, queued_seconds=0.05, running_seconds=0.1)) as sim:
-        yield sim
-
-
-@pytest.fixture(scope="module")
-def gateway(kling: RunningSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+def gateway(quick_kling: RunningSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     """A gateway whose tenant (project p1) has a 100-unit daily budget; a second key in project p2."""
     base = tmp_path_factory.mktemp("budget")
     db = f"sqlite:///{base / 'ledger.db'}"
     key = prepare_ledger(db, base / "home")
     with CostTracker(db, alert_sinks=[]) as tracker:
         tracker.set_budget("p1-daily", project_id="p1", period="daily", limit_units=100)
-    with running_serve(kling, db, base / "home", key=key) as served:
+    with running_serve(quick_kling, db, base / "home", key=key) as served:
         yield served
 
 

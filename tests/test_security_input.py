@@ -18,7 +18,7 @@ import pytest
 
 from kling_budget.kling.jwt import encode_token
 from kling_budget.ledger import open_ledger
-from kling_budget.simulator import RunningSimulator, SimulatorConfig, running_simulator
+from kling_budget.simulator import RunningSimulator
 from tests.serveproc import BODY, T2V, ServeProcess, running_serve, timed
 
 ADMIN = "kbadm_security-tests-admin-token-0123456789"
@@ -26,20 +26,13 @@ WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def kling() -> Iterator[RunningSimulator]:
-    """The simulator as Kling (tasks finish quickly)."""
-    with running_simulator(SimulatorConfig.single(concurrency=100, queued_seconds=0.05, running_seconds=0.1)) as sim:
-        yield sim
-
-
-@pytest.fixture(scope="module")
-def gateway(kling: RunningSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+def gateway(quick_kling: RunningSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     """One real gateway for the module, admin API on."""
     base = tmp_path_factory.mktemp("input")
     from tests.serveproc import gateway_env
 
     env = gateway_env(base / "home", KLING_BUDGET_ADMIN_TOKEN=ADMIN, KLING_WEBHOOK_SECRET=WEBHOOK_SECRET)
-    with running_serve(kling, f"sqlite:///{base / 'ledger.db'}", base / "home", env=env) as served:
+    with running_serve(quick_kling, f"sqlite:///{base / 'ledger.db'}", base / "home", env=env) as served:
         yield served
 
 
@@ -148,9 +141,9 @@ def test_admin_quote_with_a_huge_duration_answers_at_once(gateway: ServeProcess)
     assert seconds < 2.0 and slowest < 2.0  # the attack took 25-30 s of the event loop before
 
 
-def test_unknown_body_fields_are_refused_not_forwarded(gateway: ServeProcess, kling: RunningSimulator) -> None:
+def test_unknown_body_fields_are_refused_not_forwarded(gateway: ServeProcess, quick_kling: RunningSimulator) -> None:
     """A field the pricer does not know (it could change Kling's charge) is a 400 naming it; nothing is sent."""
-    before = len(kling.sim.tasks())
+    before = len(quick_kling.sim.tasks())
     with gateway.client() as client:
         for body in (
             {**BODY, "resolution_boost": "8k"},
@@ -161,7 +154,7 @@ def test_unknown_body_fields_are_refused_not_forwarded(gateway: ServeProcess, kl
             _assert_bad(answer, 1201, "is not accepted on /v1/videos/text2video")
         lip = client.post("/v1/videos/lip-sync", json={"input": {"video_id": "v", "mode": "text2video", "speed": 3}})
         _assert_bad(lip, 1201, "input.'speed'")
-    assert len(kling.sim.tasks()) == before
+    assert len(quick_kling.sim.tasks()) == before
 
 
 def test_a_jwt_valid_for_more_than_a_day_is_refused(gateway: ServeProcess) -> None:
