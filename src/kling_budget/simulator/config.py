@@ -18,6 +18,7 @@ __all__ = [
     "CASH_TYPES",
     "CURRENCIES",
     "DEFAULT_ACCESS_KEY",
+    "DEFAULT_API_KEY",
     "DEFAULT_SECRET_KEY",
     "AccountConfig",
     "PackConfig",
@@ -27,6 +28,7 @@ __all__ = [
 
 DEFAULT_ACCESS_KEY = "sim-access-key"
 DEFAULT_SECRET_KEY = "sim-secret-key"
+DEFAULT_API_KEY = "sim-api-key"
 
 #: Currencies of a cash balance, as Kling reports them in ``billing[].currency``.
 CURRENCIES = ("USD", "CNY")
@@ -214,7 +216,8 @@ class SimulatorConfig:
     """How the simulated Kling behaves.
 
     Attributes:
-        accounts: the accounts; the first one's credentials are the defaults handed to tests.
+        accounts: the accounts; the first one's credentials are the defaults handed to tests (by default one
+            account with the key pair ``sim-access-key``/``sim-secret-key`` and the API key ``sim-api-key``).
         webhook_secret: ``whsec_...``; when set, callbacks carry Standard Webhooks signature headers.
         queued_seconds: time a task stays ``submitted``.
         running_seconds: time a task stays ``processing`` before it ends.
@@ -239,7 +242,7 @@ class SimulatorConfig:
             memory in long benchmarks; ``None`` keeps every task (Kling keeps results 30 days).
     """
 
-    accounts: tuple[AccountConfig, ...] = (AccountConfig(),)
+    accounts: tuple[AccountConfig, ...] = (AccountConfig(api_keys=(DEFAULT_API_KEY,)),)
     webhook_secret: str | None = None
     queued_seconds: float = 0.2
     running_seconds: float = 0.5
@@ -286,7 +289,7 @@ class SimulatorConfig:
         *,
         access_key: str = DEFAULT_ACCESS_KEY,
         secret_key: str = DEFAULT_SECRET_KEY,
-        api_keys: tuple[str, ...] = (),
+        api_keys: tuple[str, ...] = (DEFAULT_API_KEY,),
         packs: Mapping[str, Decimal | int | str] | None = None,
         concurrency: Mapping[str, int] | int | None = None,
         api_key_names: Mapping[str, str] | None = None,
