@@ -30,22 +30,25 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
     default="sim-access-key",
     show_default=True,
     envvar="KLING_SIM_ACCESS_KEY",
-    help="Access key (JWT iss).",
+    help="Access key (JWT iss) the simulator accepts: a test credential, not a secret.",
 )
 @click.option(
     "--secret-key",
     default="sim-secret-key",
     show_default=True,
     envvar="KLING_SIM_SECRET_KEY",
-    help="Secret key (JWT signing).",
+    help="Secret key (JWT signing) the simulator accepts: a test credential, never a real Kling key.",
 )
 @click.option(
     "--api-key",
     "api_keys",
     multiple=True,
-    help="An API key ('Bearer <API key>', the only credential of the 2026 routes); repeatable. Default: sim-api-key.",
+    help="An API key ('Bearer <API key>', the only credential of the 2026 routes; a test credential); "
+    "repeatable. Default: sim-api-key.",
 )
-@click.option("--webhook-secret", default=None, help="whsec_... secret; callbacks are then signed (Standard Webhooks).")
+@click.option(
+    "--webhook-secret", default=None, help="whsec_... test secret; callbacks are then signed (Standard Webhooks)."
+)
 @click.option(
     "--pack",
     "packs",
@@ -108,7 +111,9 @@ def simulate(
 
     It speaks Kling's legacy /v1 API (JWT or API-key auth) and its 2026 design (/text-to-video/kling-3.0 ...,
     /tasks; API key only): task lifecycle, resource packs, a cash balance, concurrency limits, /account/costs,
-    the billing ledgers, signed callbacks. The credentials it prints belong to the simulator only.
+    the billing ledgers, signed callbacks. The credentials it prints belong to the simulator only; its
+    --secret-key, --api-key and --webhook-secret are test credentials that guard nothing, so unlike real
+    secrets they may be options (never pass a real Kling key to it).
 
     Example:
 
