@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -11,7 +10,7 @@ import httpx
 import pytest
 
 from kling_budget.money import format_units
-from kling_budget.pricing import PriceTable
+from kling_budget.pricing import PriceTable, quote_kling_request
 from kling_budget.simulator import (
     AccountConfig,
     ManualClock,
@@ -20,7 +19,7 @@ from kling_budget.simulator import (
     running_simulator,
 )
 from kling_budget.types import PackType
-from tests.simfixtures import raw_post, sim_client
+from tests.simfixtures import api_client, expect_error, raw_post, serve, sim_client
 
 T2V = "/text-to-video/kling-3.0"
 OMNI = "/omni-video/kling-3.0-omni"
@@ -29,20 +28,6 @@ PROMPT = {"type": "prompt", "text": "a red fox in the snow"}
 BODY: dict[str, Any] = {"contents": [PROMPT], "settings": {"resolution": "1080p", "duration": 5, "audio": "native"}}
 FRAME = {"type": "first_frame", "url": "https://example.com/fox.png"}
 DAY_MS = 86_400_000
-
-
-@contextmanager
-def serve(config: SimulatorConfig | None = None, **options: Any) -> Iterator[tuple[RunningSimulator, ManualClock]]:
-    clock = ManualClock()
-    with running_simulator(config or SimulatorConfig.single(**options), clock=clock) as kling:
-        yield kling, clock
-
-
-@contextmanager
-def api_client(kling: RunningSimulator) -> Iterator[httpx.Client]:
-    """An httpx client on the simulator that sends the first account's API key."""
-    with httpx.Client(base_url=kling.base_url, headers=kling.api_key_headers(), timeout=10, verify=False) as client:
-        yield client
 
 
 @pytest.fixture
@@ -75,13 +60,6 @@ def listing(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     payload: dict[str, Any] = client.post("/tasks", json=body).json()
     assert payload["code"] == 0, payload
     return payload["data"]  # type: ignore[no-any-return]
-
-
-def expect_error(answer: httpx.Response, http_status: int, code: int) -> str:
-    payload = answer.json()
-    assert (answer.status_code, payload["code"]) == (http_status, code), payload
-    assert set(payload) == {"code", "message", "request_id", "data"} and payload["data"] is None
-    return str(payload["message"])
 
 
 # ---------------------------------------------------------------------------- auth
@@ -206,7 +184,7 @@ def table_units(model: str, *, product: str = "video", **facts: Any) -> str:
             "/omni-video/kling-o1",
             {
                 "contents": [PROMPT, {"type": "base_video", "url": "https://x/v.mp4"}],
-                "settings": {"resolution": "720p"},
+                "settings": {"resolution": "720p", "duration": 3},
             },
             table_units("kling-video-o1", resolution="720p", duration=10, video_input=True),
         ),
@@ -229,7 +207,11 @@ def table_units(model: str, *, product: str = "video", **facts: Any) -> str:
     ],
 )
 def test_charge_is_the_price_table(path: str, body: dict[str, Any], expected: str) -> None:
-    """Every product and model is charged what the price table says for its settings (longest input when unmeasured)."""
+    """Every product and model is charged what the price table says for its settings (longest input when unmeasured);
+    a body that states its resolution is charged exactly what the pricing module quotes for it."""
+    settings = body.get("settings", {})
+    if "resolution" in settings and settings.get("character_orientation") != "image":
+        assert format_units(quote_kling_request(PriceTable.default(), path, body).units_milli) == expected
     with serve() as (sim, clock), api_client(sim) as client:
         data = create(client, path, body)
         clock.advance(1)
@@ -274,7 +256,7 @@ def test_charge_is_the_price_table(path: str, body: dict[str, Any], expected: st
         (OMNI, {"contents": [{"type": "feature_video", "url": "u"}]}, "prompt"),
         (
             OMNI,
-            {"contents": [PROMPT, {"type": "base_video", "url": "u"}], "settings": {"duration": 5}},
+            {"contents": [PROMPT, {"type": "base_video", "url": "u"}], "settings": {"duration": 16}},
             "settings.duration",
         ),
         (

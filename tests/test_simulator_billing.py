@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 
+from kling_budget.errors import ConfigurationError
 from kling_budget.simulator import (
     AccountConfig,
-    ManualClock,
     PackConfig,
-    RunningSimulator,
     SimulatorConfig,
-    running_simulator,
 )
 from kling_budget.types import PackType
-from tests.simfixtures import sim_client
+from tests.simfixtures import api_client, expect_error, serve, sim_client
 
 T2V = "/text-to-video/kling-3.0"
 V1 = "/v1/videos/text2video"
@@ -27,21 +24,6 @@ BODY: dict[str, Any] = {"prompt": "a fox", "settings": {"resolution": "1080p", "
 V1_BODY = {"model_name": "kling-v2-6", "mode": "std", "duration": "5", "prompt": "a cat"}  # 1.5 units
 PACKAGE = "/account/billing/package"
 BALANCE = "/account/billing/balance"
-
-
-@contextmanager
-def serve(config: SimulatorConfig | None = None, **options: Any) -> Iterator[tuple[RunningSimulator, ManualClock]]:
-    clock = ManualClock()
-    with running_simulator(config or SimulatorConfig.single(**options), clock=clock) as kling:
-        yield kling, clock
-
-
-@contextmanager
-def api_client(kling: RunningSimulator, key: str | None = None) -> Iterator[httpx.Client]:
-    """An httpx client on the simulator sending an API key (the first account's by default)."""
-    headers = {"Authorization": f"Bearer {key}"} if key else kling.api_key_headers()
-    with httpx.Client(base_url=kling.base_url, headers=headers, timeout=10, verify=False) as client:
-        yield client
 
 
 def create(client: httpx.Client, path: str, body: dict[str, Any]) -> str:
@@ -62,10 +44,19 @@ def ledger(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, A
     return payload["data"]  # type: ignore[no-any-return]
 
 
-def expect_error(answer: httpx.Response, http_status: int, code: int) -> str:
-    payload = answer.json()
-    assert (answer.status_code, payload["code"]) == (http_status, code), payload
-    return str(payload["message"])
+def fox_columns(task_id: str) -> dict[str, Any]:
+    """The ledger's description of a BODY task made with the "ads" key."""
+    return {
+        "task_id": task_id,
+        "api_key_name": "ads",
+        "product_function": "Text to Video",
+        "model_name": "kling-3.0",
+        "resolution": "1080p",
+        "duration": "5",
+        "refer_video_input": False,
+        "video_sound": "native",
+        "voice_control": False,
+    }
 
 
 def cash_row(amount: str, list_price: str, currency: str = "USD", cash_type: str = "balance") -> dict[str, str]:
@@ -243,15 +234,7 @@ def test_package_ledger_rows_for_both_designs() -> None:
     assert result[3] == {
         "package_id": soon,
         "product_type": "video",
-        "task_id": new,
-        "api_key_name": "ads",
-        "product_function": "Text to Video",
-        "model_name": "kling-3.0",
-        "resolution": "1080p",
-        "duration": "5",
-        "refer_video_input": False,
-        "video_sound": "native",
-        "voice_control": False,
+        **fox_columns(new),
         "deduction_time": now + 700,
         "unit_before_deduction": "4",
         "deduction_amount": "4",
@@ -329,15 +312,7 @@ def test_balance_ledger_rows_and_filter() -> None:
             assert "filters[0].key" in expect_error(refused, 400, 1201)
     assert [r["task_id"] for r in rows] == [legacy, new]
     assert rows[1] == {
-        "task_id": new,
-        "api_key_name": "ads",
-        "product_function": "Text to Video",
-        "model_name": "kling-3.0",
-        "resolution": "1080p",
-        "duration": "5",
-        "refer_video_input": False,
-        "video_sound": "native",
-        "voice_control": False,
+        **fox_columns(new),
         "deduction_time": now + 700,
         "cash_type": "balance",
         "balance_before_deduction": "10",
@@ -399,3 +374,22 @@ def test_retention_forgets_ledger_rows() -> None:
         clock.advance(6)
         rows = ledger(client, PACKAGE, {"start_time": now, "end_time": clock.now_ms()})["result"]
     assert [r["task_id"] for r in rows] == [kept]
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"balance": "-1"}, "balance must not be negative"),
+        ({"balance": 1.5}, "exact number"),
+        ({"balance": "1", "discount": "1"}, "discount"),
+        ({"balance": "1", "currency": "EUR"}, "currency"),
+        ({"api_keys": ("k",), "api_key_names": {"other": "x"}}, "api_key_names"),
+        ({"balance": "1", "unit_prices": {"audio": "1"}}, "unknown pack type"),
+        ({"balance": "1", "cash_concurrency": 0}, "cash_concurrency"),
+    ],
+)
+def test_cash_configuration_is_checked(options: dict[str, Any], problem: str) -> None:
+    """Bad balances, discounts, currencies, key names, unit prices or quotas are refused with a one-line reason."""
+    with pytest.raises(ConfigurationError) as refused:
+        AccountConfig(**options)
+    assert problem in str(refused.value)

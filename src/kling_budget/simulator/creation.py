@@ -16,7 +16,7 @@ from typing import Any
 from kling_budget.errors import InvalidInputError, UnknownModelError
 from kling_budget.money import units_to_milli
 from kling_budget.simulator.endpoints import Endpoint, endpoint_for
-from kling_budget.simulator.products import Request, parse_request, route_for
+from kling_budget.simulator.products import Request, parse_request
 from kling_budget.simulator.protocol import SimError
 from kling_budget.types import PackType, Quote
 
@@ -28,19 +28,26 @@ log = logging.getLogger("kling_budget.simulator")
 Pricer = Callable[[str, Mapping[str, Any]], Quote]
 
 _MODE_RESOLUTION = {"std": "720p", "pro": "1080p"}
+# Reference video limit for motion control with character_orientation "image" (Kling's motion-control docs).
+_ORIENTATION_IMAGE_MAX_SECONDS = 10
 
 
 def default_pricer() -> Pricer:
-    """Price requests with :mod:`kling_budget.pricing` and its default price table."""
+    """Price requests with :func:`kling_budget.pricing.quote_kling_request` and the default price table.
+
+    A 2026 request reaches the pricer as :meth:`Request.pricing_body` (its effective settings); a motion
+    control whose character follows the image is priced for the longest reference video Kling then accepts
+    (10 s), any other length that follows an unmeasured input for the longest the price table accepts.
+    """
     from kling_budget.pricing import PriceTable, quote_kling_request
-    from kling_budget.simulator.interim_pricing import quote_model_in_path
 
     table = PriceTable.default()
 
     def price(path: str, body: Mapping[str, Any]) -> Quote:
-        if route_for(path) is not None:
-            return quote_model_in_path(table, parse_request(path, body))
-        return quote_kling_request(table, path, body)
+        settings = body.get("settings")
+        image_led = isinstance(settings, Mapping) and settings.get("character_orientation") == "image"
+        input_duration = _ORIENTATION_IMAGE_MAX_SECONDS if path.startswith("/motion-control/") and image_led else None
+        return quote_kling_request(table, path, body, input_duration=input_duration)
 
     return price
 
@@ -134,7 +141,8 @@ def prepare(
     endpoint = endpoint_for(path)
     if endpoint is None:
         request = parse_request(path, body)
-        quote = _price(pricer, request.path, request.product.pack_type, body, request.model, unpriced_units, warned)
+        billed = request.pricing_body()
+        quote = _price(pricer, request.path, request.product.pack_type, billed, request.model, unpriced_units, warned)
         return Creation(
             legacy=False,
             path=request.path,

@@ -7,10 +7,11 @@ naming it (``settings.duration``); a model the product does not offer is 1203. P
 
 Kling's rules (its docs): a prompt for text-to-video, a ``first_frame`` for image-to-video, an ``image`` and
 a ``video`` for motion-control, which takes no ``duration``; an omni ``base_video`` (editing) sets the
-length itself; ``settings.duration`` an integer, 5 or 10 for 2.5-turbo and 2.6, 3-15 for the 3.0 family and
-omni; ``resolution`` 720p/1080p, 4k for kling-3.0 and kling-3.0-omni; ``audio`` default ``off``, ``native``
-on 2.6 only at 1080p, ``original`` only with a reference video on omni. The simulator's own choices where
-the docs are silent are listed in :mod:`kling_budget.simulator`.
+length itself (a ``duration`` given is checked, then ignored); ``settings.duration`` an integer, 5 or 10 for
+2.5-turbo and 2.6, 3-15 for the 3.0 family and omni; ``resolution`` 720p/1080p, 4k for kling-3.0 and
+kling-3.0-omni; ``audio`` default ``off``, ``native`` on 2.6 only at 1080p, ``original`` only with a
+reference video on omni. The simulator's own choices where the docs are silent are listed in
+:mod:`kling_budget.simulator`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kling_budget.designs import split_model_path
 from kling_budget.simulator.fields import Body, bad, enum, integer, items, obj, string
 from kling_budget.simulator.protocol import SimError
 from kling_budget.types import PackType
@@ -54,7 +56,7 @@ class Model:
         native_audio: whether ``audio: native`` is offered.
         native_needs_1080p: ``native`` audio only at 1080p (kling-2.6).
         longest_input: seconds of the longest input video whose length sets the output (omni edits,
-            motion-control references); what a task is charged when the request does not say.
+            motion-control references), assumed when the price table does not say.
     """
 
     durations: tuple[int, ...]
@@ -99,6 +101,7 @@ class Request:
     product: Product
     model: str
     prompt: str | None
+    contents: tuple[str, ...]
     resolution: str
     duration: int | None
     audio: str
@@ -113,6 +116,15 @@ class Request:
     def path(self) -> str:
         """The create path, e.g. ``/text-to-video/kling-3.0``."""
         return f"/{self.product.name}/{self.model}"
+
+    def pricing_body(self) -> dict[str, Any]:
+        """The request as Kling bills it: its content types and effective settings (defaults filled in)."""
+        settings: dict[str, Any] = {"resolution": self.resolution, "audio": self.audio}
+        if self.duration is not None:
+            settings["duration"] = self.duration
+        if self.orientation is not None:
+            settings["character_orientation"] = self.orientation
+        return {"contents": [{"type": kind} for kind in self.contents], "settings": settings}
 
 
 _FIVE_OR_TEN = (5, 10)
@@ -173,11 +185,10 @@ def route_for(path: str) -> tuple[Product, str] | None:
 
     The model is not checked here (see :func:`parse_request`).
     """
-    parts = path.strip("/").split("/")
-    if len(parts) != 2 or not parts[1]:
+    split = split_model_path(path)
+    if split is None:
         return None
-    product = PRODUCTS.get(parts[0])
-    return None if product is None else (product, parts[1])
+    return PRODUCTS[split[0]], split[1]
 
 
 def parse_request(path: str, body: Any) -> Request:
@@ -196,7 +207,8 @@ def parse_request(path: str, body: Any) -> Request:
     model = product.models.get(model_name)
     if model is None:
         raise SimError(1203, f"model {model_name!r} does not exist for {product.name}")
-    counts, prompt = _contents(product, body)
+    counts, prompt, kinds = _contents(product, body)
+    string(body, "negative_prompt", max_len=_MAX_PROMPT)
     settings = obj(body, "settings") or {}
     options = obj(body, "options") or {}
     reference_video = any(counts.get(kind) for kind in _REFERENCE_VIDEOS)
@@ -218,6 +230,7 @@ def parse_request(path: str, body: Any) -> Request:
         product=product,
         model=model_name,
         prompt=prompt,
+        contents=kinds,
         resolution=resolution,
         duration=duration,
         audio=audio,
@@ -230,10 +243,11 @@ def parse_request(path: str, body: Any) -> Request:
     )
 
 
-def _contents(product: Product, body: Body) -> tuple[dict[str, int], str | None]:
-    """Content types given and how often; the prompt text (top-level or a ``prompt`` content)."""
+def _contents(product: Product, body: Body) -> tuple[dict[str, int], str | None, tuple[str, ...]]:
+    """Content types given and how often; the prompt text (top-level or a ``prompt`` content); the types."""
     prompt = string(body, "prompt", max_len=_MAX_PROMPT)
     counts: dict[str, int] = {}
+    kinds: list[str] = []
     for index, item in enumerate(items(body, "contents", high=_MAX_CONTENTS) or ()):
         where = f"contents[{index}]."
         if not isinstance(item, dict):
@@ -243,6 +257,7 @@ def _contents(product: Product, body: Body) -> tuple[dict[str, int], str | None]
         if kind not in product.contents:
             raise bad(f"{where}type", f"{kind!r} is not accepted by {product.name}")
         counts[kind] = counts.get(kind, 0) + 1
+        kinds.append(kind)
         if counts[kind] > product.contents[kind]:
             raise bad("contents", f"may hold at most {product.contents[kind]} {kind} item(s)")
         if kind == "prompt":
@@ -269,24 +284,21 @@ def _contents(product: Product, body: Body) -> tuple[dict[str, int], str | None]
             raise bad("prompt", f"is required for {product.name} (top-level or a prompt content)")
         if kind != "prompt" and not counts.get(kind):
             raise bad("contents", f"needs a {kind} item for {product.name}")
-    return counts, prompt
+    return counts, prompt, tuple(kinds)
 
 
 def _duration(settings: Body, model: Model, length_from_input: bool, product: Product) -> int | None:
-    if length_from_input:
-        if settings.get("duration") is not None:
-            follows = "reference video" if product.name == "motion-control" else "base_video"
-            raise bad("settings.duration", f"is not accepted: the output length follows the {follows}")
-        return None
+    if product.name == "motion-control" and settings.get("duration") is not None:
+        raise bad("settings.duration", "is not accepted: the output length follows the reference video")
     duration = integer(settings, "duration", 1, 3600, prefix="settings.")
     if duration is None:
-        return 5
+        return None if length_from_input else 5
     if duration not in model.durations:
         accepted = ", ".join(str(d) for d in model.durations)
         if model.durations == _THREE_TO_FIFTEEN:
             accepted = "3 to 15"
         raise bad("settings.duration", f"must be {accepted} seconds for this model; got {duration}")
-    return duration
+    return None if length_from_input else duration
 
 
 def _audio(
