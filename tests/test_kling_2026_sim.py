@@ -16,7 +16,7 @@ import pytest
 from kling_budget.errors import KlingAccountError, KlingAuthError, KlingParameterError
 from kling_budget.kling import ChargeType, KlingClient, TaskStatus, bodies
 from kling_budget.pricing import PriceTable, quote_kling_request
-from kling_budget.simulator import ManualClock, RunningSimulator, SimulatorConfig, running_simulator
+from kling_budget.simulator import FaultKind, ManualClock, RunningSimulator, SimulatorConfig, running_simulator
 from tests.test_kling_client_sim import SimTime
 
 
@@ -102,3 +102,14 @@ def test_billing_ledgers_through_the_client() -> None:
     )
     assert row.list_price == Decimal("0.84") and row.api_key_name == "api-key-1"
     assert done.charged_units_milli == 0 and done.charges[0].charge_type is ChargeType.CASH
+
+
+def test_a_lost_create_answer_is_found_by_external_id() -> None:
+    """A 2026 create answered 5002 after the task was made is found on /tasks by external id: one task, one charge."""
+    with connected() as (kling, client):
+        rule = kling.sim.faults.inject(FaultKind.TIMEOUT_5002, path="/text-to-video", method="POST")
+        job = client.create_video_from_text("kling-3.0", "a fox", resolution="1080p", duration=5, audio="native")
+        done = client.wait(job)
+    assert rule.fired == 1
+    assert [t.task_id for t in kling.sim.tasks()] == [done.task_id]
+    assert done.charged_units_milli == 6000 and kling.sim.remaining("video") == 1000 - 6

@@ -14,6 +14,7 @@ from kling_budget.simulator import (
     PackConfig,
     SimulatorConfig,
 )
+from kling_budget.simulator.state import Caller
 from kling_budget.types import PackType
 from tests.simfixtures import api_client, expect_error, serve, sim_client
 
@@ -393,3 +394,17 @@ def test_cash_configuration_is_checked(options: dict[str, Any], problem: str) ->
     with pytest.raises(ConfigurationError) as refused:
         AccountConfig(**options)
     assert problem in str(refused.value)
+
+
+def test_default_page_sizes() -> None:
+    """Without a limit, POST /tasks answers 100 items and the ledgers 500, each saying there is more."""
+    with serve(concurrency=1000) as (sim, clock), api_client(sim) as client:
+        now = clock.now_ms()
+        caller = Caller(sim.sim.config.accounts[0].name, "api-key-1")
+        for _ in range(501):
+            sim.sim.create_task(caller, "/text-to-video/kling-2.6", {"prompt": "a fox"})
+        clock.advance(1)
+        tasks_page = client.post("/tasks", json={}).json()["data"]
+        ledger_page = ledger(client, PACKAGE, {"start_time": now, "end_time": clock.now_ms()})
+    assert (tasks_page["count"], tasks_page["has_more"]) == (100, True)
+    assert (ledger_page["count"], ledger_page["has_more"]) == (500, True)

@@ -35,6 +35,11 @@ Choices made where Kling's documentation is silent or unverified:
 * Cash: the list price of a unit is the price table's USD list price (video $0.14); a CNY account's is that
   times 7 unless ``unit_prices`` says otherwise (Kling publishes no CNY unit prices). ``discount`` is the
   share taken off; amounts are exact decimals, never rounded.
+* Scripted outcomes apply to both designs: ``[sim:charge=units]`` / ``charge_next`` set the units a task
+  costs (paid in cash: list price = those units at the unit price); a coupon task (``[sim:coupon]`` /
+  ``coupon_next``) is admitted and held like any other, then pays nothing; a failure before generation
+  (``[sim:fail_early]`` / ``fail_early_next``) goes from ``submitted`` straight to ``failed`` when the task
+  would have started processing.
 * Concurrency is counted per account and pack type (not per model version); image tasks hold ``n`` slots,
   every other task one. The quota is the largest of the type's online packs and, on an account with a cash
   balance, ``cash_concurrency`` (default 10).

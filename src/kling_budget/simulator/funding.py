@@ -104,14 +104,38 @@ def new_wallet(config: AccountConfig, usd_prices: Mapping[PackType, Decimal]) ->
     )
 
 
+_AMOUNTS = frozenset(
+    {
+        "unit_before_deduction",
+        "deduction_amount",
+        "unit_after_deduction",
+        "balance_before_deduction",
+        "balance_after_deduction",
+        "list_price",
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """One row of a deduction ledger, with the values its filters match on."""
+    """One row of a deduction ledger, with the values its filters match on.
+
+    ``row`` keeps amounts as recorded (milli-units as ``int``, cash as ``Decimal``); :meth:`render` writes
+    them as Kling does, only for the rows a page shows.
+    """
 
     time: int
     seq: int
     row: Mapping[str, Any]
     keys: Mapping[str, str]
+
+    def render(self) -> dict[str, Any]:
+        """The row as the ledger route answers it (amounts as decimal strings)."""
+        return {key: _amount_text(value) if key in _AMOUNTS else value for key, value in self.row.items()}
+
+
+def _amount_text(value: int | Decimal) -> str:
+    return format_units(value) if isinstance(value, int) else money_text(value)
 
 
 def admit(acct: Account, pack_type: PackType, charge: int, slots: int, now: int) -> Funding:
@@ -187,9 +211,9 @@ def pay(acct: Account, task: Task, due: int, *, record_lag: bool) -> int:
                 "product_type": str(task.pack_type),
                 **columns,
                 "deduction_time": due,
-                "unit_before_deduction": format_units(before),
-                "deduction_amount": format_units(taken),
-                "unit_after_deduction": format_units(before - taken),
+                "unit_before_deduction": before,
+                "deduction_amount": taken,
+                "unit_after_deduction": before - taken,
             }
             keys = {
                 "api_key_name": task.api_key_name,
@@ -208,10 +232,10 @@ def pay(acct: Account, task: Task, due: int, *, record_lag: bool) -> int:
         **columns,
         "deduction_time": due,
         "cash_type": funding.cash_type,
-        "balance_before_deduction": money_text(before_cash),
-        "deduction_amount": money_text(funding.amount),
-        "balance_after_deduction": money_text(before_cash - funding.amount),
-        "list_price": money_text(funding.list_price),
+        "balance_before_deduction": before_cash,
+        "deduction_amount": funding.amount,
+        "balance_after_deduction": before_cash - funding.amount,
+        "list_price": funding.list_price,
         "currency": wallet.currency,
     }
     acct.balance_ledger.append(LedgerEntry(due, next(_SEQUENCE), row, {"api_key_name": task.api_key_name}))

@@ -48,7 +48,8 @@ def list_tasks(acct: Account, body: Any, now: int) -> dict[str, Any]:
 def list_ledger(listing: Listing, ledger: Sequence[LedgerEntry], body: Any, now: int) -> dict[str, Any]:
     """The ``data`` of a billing-ledger route (``listing`` is :data:`PACKAGE` or :data:`BALANCE`)."""
     query = read_query(listing, body, now)
-    return page(listing, query, ((e.time, e.seq, e.keys, e.row) for e in reversed(ledger)))
+    entries = ((e.time, e.seq, e.keys, e) for e in reversed(ledger))
+    return page(listing, query, entries, render=LedgerEntry.render)
 
 
 def _task_entries(acct: Account) -> Iterator[Entry]:
