@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kling_budget import CostTracker
+from kling_budget.enforced import BudgetEnforcedClient
 from kling_budget.errors import KlingAccountError, KlingAuthError, KlingParameterError
 from kling_budget.kling import ChargeType, KlingClient, TaskStatus, bodies
 from kling_budget.pricing import PriceTable, quote_kling_request
@@ -113,3 +116,22 @@ def test_a_lost_create_answer_is_found_by_external_id() -> None:
     assert rule.fired == 1
     assert [t.task_id for t in kling.sim.tasks()] == [done.task_id]
     assert done.charged_units_milli == 6000 and kling.sim.remaining("video") == 1000 - 6
+
+
+def test_enforced_client_holds_the_dearest_reading_and_commits_what_the_simulator_charged(tmp_path: Path) -> None:
+    """Without a resolution the hold is the 4k price; Kling (here the simulator) bills its 1080p omni default."""
+    tracker = CostTracker(str(tmp_path / "ledger.db"))
+    tracker.set_budget("ads", project_id="ads", limit_units=100)
+    refer = [{"type": "refer_image", "url": "https://x/fox.png", "id": "image_1"}]
+    with connected() as (kling, client), BudgetEnforcedClient(tracker, client=client, project_id="ads") as enforced:
+        exact = enforced.create_omni_video(
+            "kling-3.0-omni", refer, prompt="a fox in <<<image_1>>>", resolution="720p", duration=8
+        )
+        open_ended = enforced.create_omni_video("kling-3.0-omni", refer, prompt="a fox", duration=8)
+        held = (exact.held_units, open_ended.held_units)
+        exact.wait()
+        open_ended.wait()
+    tracker.close()
+    assert held == (Decimal("4.8"), Decimal(24))
+    assert (exact.charged_units, open_ended.charged_units) == (Decimal("4.8"), Decimal("6.4"))
+    assert kling.sim.remaining("video") == 1000 - Decimal("11.2")
