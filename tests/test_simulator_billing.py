@@ -11,10 +11,10 @@ import pytest
 from kling_budget.errors import ConfigurationError
 from kling_budget.simulator import (
     AccountConfig,
+    Caller,
     PackConfig,
     SimulatorConfig,
 )
-from kling_budget.simulator.state import Caller
 from kling_budget.types import PackType
 from tests.simfixtures import api_client, expect_error, serve, sim_client
 

@@ -95,6 +95,7 @@ from kling_budget.simulator.protocol import SimError
 from kling_budget.simulator.runner import RunningSimulator, run_simulator, running_simulator
 from kling_budget.simulator.state import (
     CallbackControl,
+    Caller,
     Delivery,
     PackView,
     Script,
@@ -106,6 +107,7 @@ __all__ = [
     "ENDPOINTS",
     "AccountConfig",
     "CallbackControl",
+    "Caller",
     "Clock",
     "Delivery",
     "FaultKind",
