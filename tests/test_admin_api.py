@@ -260,7 +260,7 @@ def test_series_hours_for_today_in_a_half_hour_zone(client: SyncClient) -> None:
     series = get(client, "/usage/series", period="today", timezone="Asia/Kolkata")
     assert series["bucket"] == "hour" and len(series["points"]) == 24
     busy = [p["label"] for p in series["points"] if p["jobs"] or p["held_usd"] != "0.00"]
-    assert busy == ["2026-03-10T14:00"]
+    assert busy == ["2026-03-10T14:00+05:30"]
     assert "bucket=day" in error(get(client, "/usage/series", 400, period="last-60d", bucket="hour"))
 
 

@@ -17,8 +17,20 @@ from kling_budget import CostTracker
 from kling_budget.enforced import BudgetEnforcedClient
 from kling_budget.errors import KlingAmbiguousCreateError
 from kling_budget.ledger import ReservationState
+from kling_budget.ledger.outbox import Outbox
 from kling_budget.reconcile import ReconcileAction, reconcile, reconcile_jobs
-from kling_budget.simulator import FaultKind, RunningSimulator, SimulatorConfig
+from kling_budget.simulator import (
+    AccountConfig,
+    FaultKind,
+    ManualClock,
+    PackConfig,
+    RunningSimulator,
+    SimulatorConfig,
+    running_simulator,
+)
+from kling_budget.types import PackType
+from tests.alert_receivers import http_receiver
+from tests.conftest import FixedClock
 from tests.jobfixtures import (
     T2V,
     alert_kinds,
@@ -246,3 +258,66 @@ def test_held_reservation_sent_without_marking_is_settled_not_expired(tmp_path: 
     assert (info.state, info.actual_milli) == (ReservationState.COMMITTED, 1500)
     assert Decimal(kling.sim.tasks()[0].charged_units) == Decimal("1.5")
     tracker.close()
+
+
+def _pack_effective_at(effective: datetime) -> SimulatorConfig:
+    """One video pack (and an image pack) that became effective at ``effective``, to the millisecond."""
+    ms = int(effective.timestamp() * 1000)
+    return SimulatorConfig(
+        accounts=(
+            AccountConfig(
+                packs=(
+                    PackConfig(PackType.VIDEO, 1000, effective_time_ms=ms, purchase_time_ms=ms),
+                    PackConfig(PackType.IMAGE, 1000, effective_time_ms=ms, purchase_time_ms=ms),
+                )
+            ),
+        )
+    )
+
+
+def test_jobs_in_the_first_partial_quarter_hour_of_a_pack_are_not_drift(tmp_path: Path) -> None:
+    """A pack effective at 12:07:31.123 and jobs settled 5 s later: the ledger has them, no drift, no alert."""
+    effective = datetime(2026, 3, 10, 12, 7, 31, 123000, tzinfo=UTC)
+    clock = FixedClock(effective + timedelta(seconds=5))
+    with (
+        running_simulator(
+            _pack_effective_at(effective), clock=ManualClock(int(effective.timestamp() * 1000) + 1)
+        ) as kling,
+        client_for(kling) as client,
+        CostTracker(db_url(tmp_path), clock=clock, alert_sinks=[]) as tracker,
+        BudgetEnforcedClient(tracker, client=client) as enforced,
+    ):
+        for _ in range(2):
+            enforced.generate_video("a fox", model="kling-v2-6", mode="pro", duration=10).wait(poll_interval=1)
+        report = reconcile(tracker, client, drift_threshold_milli=0)
+        kinds = alert_kinds(tracker)
+    video = next(d for d in report.drift if d.pack_type == "video")
+    assert (video.kling_consumed_milli, video.ledger_committed_milli, video.drift_milli) == (10000, 10000, 0)
+    assert report.ok and not report.drifting and "reconcile_drift" not in kinds
+
+
+def test_cli_reconcile_right_after_a_pack_became_effective_exits_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The scenario as a user meets it: a fresh pack, jobs through the enforced client, `reconcile` at once with
+    a webhook sink configured: no false drift, nothing sent to the sink, exit 0."""
+    effective = datetime.now(UTC) - timedelta(milliseconds=1)
+    url = db_url(tmp_path)
+    with (
+        http_receiver() as receiver,
+        running_simulator(_pack_effective_at(effective), clock=ManualClock()) as kling,
+    ):
+        with CostTracker(url, alert_sinks=[]) as tracker:
+            Outbox(tracker.ledger.backend).add_sink("webhook", {"url": receiver.url, "timeout": 2, "attempts": 1})
+            with client_for(kling) as client, BudgetEnforcedClient(tracker, client=client) as enforced:
+                for model in ("kling-v2-6", "kling-v1-6"):
+                    enforced.generate_video("a fox", model=model, mode="pro", duration=5).wait(poll_interval=1)
+        use_sim_credentials(monkeypatch, kling)
+        result = run_cli(capsys, "--db", url, "reconcile", "--json")
+        sent = receiver.bodies()
+    assert result.code == 0, result
+    video = next(d for d in result.json()["drift"] if d["pack_type"] == "video")
+    assert video["kling_consumed_units"] == video["ledger_committed_units"] != "0"
+    assert not video["drifting"] and sent == []
+    with CostTracker(url) as tracker:
+        assert "reconcile_drift" not in alert_kinds(tracker)
