@@ -106,6 +106,7 @@ def test_kill_9_loses_no_acknowledged_operation(tmp_path: Path) -> None:
         ledger = open_ledger(url)
         report = ledger.verify()
         assert report.ok, report.problems
+        assert report.checked_windows > 0  # the budget windows the killed workers wrote, re-derived
         for log in logs:
             for action, key in _read_log(log):
                 total_acks += 1

@@ -104,6 +104,7 @@ def check_acks(url: str, logs: list[Path]) -> int:
                 checked += 1
         report = ledger.verify()
         assert report.ok, report.problems[:5]
+        assert report.checked_windows > 0  # the budget windows the killed workers wrote, re-derived
     finally:
         ledger.close()
     return checked

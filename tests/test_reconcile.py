@@ -83,6 +83,27 @@ def run_worker_until(mode: str, url: str, kling: RunningSimulator) -> list[str]:
     return line.split()
 
 
+def budgeted_ledger(tmp_path: Path) -> str:
+    """A fresh ledger with a daily budget on the workers' project and a monthly one on the whole account."""
+    with tracker_at(tmp_path) as tracker:
+        tracker.set_budget("ads-daily", project_id="ads", period="daily", limit_units=100)
+        tracker.set_budget("account-monthly", period="monthly", limit_units=1000)
+    return db_url(tmp_path)
+
+
+def verified_counters(url: str, key: str) -> dict[str, tuple[int, int]]:
+    """After a crash: ``verify`` re-derives every budget window's counters from the entries and finds them
+    right; returns (committed, held) milli-units per budget, in the windows of reservation ``key``."""
+    with CostTracker(url) as tracker:
+        report = tracker.verify()
+        assert report.ok, report.problems
+        assert report.checked_windows >= 2  # the windows the killed process wrote are among those checked
+        return {
+            status.budget.name: (status.counters.committed_milli, status.counters.held_milli)
+            for status in tracker.ledger.statuses(now=tracker.ledger.get_reservation(key).reserved_at)
+        }
+
+
 class Later:
     """A tracker clock one hour ahead of the wall clock (past the reservation TTL and the held grace)."""
 
@@ -92,9 +113,9 @@ class Later:
 
 def test_killed_between_reserve_and_submit_is_expired_by_reconcile(tmp_path: Path, kling: RunningSimulator) -> None:
     """A process SIGKILLed right after reserving leaves a held hold; once its TTL passed, reconcile releases it."""
-    url = db_url(tmp_path)
-    tracker_at(tmp_path).close()  # create the ledger before the child starts
+    url = budgeted_ledger(tmp_path)  # created before the child starts
     _, key = run_worker_until("reserved", url, kling)
+    assert verified_counters(url, key) == {"ads-daily": (0, 1500), "account-monthly": (0, 1500)}
     with CostTracker(url) as now_tracker:
         info = now_tracker.ledger.get_reservation(key)
         assert info.state is ReservationState.HELD and info.expires_at is not None
@@ -107,15 +128,16 @@ def test_killed_between_reserve_and_submit_is_expired_by_reconcile(tmp_path: Pat
     assert info.state is ReservationState.RELEASED
     assert info.detail["release_reason"] == "ttl expired before submission"
     assert kling.sim.tasks() == []
+    assert verified_counters(url, key) == {"ads-daily": (0, 0), "account-monthly": (0, 0)}
 
 
 def test_killed_between_submit_and_settle_is_committed_by_cli_reconcile(
     tmp_path: Path, kling: RunningSimulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A process SIGKILLed while waiting leaves a submitted hold; `reconcile` asks Kling and commits its units."""
-    url = db_url(tmp_path)
-    tracker_at(tmp_path).close()
+    url = budgeted_ledger(tmp_path)
     _, key, task_id = run_worker_until("submitted", url, kling)
+    assert verified_counters(url, key) == {"ads-daily": (0, 1500), "account-monthly": (0, 1500)}
     kling.sim.clock.advance(60)  # type: ignore[attr-defined]
     use_sim_credentials(monkeypatch, kling)
     result = run_cli(capsys, "--db", url, "reconcile", "--json")
@@ -131,6 +153,7 @@ def test_killed_between_submit_and_settle_is_committed_by_cli_reconcile(
         info = tracker.ledger.get_reservation(key)
         assert (info.state, info.actual_milli, info.overage_milli) == (ReservationState.COMMITTED, 2500, 1000)
         assert entry_kinds(tracker, key) == ["reserve", "commit"]
+    assert verified_counters(url, key) == {"ads-daily": (2500, 0), "account-monthly": (2500, 0)}
 
 
 def test_running_tasks_are_left_and_failed_ones_released(ledger_url: str, kling: RunningSimulator) -> None:
