@@ -34,12 +34,13 @@ class AppContext:
     prices: str | None
     _tracker: Any = field(default=None, repr=False)
 
-    def tracker(self) -> Any:
-        """The :class:`~kling_budget.tracker.CostTracker`, opened on first use."""
+    def tracker(self, *, deliver_pending_alerts: bool = True) -> Any:
+        """The :class:`~kling_budget.tracker.CostTracker`, opened on first use (which also delivers the alerts
+        other processes left undelivered, unless told not to)."""
         if self._tracker is None:
             from kling_budget.tracker import CostTracker
 
-            self._tracker = CostTracker(self.db, prices=self.prices)
+            self._tracker = CostTracker(self.db, prices=self.prices, deliver_pending_alerts=deliver_pending_alerts)
         return self._tracker
 
     def close(self) -> None:
