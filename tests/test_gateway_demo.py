@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -35,6 +36,8 @@ def test_serve_demo_prints_a_working_key_and_enforces_the_daily_budget(tmp_path)
         base = re.search(r"gateway\s+(http://\S+)", banner).group(1)
         api_key = re.search(r"API key\s+(kbk_\S+)", banner).group(1)
         assert "/dashboard" in banner and "admin token" in banner and "curl -s" in banner
+        ledger_url = re.search(r"ledger\s+(\S+)", banner).group(1)
+        assert re.fullmatch(r"sqlite:///[^/]\S*/ledger\.db", ledger_url), ledger_url  # sqlite:// + absolute path
         body = {"model_name": "kling-v2-6", "mode": "std", "duration": "5", "prompt": "a red fox in the snow"}
         codes = []
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as client:
@@ -45,6 +48,15 @@ def test_serve_demo_prints_a_working_key_and_enforces_the_daily_budget(tmp_path)
                 lambda: client.get(f"/v1/videos/text2video/{task_id}").json()["data"]["task_status"] == "succeed"
             )
         assert codes.count(0) == 33 and codes[33:] == [1190] * 7  # 33 x 1.5 = 49.5 of 50 units
+        usage = subprocess.run(
+            [sys.executable, "-m", "kling_budget", "--db", ledger_url, "usage", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert usage.returncode == 0, usage.stderr
+        assert sum(int(row["jobs"]) for row in json.loads(usage.stdout)["rows"]) >= 1  # the URL opens that ledger
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
         process.stdout.close()

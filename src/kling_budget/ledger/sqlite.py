@@ -21,6 +21,7 @@ from typing import Any
 from kling_budget.errors import ConfigurationError, LedgerUnavailableError
 from kling_budget.ledger.backend import Connection, Row, T
 from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS, statements_for
+from kling_budget.ledger.urls import sqlite_url
 
 __all__ = ["SQLiteBackend"]
 
@@ -76,7 +77,7 @@ class SQLiteBackend:
         migrate: bool = True,
     ) -> None:
         self.path = Path(path)
-        self.display_url = f"sqlite:///{self.path}"
+        self.display_url = sqlite_url(self.path)
         if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
             raise ConfigurationError(f"synchronous must be FULL, EXTRA or NORMAL, got {synchronous!r}")
         try:
