@@ -137,17 +137,24 @@ def test_sixteen_processes_on_two_hosts_exhaust_the_budget_exactly(hosts: Hosts,
             ledger.close()
 
 
+def _acked(logs: list[Path]) -> int:
+    return sum(len(log.read_bytes().splitlines()) for log in logs if log.exists())
+
+
 def test_kill_9_of_client_hosts_loses_no_acknowledged_operation(hosts: Hosts, tmp_path: Path) -> None:
     """Two hosts of 4 churning workers; one host SIGKILLed, then the other, twice over."""
     with fresh_postgres_url() as url:
         ledger_workers.setup_hierarchy(url, account_units=10**7, project_units=10**7, user_units=10**7)
         logs: list[Path] = []
         for cycle in range(2):
-            for w in range(8):
-                log = tmp_path / f"c{cycle}-w{w}.log"
-                logs.append(log)
+            cycle_logs = [tmp_path / f"c{cycle}-w{w}.log" for w in range(8)]
+            logs += cycle_logs
+            for w, log in enumerate(cycle_logs):
                 hosts.start(w % 2, "churn", url, str(w), str(log))
-            time.sleep(2.5)
+            # Kill mid-run, once the workers are churning (a loaded machine starts them slowly).
+            deadline = time.monotonic() + 60
+            while _acked(cycle_logs) < 40 and time.monotonic() < deadline:
+                time.sleep(0.05)
             hosts.kill(0)
             time.sleep(0.5)
             hosts.kill(1)
