@@ -365,7 +365,8 @@
   function jobRef(job) {
     if (!job.task_id) {
       return [el("code", { "class": "job-ref", "data-reservation": job.id, text: job.id }),
-        el("span", { "class": "line2", text: job.kind === "record" ? "recorded usage" : "no Kling task yet" })];
+        el("span", { "class": "line2",
+          text: job.kind === "record" ? "recorded usage" : job.open ? "no Kling task yet" : "no Kling task id" })];
     }
     var beside = ["reservation ", el("code", { "data-reservation": job.id, text: job.id })];
     if (job.external_task_id) beside.push(" · yours: " + job.external_task_id);
