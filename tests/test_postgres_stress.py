@@ -137,8 +137,15 @@ def test_sixteen_processes_on_two_hosts_exhaust_the_budget_exactly(hosts: Hosts,
             ledger.close()
 
 
-def _acked(logs: list[Path]) -> int:
-    return sum(len(log.read_bytes().splitlines()) for log in logs if log.exists())
+def _wait_for_lines(logs: list[Path], at_least: int, timeout: float = 120.0) -> None:
+    """Wait until the workers writing ``logs`` have acknowledged ``at_least`` operations between them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = sum(log.read_text(encoding="utf-8").count("\n") for log in logs if log.exists())
+        if lines >= at_least:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the workers acknowledged fewer than {at_least} operations in {timeout:g} s")
 
 
 def test_kill_9_of_client_hosts_loses_no_acknowledged_operation(hosts: Hosts, tmp_path: Path) -> None:
@@ -147,16 +154,13 @@ def test_kill_9_of_client_hosts_loses_no_acknowledged_operation(hosts: Hosts, tm
         ledger_workers.setup_hierarchy(url, account_units=10**7, project_units=10**7, user_units=10**7)
         logs: list[Path] = []
         for cycle in range(2):
-            cycle_logs = [tmp_path / f"c{cycle}-w{w}.log" for w in range(8)]
-            logs += cycle_logs
-            for w, log in enumerate(cycle_logs):
+            for w in range(8):
+                log = tmp_path / f"c{cycle}-w{w}.log"
+                logs.append(log)
                 hosts.start(w % 2, "churn", url, str(w), str(log))
-            # Kill mid-run, once the workers are churning (a loaded machine starts them slowly).
-            deadline = time.monotonic() + 60
-            while _acked(cycle_logs) < 40 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            _wait_for_lines(logs[-8:], 40)  # both hosts are churning (however loaded the machine is)
             hosts.kill(0)
-            time.sleep(0.5)
+            _wait_for_lines(logs[-8:], 50)
             hosts.kill(1)
             assert check_acks(url, logs) > 0
         assert check_acks(url, logs) > 60, "the workers did not get far enough to make the test meaningful"

@@ -13,7 +13,7 @@ import uuid
 import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +71,7 @@ class _Entry:
     sink: Callable[[AlertEvent], None]
     config: SinkConfig | None
     inline: bool
-    secrets: tuple[str, ...]
+    secrets: tuple[str, ...] = field(repr=False)
     worst_case: float
 
     def matches(self, event: AlertEvent) -> bool:

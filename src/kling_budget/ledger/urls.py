@@ -12,22 +12,17 @@ from urllib.parse import parse_qs, urlsplit
 from kling_budget.errors import ConfigurationError
 from kling_budget.ledger.backend import Backend
 from kling_budget.ledger.core import Ledger
+from kling_budget.private_files import data_dir
 from kling_budget.types import PackType
 
 __all__ = ["DB_ENV", "default_db_path", "open_backend", "open_ledger", "resolve_db_url", "sqlite_path", "sqlite_url"]
 
 DB_ENV = "KLING_BUDGET_DB"
-HOME_ENV = "KLING_BUDGET_HOME"
 
 
 def default_db_path() -> Path:
     """``$KLING_BUDGET_HOME/ledger.db``, else ``ledger.db`` in the platform's user data directory."""
-    home = os.environ.get(HOME_ENV)
-    if home:
-        return Path(home) / "ledger.db"
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("kling-budget", appauthor=False)) / "ledger.db"
+    return data_dir() / "ledger.db"
 
 
 def sqlite_url(path: str | os.PathLike[str]) -> str:
