@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from kling_budget.kling.auth import JWTAuth
+from kling_budget.kling.auth import APIKeyAuth, JWTAuth
 from kling_budget.server import GatewayConfig, GatewayState, Secret, create_app
 from kling_budget.simulator import RunningSimulator
 from kling_budget.simulator.runner import _bind, _ThreadedServer
@@ -75,15 +75,23 @@ def running_gateway(
     public: bool = False,
     settle_interval: float = 0.0,
     webhook_secret: str | None = None,
+    credentials: str = "jwt",
     **options: Any,
 ) -> Iterator[RunningGateway]:
-    """Serve a gateway whose upstream is ``kling`` (with the simulator's credentials) in a thread."""
+    """Serve a gateway whose upstream is ``kling`` (with the simulator's credentials) in a thread.
+
+    ``credentials``: the real Kling credentials the gateway holds: ``"jwt"`` (an access key pair only),
+    ``"api"`` (an API key only) or ``"both"``.
+    """
     assert kling.access_key is not None and kling.secret_key is not None
     sock = _bind("127.0.0.1", 0)
     base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    pair = JWTAuth(kling.access_key, kling.secret_key)
+    api = APIKeyAuth(kling.api_key) if kling.api_key and credentials in ("api", "both") else None
     config = GatewayConfig(
         upstream_url=kling.base_url,
-        upstream_auth=JWTAuth(kling.access_key, kling.secret_key),
+        upstream_auth=api if credentials == "api" and api is not None else pair,
+        upstream_api_key_auth=api if credentials == "both" else None,
         db=db,
         home=home,
         public_url=base_url if public else None,

@@ -366,14 +366,20 @@ class _KlingCore:
             return TASKS_PATH, {"task_ids" if task_id is not None else "external_task_ids": ref}
         return f"{str(endpoint).rstrip('/')}/{quote(ref, safe='')}", {}
 
-    def _one_task(self, ok: Ok, endpoint: str, what: str, ref: str) -> Task:
-        """The task in a query answer: ``data`` itself on ``/v1``, the one item of the list on the 2026 design."""
+    @staticmethod
+    def _one_item(ok: Ok, endpoint: str, ref: str) -> Any:
+        """The task object in a query answer: ``data`` itself on ``/v1``, the one item of the list on the 2026
+        design (:class:`~kling_budget.errors.KlingTaskNotFoundError` when Kling left it out: no such task)."""
         if not is_model_in_path(endpoint):
-            return _parsed(ok.data, endpoint, what)
+            return ok.data
         items = ok.data if isinstance(ok.data, list) else []
         if not items:
             raise _not_found(f"task {ref!r}")
-        return _parsed(items[0], endpoint, what)
+        return items[0]
+
+    def _one_task(self, ok: Ok, endpoint: str, what: str, ref: str) -> Task:
+        """The task in a query answer (see :meth:`_one_item`), parsed."""
+        return _parsed(self._one_item(ok, endpoint, ref), endpoint, what)
 
     def _get_task_flow(self, endpoint: str, task_id: str | None, external_task_id: str | None) -> Flow[Task]:
         path, params = self._task_query(endpoint, task_id, external_task_id)

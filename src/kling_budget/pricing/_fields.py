@@ -20,8 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kling_budget.designs import is_model_in_path
 from kling_budget.errors import UnsupportedOptionError
 from kling_budget.numeric import shown
+from kling_budget.pricing._model_in_path import check_model_in_path_fields
 
 __all__ = ["ACCEPTED_FIELDS", "BodyFields", "check_body_fields"]
 
@@ -135,12 +137,16 @@ ACCEPTED_FIELDS: Mapping[str, BodyFields] = {
 
 
 def check_body_fields(endpoint: str, body: Mapping[str, Any]) -> None:
-    """Refuse a body carrying a field the pricer does not understand for ``endpoint``.
+    """Refuse a body carrying a field the pricer does not understand for ``endpoint`` (a ``/v1`` path from
+    :data:`ACCEPTED_FIELDS`, or a 2026-design ``/<product>/<model>`` path).
 
     Raises:
         UnsupportedOptionError: an unknown path, or a field (or a key of a listed object) not accepted; the
             message names it and lists what is accepted.
     """
+    if is_model_in_path(endpoint):
+        check_model_in_path_fields(body)  # the 2026 design's typed body has its own allow-list
+        return
     accepted = ACCEPTED_FIELDS.get(endpoint)
     if accepted is None:
         raise UnsupportedOptionError(f"cannot price {shown(endpoint)}; supported paths: {', '.join(ACCEPTED_FIELDS)}")

@@ -19,7 +19,7 @@ from kling_budget.errors import PricingError, UnsupportedOptionError
 from kling_budget.pricing._table import PriceTable
 from kling_budget.types import Quote, QuoteLine
 
-__all__ = ["quote_model_in_path"]
+__all__ = ["check_model_in_path_fields", "quote_model_in_path"]
 
 TOP_LEVEL = frozenset({"prompt", "negative_prompt", "contents", "settings", "options"})
 SETTINGS = frozenset(
@@ -110,6 +110,19 @@ def _text_setting(settings: Mapping[str, Any], key: str) -> str | None:
     return value.strip().lower()
 
 
+def check_model_in_path_fields(body: Mapping[str, Any]) -> None:
+    """Refuse a 2026-design body carrying a field (top level, ``settings``, ``options``) or a ``contents`` item
+    type that is not priced. Pure and cheap: run it on untrusted bodies before any other work.
+
+    Raises:
+        UnsupportedOptionError: the message names the field and lists the accepted ones.
+    """
+    _refuse_unknown(body, TOP_LEVEL, "body")
+    _refuse_unknown(_mapping(body, "settings"), SETTINGS, "settings")
+    _refuse_unknown(_mapping(body, "options"), OPTIONS, "options")
+    _contents(body)
+
+
 def quote_model_in_path(
     table: PriceTable,
     path: str,
@@ -127,10 +140,8 @@ def quote_model_in_path(
     if split is None:
         raise UnsupportedOptionError(f"cannot price {path[:80]!r}: not a /<product>/<model> create path")
     product, model = split
-    _refuse_unknown(body, TOP_LEVEL, "body")
-    settings, options = _mapping(body, "settings"), _mapping(body, "options")
-    _refuse_unknown(settings, SETTINGS, "settings")
-    _refuse_unknown(options, OPTIONS, "options")
+    check_model_in_path_fields(body)
+    settings = _mapping(body, "settings")
     kinds = _contents(body)
     motion = product == "motion-control"
     edit = "base_video" in kinds

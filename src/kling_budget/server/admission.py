@@ -1,5 +1,7 @@
 """Admitting a tenant's create before anything is reserved: bounded JSON, accepted fields, client fields, price.
 
+Both API designs go through the same steps; the client's ``external_task_id`` and ``callback_url`` are read where
+the design keeps them (top level on ``/v1``, under ``options`` on the 2026 design: :mod:`kling_budget.designs`).
 Every step is bounded by the body cap (:mod:`kling_budget.server.limits`) and checks before it converts:
 numbers are short plain decimals (:mod:`kling_budget.server.request_json`, :mod:`kling_budget.numeric`), fields
 come from the per-endpoint allow-list (:func:`kling_budget.pricing.check_body_fields`), a ``callback_url`` is
@@ -17,6 +19,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from kling_budget.designs import create_option
 from kling_budget.errors import InvalidInputError, PricingError
 from kling_budget.pricing import SourceVideo, check_body_fields, quote_kling_request
 from kling_budget.server.callback_guard import CallbackURLError, parse_callback_url
@@ -67,10 +70,10 @@ class CreateAdmission:
         """
         big = len(raw) > _OFF_LOOP_BYTES
         body = await self._run(big, self._parse, path, raw)
-        external = _client_external(body)
-        callback = await self._callback(body)
+        external = _client_external(path, body)
         source = await self._source(path, body, key)
         quote = await self._run(big, self._price, path, body, source)
+        callback = await self._callback(path, body)  # last: it may wait on name resolution
         return Admitted(body, quote, external, callback)
 
     @staticmethod
@@ -99,8 +102,8 @@ class CreateAdmission:
         except InvalidInputError as exc:
             raise Refusal(400, 1201, str(exc)) from None
 
-    async def _callback(self, body: dict[str, Any]) -> str | None:
-        url = body.get("callback_url")
+    async def _callback(self, path: str, body: dict[str, Any]) -> str | None:
+        url = create_option(path, body, "callback_url")
         if url in (None, ""):
             return None
         try:
@@ -122,8 +125,8 @@ class CreateAdmission:
         return None if found is None else SourceVideo(found[0], found[1])
 
 
-def _client_external(body: dict[str, Any]) -> str | None:
-    external = body.get("external_task_id")
+def _client_external(path: str, body: dict[str, Any]) -> str | None:
+    external = create_option(path, body, "external_task_id")
     if external in (None, ""):
         return None
     if not isinstance(external, str) or len(external) > MAX_EXTERNAL_ID:

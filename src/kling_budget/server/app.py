@@ -1,4 +1,8 @@
-"""``create_app(config)``: the gateway's ASGI application (proxy, callbacks, health, metrics, admin, dashboard).
+"""``create_app(config)``: the gateway's ASGI app (Kling's routes, callbacks, health, metrics, admin, dashboard).
+
+Kling's routes: both API designs' creates and ``/v1`` queries (:mod:`kling_budget.server.proxy`), the 2026
+design's ``/tasks`` (:mod:`kling_budget.server.task_routes`) and the account routes
+(:mod:`kling_budget.server.account`).
 
 The app owns one :class:`~kling_budget.server.state.GatewayState`. Request bodies are capped before they
 are read (:mod:`kling_budget.server.limits`); ``/metrics`` is guarded (:mod:`kling_budget.server.exposure`);
@@ -24,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kling_budget.server.account import AccountRoutes
 from kling_budget.server.admin import admin_routes
 from kling_budget.server.callbacks import CALLBACK_BODY, KlingCallbacks
 from kling_budget.server.dashboard import dashboard_routes
@@ -34,6 +39,7 @@ from kling_budget.server.metrics import CONTENT_TYPE
 from kling_budget.server.proxy import Proxy
 from kling_budget.server.settle_worker import SettleWorker
 from kling_budget.server.state import CALLBACK_PATH, GatewayConfig, GatewayState
+from kling_budget.server.task_routes import TaskRoutes
 from kling_budget.server.task_store import dumps, new_id
 
 __all__ = ["create_app"]
@@ -161,6 +167,8 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *proxy.routes(),
+        *TaskRoutes(proxy).routes(),
+        *AccountRoutes(proxy).routes(),
         *callbacks.routes(),
         *admin_routes(gateway),
         *dashboard_routes(gateway),

@@ -29,7 +29,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote as url_quote
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -181,6 +180,8 @@ class KlingCallbacks:
 
     async def refresh(self, reservation_id: str) -> None:
         """Query one task from Kling, settle from the answer, and forward a new status to the client once."""
+        from kling_budget.server.proxy import task_status
+
         row = await self.state.run_sync(self.state.tasks.get, reservation_id)
         if row is None:
             return
@@ -188,20 +189,15 @@ class KlingCallbacks:
         if row.settled and isinstance(row.data, dict):
             data = row.data  # its final state is known: no query to Kling with the real credentials
         else:
-            reply = await self.state.upstream.request(
-                "GET", f"{row.endpoint}/{url_quote(row.upstream_ref, safe='')}", operation="poll", task_query=True
-            )
+            reply = await self.proxy.query_upstream(row, operation="poll")
             if not reply.ok or not isinstance(reply.data, dict):
                 return
             data = reply.data
             await self.proxy.observe(row, data)
-        status = data.get("task_status")
-        if (
-            row.callback_url
-            and isinstance(status, str)
-            and status
-            and await self.state.run_sync(self.state.tasks.mark_forwarded, reservation_id, status)
-        ):
+        status = task_status(data)
+        if not row.callback_url or status is None:
+            return
+        if await self.state.run_sync(self.state.tasks.mark_forwarded, reservation_id, status):
             self.forwarder.forward(row, data)
 
     async def aclose(self) -> None:

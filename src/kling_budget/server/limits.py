@@ -4,10 +4,11 @@ Two layers, both cheap on the hot path:
 
 * :class:`BodyLimit`, an ASGI middleware: a request body larger than its route's cap is refused with 413
   before it is read (by ``Content-Length``) or as soon as a streamed (chunked) body passes the cap; the
-  connection is then closed, so the rest is never read. Caps: ``/v1`` creates
+  connection is then closed, so the rest is never read. Caps: creates of both API designs
   :attr:`ServerLimits.max_body_bytes` (default 10 MiB: Kling takes images as URLs or base64 of at most
-  10 MB each), ``/callbacks`` :data:`CALLBACK_MAX_BODY_BYTES`, everything else
-  :data:`OTHER_MAX_BODY_BYTES` (the admin API caps its JSON bodies lower still).
+  10 MB each), ``/callbacks`` :data:`CALLBACK_MAX_BODY_BYTES`, Kling's list routes (``/tasks``,
+  ``/account/...``) :data:`QUERY_MAX_BODY_BYTES`, everything else :data:`OTHER_MAX_BODY_BYTES` (the admin
+  API caps its JSON bodies lower still).
 * :func:`guarded_protocol`, uvicorn's httptools protocol with what it lacks: a connection limit (a
   connection past :attr:`ServerLimits.max_connections` gets 503 and is closed at once), a header cap
   (431 when the request line and headers pass :attr:`ServerLimits.max_header_bytes`), a header timeout (a
@@ -27,9 +28,12 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from kling_budget.designs import is_model_in_path
+
 __all__ = [
     "CALLBACK_MAX_BODY_BYTES",
     "OTHER_MAX_BODY_BYTES",
+    "QUERY_MAX_BODY_BYTES",
     "BodyLimit",
     "BodyTooLargeError",
     "ServerLimits",
@@ -38,6 +42,8 @@ __all__ = [
 
 CALLBACK_MAX_BODY_BYTES = 64 * 1024
 """Kling's callback bodies are one task's JSON: a few kilobytes."""
+QUERY_MAX_BODY_BYTES = 64 * 1024
+"""Kling's list bodies (``POST /tasks``, the billing ledgers): a window, a cursor and a few filters."""
 OTHER_MAX_BODY_BYTES = 1024 * 1024
 """Admin API and everything else (the admin API refuses JSON bodies over 64 KiB itself)."""
 
@@ -47,7 +53,7 @@ class ServerLimits:
     """Resource limits of one gateway process.
 
     Attributes:
-        max_body_bytes: largest ``/v1`` request body (413 beyond it).
+        max_body_bytes: largest create request body, either API design (413 beyond it).
         max_header_bytes: largest request line + headers (431 beyond it).
         header_timeout: seconds a connection may take to send a request's headers.
         body_timeout: seconds a request body may pause between bytes.
@@ -64,10 +70,12 @@ class ServerLimits:
 
     def body_cap(self, path: str) -> int:
         """The body cap of a request path."""
-        if path.startswith("/v1/"):
+        if path.startswith("/v1/") or is_model_in_path(path):
             return self.max_body_bytes
         if path.startswith("/callbacks/"):
             return CALLBACK_MAX_BODY_BYTES
+        if path.startswith(("/tasks", "/account/")):
+            return QUERY_MAX_BODY_BYTES
         return OTHER_MAX_BODY_BYTES
 
 

@@ -33,13 +33,13 @@ import copy
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote as url_quote
 
 import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from kling_budget.designs import MODEL_IN_PATH_PRODUCTS, with_create_option
 from kling_budget.enforced._core import keeps_hold
 from kling_budget.errors import (
     BudgetExceededError,
@@ -47,6 +47,7 @@ from kling_budget.errors import (
     KlingAPIError,
     KlingConnectError,
 )
+from kling_budget.kling._codes import error_for_code
 from kling_budget.kling._core import Created
 from kling_budget.kling.tasks import Task, parse_task
 from kling_budget.pricing import SUPPORTED_PATHS
@@ -62,10 +63,18 @@ from kling_budget.server.task_store import (
     new_id,
     now_micros,
 )
-from kling_budget.server.upstream import UpstreamReply
+from kling_budget.server.upstream import Upstream, UpstreamReply
 from kling_budget.types import Quote
 
-__all__ = ["DENIAL_CODE", "DENIAL_HTTP_STATUS", "Proxy", "kling_error", "show_client_ids"]
+__all__ = [
+    "DENIAL_CODE",
+    "DENIAL_HTTP_STATUS",
+    "Proxy",
+    "kling_error",
+    "request_id",
+    "show_client_ids",
+    "task_status",
+]
 
 logger = logging.getLogger("kling_budget.gateway")
 
@@ -73,6 +82,11 @@ DENIAL_CODE = 1190
 """Business code of a budget denial: not one of Kling's documented codes (1000-1304, 5000-5002)."""
 DENIAL_HTTP_STATUS = 429
 RESERVATION_PREFIX = "gw-"
+NO_API_KEY_MESSAGE = (
+    "this gateway serves Kling's 2026 API design (/text-to-video/<model>, /image-to-video/<model>, "
+    "/omni-video/<model>, /motion-control/<model>, /tasks) only with a Kling API key, which Kling requires there; "
+    "its operator configured an access key/secret key pair only (set KLING_API_KEY); the /v1 routes work"
+)
 _HTTP_FOR_CODE = {
     1000: 401, 1001: 401, 1002: 401, 1003: 401, 1004: 401, 1100: 429, 1101: 429, 1102: 429, 1103: 403,
     1200: 400, 1201: 400, 1202: 404, 1203: 404, 1300: 400, 1301: 400, 1302: 429, 1303: 429, 1304: 429,
@@ -89,6 +103,12 @@ def kling_error(http_status: int, code: int, message: str, request_id: str) -> R
     """A Kling-style error envelope (``data`` null)."""
     body = {"code": code, "message": message, "request_id": request_id, "data": None}
     return Response(dumps(body), status_code=http_status, media_type="application/json")
+
+
+def request_id(request: Request) -> str:
+    """The gateway's id of this request (the ``X-Request-Id`` header and the envelope's ``request_id``)."""
+    rid = getattr(request.state, "request_id", None)
+    return rid if isinstance(rid, str) else new_id()
 
 
 def _detail(path: str, key: VirtualKey, quote: Quote) -> dict[str, Any]:
@@ -113,13 +133,28 @@ class _Answer(Exception):
         self.response = response
 
 
+def task_status(data: Any) -> str | None:
+    """Kling's own status word in a task object of either design (``succeed`` on ``/v1``, ``succeeded`` on
+    the 2026 design), ``None`` when it has none."""
+    if not isinstance(data, dict):
+        return None
+    status = data.get("task_status", data.get("status"))
+    return status if isinstance(status, str) and status else None
+
+
 def show_client_ids(data: Any, row_external: str | None) -> Any:
-    """Kling's task ``data`` as the client must see it: its own external id in ``task_info``, never ours (nor
-    the gateway's callback URL, should Kling ever echo it)."""
+    """Kling's task object as the client must see it: its own external id (``task_info.external_task_id`` on
+    ``/v1``, ``external_id`` on the 2026 design), never ours (nor the gateway's callback URL or options, should
+    Kling ever echo them)."""
     if not isinstance(data, dict):
         return data
     shown = copy.copy(data)
     shown.pop("callback_url", None)
+    if "task_id" not in shown and "task_status" not in shown:  # the 2026 design's task item
+        shown.pop("options", None)
+        shown["external_id"] = row_external or ""
+        shown.pop("external_task_id", None)
+        return shown
     info = dict(shown.get("task_info") or {}) if isinstance(shown.get("task_info"), dict) else {}
     if row_external is not None:
         info["external_task_id"] = row_external
@@ -151,8 +186,13 @@ class Proxy:
             routes.append(
                 Route(path + "/{ref:path}", self._bind(self.item, path), methods=["GET"], name=f"query {path}")
             )
+        for product in MODEL_IN_PATH_PRODUCTS:  # the 2026 design: the model in the path, queried on /tasks
+            routes.append(Route(f"/{product}/{{model}}", self._model_in_path_create, methods=["POST"], name=product))
         routes.append(Route("/v1/{rest:path}", self.unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]))
         return routes
+
+    async def _model_in_path_create(self, request: Request) -> Response:
+        return await self.create(request, request.url.path.rstrip("/"))
 
     @staticmethod
     def _bind(handler: Callable[[Request, str], Awaitable[Response]], path: str) -> Callable[[Request], Any]:
@@ -163,8 +203,7 @@ class Proxy:
 
     @staticmethod
     def _request_id(request: Request) -> str:
-        rid = getattr(request.state, "request_id", None)
-        return rid if isinstance(rid, str) else new_id()
+        return request_id(request)
 
     async def unknown(self, request: Request) -> Response:
         """Anything else under ``/v1``: refused, never forwarded (no route around the budgets)."""
@@ -201,6 +240,17 @@ class Proxy:
         request.state.key_name = key.name
         return key
 
+    async def authenticated(self, request: Request) -> VirtualKey | Response:
+        """The caller's virtual key, or the 401 (or 5000/5001) answer to send instead."""
+        try:
+            return await self._authenticate(request, self._request_id(request))
+        except _Answer as answer:
+            return answer.response
+
+    def no_api_key(self, request_id: str) -> Response:
+        """403/1103 for Kling's 2026 design on a gateway configured with an access key pair only."""
+        return kling_error(403, 1103, NO_API_KEY_MESSAGE, request_id)
+
     # ------------------------------------------------------------------ create
 
     async def create(self, request: Request, path: str) -> Response:
@@ -208,6 +258,9 @@ class Proxy:
         request_id = self._request_id(request)
         try:
             key = await self._authenticate(request, request_id)
+            upstream = self.state.upstream_for(path)
+            if upstream is None:
+                return self.no_api_key(request_id)
             # Read only after authentication; the body cap applies while reading (server/limits.py).
             admitted = await self.admission.admit(path, await request.body(), key)
         except _Answer as answer:
@@ -217,10 +270,11 @@ class Proxy:
         body, quote = admitted.body, admitted.quote
         client_external, client_callback = admitted.client_external, admitted.client_callback
         reservation_id = RESERVATION_PREFIX + new_id()
-        forward = dict(body)
-        forward["external_task_id"] = reservation_id
-        if self.state.callback_tokens is not None:
-            forward["callback_url"] = self.state.callback_tokens.url_for(reservation_id)
+        # Where each design keeps them: top level on /v1, under "options" on the 2026 design.
+        forward = with_create_option(path, body, "external_task_id", reservation_id)
+        tokens = self.state.callback_tokens
+        if tokens is not None:
+            forward = with_create_option(path, forward, "callback_url", tokens.url_for(reservation_id))
         metrics = self.state.metrics
         try:
             await self.state.run_sync(self._reserve, key, path, quote, reservation_id, client_external, client_callback)
@@ -251,7 +305,7 @@ class Proxy:
             # Once the hold exists it must end recorded or released, even if the server is shutting down.
             with anyio.CancelScope(shield=True):
                 response = await self._forward_create(
-                    path, forward, key, quote, reservation_id, client_external, request
+                    upstream, path, forward, key, quote, reservation_id, client_external, request
                 )
         finally:
             metrics.in_flight_creates -= 1
@@ -299,6 +353,7 @@ class Proxy:
 
     async def _forward_create(
         self,
+        upstream: Upstream,
         path: str,
         forward: dict[str, Any],
         key: VirtualKey,
@@ -309,7 +364,7 @@ class Proxy:
     ) -> Response:
         request_id = self._request_id(request)
         try:
-            created = await self.state.upstream.create(path, forward)
+            created = await upstream.create(path, forward)
         except KlingAPIError as exc:
             if exc.request_id:
                 request.state.upstream_request_id = exc.request_id
@@ -328,12 +383,14 @@ class Proxy:
                     request_id,
                 )
             await self._rejected(reservation_id, quote, exc)
-            return self._pass_error(UpstreamReply.of(exc), request_id)
+            return self.pass_error(UpstreamReply.of(exc), request_id)
         if created.request_id:
             request.state.upstream_request_id = created.request_id
         return await self._created(created, quote, reservation_id, client_external, request)
 
-    def _pass_error(self, reply: UpstreamReply, request_id: str) -> Response:
+    def pass_error(self, reply: UpstreamReply, request_id: str) -> Response:
+        """Kling's error answer for the client: scrubbed of the gateway's credentials; a refusal of the gateway's
+        own credentials is the gateway's problem (502/5000), no answer at all is 503/5001."""
         error = reply.error
         assert error is not None
         code = error.code
@@ -345,7 +402,9 @@ class Proxy:
             return kling_error(
                 502, 5000, f"the gateway's upstream credentials were refused by Kling (code {code})", request_id
             )
-        envelope = scrub_upstream_error(reply.envelope, self.state.config.upstream_auth)
+        envelope = reply.envelope
+        for auth in self.state.config.upstream_auths:
+            envelope = scrub_upstream_error(envelope, auth)
         return _json(reply.http_status or _HTTP_FOR_CODE.get(code, 400), envelope)
 
     async def _created(
@@ -364,8 +423,7 @@ class Proxy:
         else:
             task_id = created.task.task_id
             request.state.task_id = task_id
-            raw_status = data.get("task_status") if isinstance(data, dict) else None
-            status = str(raw_status or created.task.status.value)
+            status = task_status(data) or created.task.status.value
             check_at = now_micros() + int(_FIRST_CHECK_SECONDS * 1e6)
             try:
                 await self.state.run_sync(
@@ -471,18 +529,27 @@ class Proxy:
         if row is None:
             return kling_error(404, 1203, f"task {ref!r} does not exist on {path}", request_id)
         request.state.reservation_id = row.reservation_id
-        reply = await self.state.upstream.request(
-            "GET", f"{path}/{url_quote(row.upstream_ref, safe='')}", operation="query", task_query=True
-        )
+        reply = await self.query_upstream(row)
         if reply.request_id:
             request.state.upstream_request_id = reply.request_id
         if not reply.ok:
-            return self._pass_error(reply, request_id)
+            return self.pass_error(reply, request_id)
         data = reply.data
         await self.observe(row, data)
         envelope = dict(reply.envelope or {})
         envelope["data"] = show_client_ids(data, row.client_external_id)
         return _json(200, envelope)
+
+    async def query_upstream(self, row: TaskRow, operation: str = "query") -> UpstreamReply:
+        """Kling's answer about ``row``'s task, in its own design: by Kling's task id, else by the gateway's
+        external id (the reservation id); a 2026-design task without an API key configured is 403/1103."""
+        upstream = self.state.upstream_for(row.endpoint)
+        if upstream is None:
+            error = error_for_code(1103, NO_API_KEY_MESSAGE, http_status=403, request_id=None)
+            return UpstreamReply.of(error)
+        if row.task_id:
+            return await upstream.query_task(row.endpoint, task_id=row.task_id, operation=operation)
+        return await upstream.query_task(row.endpoint, external_task_id=row.reservation_id, operation=operation)
 
     async def observe(self, row: TaskRow, data: Any) -> Task | None:
         """Hand Kling's fresh answer about ``row``'s task to the settler and keep the latest state."""
@@ -490,7 +557,7 @@ class Proxy:
             task = parse_task(data if isinstance(data, dict) else {}, endpoint=row.endpoint)
         except InvalidInputError:
             return None
-        status = str(data.get("task_status") or task.status.value) if isinstance(data, dict) else task.status.value
+        status = task_status(data) or task.status.value
         if row.settled and row.status == status:
             return task
         if not task.is_terminal and row.status == status and row.task_id == task.task_id:

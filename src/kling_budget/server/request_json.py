@@ -18,9 +18,10 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from kling_budget.kling.paging import Listing, ListQueryError, Query, read_query
 from kling_budget.numeric import shown
 
-__all__ = ["MAX_DEPTH", "MAX_NUMBER_DIGITS", "BadJSONError", "parse_object"]
+__all__ = ["MAX_DEPTH", "MAX_NUMBER_DIGITS", "BadJSONError", "parse_list_query", "parse_object"]
 
 MAX_DEPTH = 32
 MAX_NUMBER_DIGITS = 20
@@ -116,3 +117,23 @@ def parse_object(raw: bytes) -> dict[str, Any]:
         raise BadJSONError("the request body must be a JSON object", not_json=True)
     _walk(body)
     return body
+
+
+_LIST_FIELDS = frozenset({"start_time", "end_time", "cursor", "limit", "filters"})
+
+
+def parse_list_query(raw: bytes, listing: Listing, now_ms: int) -> Query:
+    """A cursor-paged list body (``POST /tasks``, the billing ledgers) parsed with bounds and read as Kling reads
+    it (:mod:`kling_budget.kling.paging`): an empty body is ``{}``; a field Kling does not list is refused.
+
+    Raises:
+        ListQueryError: 1200 (not a JSON object) or 1201, naming the field and what is accepted.
+    """
+    try:
+        body = parse_object(raw) if raw.strip() else {}
+    except BadJSONError as exc:
+        raise ListQueryError(1200 if exc.not_json else 1201, str(exc)) from None
+    unknown = sorted(shown(name) for name in body if name not in _LIST_FIELDS)
+    if unknown:
+        raise ListQueryError(1201, f"field {unknown[0]} is not accepted; accepted: {', '.join(sorted(_LIST_FIELDS))}")
+    return read_query(listing, body, now_ms)

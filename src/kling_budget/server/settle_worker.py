@@ -10,7 +10,8 @@ For each claimed row:
 * reservation already committed or released (by a query, a callback or reconcile) → the row is marked
   settled;
 * Kling definitely rejected the create but the release did not happen (ledger was down) → release now;
-* Kling's task id known → query it and hand the answer to :class:`~kling_budget.enforced.settle.JobSettler`;
+* Kling's task id known → query it (on its design's query route) and hand the answer to
+  :class:`~kling_budget.enforced.settle.JobSettler`;
 * no task id (the create's answer was lost or never recorded) → look it up by external id (the reservation
   id) once the create request has certainly ended: found → record and settle; Kling does not know it →
   release the hold (the create never happened).
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
-from urllib.parse import quote as url_quote
 
 import anyio
 
@@ -124,8 +124,7 @@ class SettleWorker:
             await self.state.run_sync(self.state.ledger.release, row.reservation_id, reason="Kling rejected the create")
             await self.state.run_sync(tasks.update, row.reservation_id, settled=True)
             return
-        ref = url_quote(row.upstream_ref, safe="")
-        reply = await self.state.upstream.request("GET", f"{row.endpoint}/{ref}", operation="poll", task_query=True)
+        reply = await self.proxy.query_upstream(row, operation="poll")
         if reply.ok:
             await self.proxy.observe(row, reply.data)
             return

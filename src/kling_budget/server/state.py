@@ -23,9 +23,10 @@ from typing import Any, ParamSpec, TypeVar
 
 import anyio.to_thread
 
+from kling_budget.designs import is_model_in_path
 from kling_budget.errors import ConfigurationError
-from kling_budget.kling._core import resolve_base_url
-from kling_budget.kling.auth import APIKeyAuth, Auth, JWTAuth, resolve_auth
+from kling_budget.kling._core import TASKS_PATH, resolve_base_url
+from kling_budget.kling.auth import ENV_API_KEY, APIKeyAuth, Auth, JWTAuth, resolve_auth
 from kling_budget.server.callback_guard import CallbackPolicy
 from kling_budget.server.callback_tokens import CallbackTokens
 from kling_budget.server.keys import KeyStore, data_dir, load_master_key
@@ -88,7 +89,11 @@ class GatewayConfig:
     Attributes:
         db: ledger URL (``None``: ``KLING_BUDGET_DB`` or the default SQLite file).
         upstream_url: Kling's host (or the simulator's URL).
-        upstream_auth: the real Kling credentials (never shown).
+        upstream_auth: the real Kling credentials (never shown): an access key + secret key pair (signed into
+            JWTs) or an API key.
+        upstream_api_key_auth: a Kling API key for the 2026 design, whose routes refuse JWTs, when
+            ``upstream_auth`` is an access key pair (``KLING_API_KEY`` set beside ``KLING_ACCESS_KEY`` and
+            ``KLING_SECRET_KEY``). See :attr:`model_in_path_auth`.
         public_url: this gateway's public base URL; when set, forwarded creates carry
             ``callback_url = <public_url>/callbacks/kling/<reservation id>/<token>``.
         webhook_secret: ``KLING_WEBHOOK_SECRET`` (``whsec_...``) to verify Kling's callbacks, if any.
@@ -112,6 +117,7 @@ class GatewayConfig:
 
     upstream_url: str
     upstream_auth: Auth = field(repr=False)
+    upstream_api_key_auth: APIKeyAuth | None = field(default=None, repr=False)
     db: str | None = None
     public_url: str | None = None
     webhook_secret: Secret | None = None
@@ -139,15 +145,22 @@ class GatewayConfig:
         environ: Mapping[str, str] | None = None,
         **options: Any,
     ) -> GatewayConfig:
-        """Read the real credentials (``KLING_ACCESS_KEY``/``KLING_SECRET_KEY`` or ``KLING_API_KEY``), the
+        """Read the real credentials (``KLING_ACCESS_KEY``/``KLING_SECRET_KEY`` and/or ``KLING_API_KEY``), the
         upstream host (``KLING_API_BASE``), ``KLING_WEBHOOK_SECRET``, ``KLING_BUDGET_ADMIN_TOKEN`` and
         ``KLING_BUDGET_METRICS_TOKEN`` from the environment; ``options`` set the other fields.
+
+        With both kinds of credentials, ``/v1`` and the account routes use the access key pair and the 2026
+        design uses the API key; with only an API key, it serves both designs; with only an access key pair,
+        the 2026 design is refused (Kling takes no JWT there).
 
         Raises:
             ConfigurationError: no Kling credentials, or a bad URL.
         """
         env = os.environ if environ is None else environ
         auth = resolve_auth(None, None, None, env)
+        api_key = env.get(ENV_API_KEY, "").strip()
+        if isinstance(auth, JWTAuth) and api_key:
+            options.setdefault("upstream_api_key_auth", APIKeyAuth(api_key))
         base = resolve_base_url(upstream_url, None, env)
         secret = env.get(WEBHOOK_SECRET_ENV, "").strip()
         admin = env.get(ADMIN_TOKEN_ENV, "").strip()
@@ -163,6 +176,20 @@ class GatewayConfig:
         if self.upstream_timeout <= 0:
             raise ConfigurationError("the upstream timeout must be positive")
         CallbackPolicy.build(self.allow_callback_hosts, public_url=self.public_url)  # refuses bad entries early
+
+    @property
+    def model_in_path_auth(self) -> Auth | None:
+        """The credential for Kling's 2026 design (``/text-to-video/...``, ``/tasks``): an API key, since Kling
+        answers a JWT there with 401/1002; ``None`` when only an access key pair is configured."""
+        if isinstance(self.upstream_auth, APIKeyAuth):
+            return self.upstream_auth
+        return self.upstream_api_key_auth
+
+    @property
+    def upstream_auths(self) -> tuple[Auth, ...]:
+        """Every real credential the gateway may send (to scrub from whatever Kling answers)."""
+        extra = self.upstream_api_key_auth
+        return (self.upstream_auth,) if extra is None or extra is self.upstream_auth else (self.upstream_auth, extra)
 
     @property
     def callback_url(self) -> str | None:
@@ -202,6 +229,15 @@ class GatewayState:
             timeout=config.upstream_timeout,
             metrics=self.metrics,
         )
+        # Kling's 2026 design takes an API key only: its own connection when /v1 signs JWTs.
+        self.model_in_path_upstream: Upstream | None = self.upstream
+        api_key_auth = config.model_in_path_auth
+        if api_key_auth is None:
+            self.model_in_path_upstream = None
+        elif api_key_auth is not config.upstream_auth:
+            self.model_in_path_upstream = Upstream(
+                config.upstream_url, api_key_auth, timeout=config.upstream_timeout, metrics=self.metrics
+            )
         self.callback_policy = CallbackPolicy.build(
             config.allow_callback_hosts, public_url=config.public_url, listen_port=config.listen_port
         )
@@ -231,7 +267,16 @@ class GatewayState:
             return AsyncKlingClient(api_key=auth._api_key, base_url=self.config.upstream_url)
         raise ConfigurationError("the upstream credentials are of an unknown kind")
 
+    def upstream_for(self, path: str) -> Upstream | None:
+        """The connection to Kling for a create path (or ``/tasks``) of either design: the 2026 design's needs an
+        API key, so it is ``None`` when only an access key pair is configured."""
+        if path == TASKS_PATH or is_model_in_path(path):
+            return self.model_in_path_upstream
+        return self.upstream
+
     async def aclose(self) -> None:
         """Close the upstream connections and the ledger."""
         await self.upstream.aclose()
+        if self.model_in_path_upstream is not None and self.model_in_path_upstream is not self.upstream:
+            await self.model_in_path_upstream.aclose()
         self.tracker.close()

@@ -156,6 +156,32 @@ class Upstream(_KlingCore, AsyncDriver):
         outcome: Outcome = await self._measured(operation, flow)
         return UpstreamReply.of(outcome, getattr(outcome, "http_status", 200))
 
+    async def query_task(
+        self,
+        endpoint: str,
+        *,
+        task_id: str | None = None,
+        external_task_id: str | None = None,
+        operation: str = "query",
+    ) -> UpstreamReply:
+        """Query one task (exactly one id) where its design answers: ``GET <endpoint>/<id>`` on ``/v1``,
+        ``GET /tasks?task_ids=|external_task_ids=`` on the 2026 design. The reply's ``data`` is the task object
+        either way; a task Kling leaves out of the 2026 list is a 404/1203 (no such task)."""
+        flow = self._query_task_flow(endpoint, task_id, external_task_id)
+        outcome: Outcome = await self._measured(operation, flow)
+        return UpstreamReply.of(outcome, getattr(outcome, "http_status", 200))
+
+    def _query_task_flow(self, endpoint: str, task_id: str | None, external_task_id: str | None) -> Flow[Outcome]:
+        path, params = self._task_query(endpoint, task_id, external_task_id)
+        outcome = yield from self._attempt("GET", path, params=params or None, task_query=True)
+        if not isinstance(outcome, Ok):
+            return outcome
+        try:
+            item = self._one_item(outcome, endpoint, str(task_id or external_task_id))
+        except KlingAPIError as exc:
+            return exc
+        return Ok(item, outcome.request_id, outcome.message)
+
     async def create(self, path: str, body: dict[str, Any]) -> Created:
         """Create a task once, looking an ambiguous outcome up by ``external_task_id`` before answering.
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from kling_budget.kling.paging import BALANCE, PACKAGE, TASKS, Entry, Listing, ListQueryError, Query, page, read_query
 from kling_budget.simulator.funding import LedgerEntry
-from kling_budget.simulator.paging import Entry, Listing, page, read_query
+from kling_budget.simulator.protocol import SimError
 from kling_budget.simulator.task_model import new_status, task_item
 
 if TYPE_CHECKING:
@@ -21,35 +22,25 @@ if TYPE_CHECKING:
 
 __all__ = ["BALANCE", "PACKAGE", "TASKS", "list_ledger", "list_tasks"]
 
-_PRODUCT_TYPES = ("video", "image", "try_on")
-
-TASKS = Listing(
-    "tasks",
-    {"status": ("submitted", "processing", "succeeded", "failed"), "product_type": _PRODUCT_TYPES},
-    default_limit=100,
-)
-PACKAGE = Listing(
-    "package",
-    {"api_key_name": None, "product_type": _PRODUCT_TYPES, "package_name": None, "package_id": None},
-    default_limit=500,
-    window_required=True,
-    exclusive=("package_name", "package_id"),
-    aliases={"try-on": "try_on"},
-)
-BALANCE = Listing("balance", {"api_key_name": None}, default_limit=500, window_required=True)
-
 
 def list_tasks(acct: Account, body: Any, now: int) -> dict[str, Any]:
     """The ``data`` of ``POST /tasks`` for one account."""
-    query = read_query(TASKS, body, now)
+    query = _read(TASKS, body, now)
     return page(TASKS, query, _task_entries(acct), render=task_item)
 
 
 def list_ledger(listing: Listing, ledger: Sequence[LedgerEntry], body: Any, now: int) -> dict[str, Any]:
     """The ``data`` of a billing-ledger route (``listing`` is :data:`PACKAGE` or :data:`BALANCE`)."""
-    query = read_query(listing, body, now)
+    query = _read(listing, body, now)
     entries = ((e.time, e.seq, e.keys, e) for e in reversed(ledger))
     return page(listing, query, entries, render=LedgerEntry.render)
+
+
+def _read(listing: Listing, body: Any, now: int) -> Query:
+    try:
+        return read_query(listing, body, now)
+    except ListQueryError as exc:
+        raise SimError(exc.code, str(exc)) from None
 
 
 def _task_entries(acct: Account) -> Iterator[Entry]:

@@ -29,9 +29,9 @@ Outcome control for tests (:class:`Script`) and prompt markers::
 limit, per-account records), :mod:`.creation` (validation and pricing of both designs, with
 :mod:`.endpoints` and :mod:`.products`), :mod:`.funding` (packs or cash, 1101/1102/1303 admission,
 payment, the deduction ledgers, ``billing[]``), :mod:`.packs` (pack state, ``/account/costs``),
-:mod:`.task_model` (task records, the transition schedule, rendering), :mod:`.listings` and :mod:`.paging`
-(the 2026 list routes), :mod:`.validation` (query parameters), :mod:`.scripting` (:class:`Script`, prompt
-markers) and :mod:`.callbacks` (the notification outbox).
+:mod:`.task_model` (task records, the transition schedule, rendering), :mod:`.listings` (the 2026 list
+routes, paged by :mod:`kling_budget.kling.paging`), :mod:`.validation` (query parameters), :mod:`.scripting`
+(:class:`Script`, prompt markers) and :mod:`.callbacks` (the notification outbox).
 """
 
 from __future__ import annotations

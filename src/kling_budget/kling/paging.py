@@ -1,10 +1,14 @@
-"""Cursor paging of the 2026 list routes: ``POST /tasks`` and the two billing ledgers.
+"""Kling's cursor-paged list bodies, read strictly: ``POST /tasks`` and the two billing ledgers. Pure.
 
 A list body is ``{"start_time", "end_time", "limit", "filters": [{"key", "values"}], "cursor"}``; the
 answer is ``{"result", "count", "next_cursor", "has_more"}``, newest first. Filters with the same key match
 any of their values, different keys must all match. A cursor stands for the whole query and the position
-after the last item returned: when one is given, the other fields are ignored. Bad fields are 1201 naming
-the field. Pure: no state, no I/O.
+after the last item returned: when one is given, the other fields are ignored. A bad field is a
+:class:`ListQueryError` naming it (Kling's 1201; 1200 for a body that is not an object). Every field is
+bounded before it is used.
+
+Both sides of the wire read bodies with this module: the simulator answers them from its records, the gateway
+from its own ownership rows.
 """
 
 from __future__ import annotations
@@ -16,10 +20,20 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kling_budget.simulator.fields import bad
-from kling_budget.simulator.protocol import SimError
+from kling_budget.errors import InvalidInputError
 
-__all__ = ["Entry", "Listing", "Query", "page", "read_query"]
+__all__ = [
+    "BALANCE",
+    "PACKAGE",
+    "TASKS",
+    "Entry",
+    "ListQueryError",
+    "Listing",
+    "Query",
+    "encode_cursor",
+    "page",
+    "read_query",
+]
 
 _DAY_MS = 86_400_000
 _MAX_TIME_MS = 10**14
@@ -27,10 +41,27 @@ _MAX_FILTERS = 10
 _MAX_VALUES = 100
 _MAX_VALUE_LEN = 255
 _MAX_CURSOR = 4096
+_MAX_SEQ_LEN = 64
 _MAX_LIMIT = 500
+_PRODUCT_TYPES = ("video", "image", "try_on")
+
+Seq = int | str
+"""What orders items created in the same millisecond (a sequence number or an id)."""
 
 #: One listable item: ``(time, sequence, filter keys, item)``, yielded newest first.
-Entry = tuple[int, int, Mapping[str, str], Any]
+Entry = tuple[int, Seq, Mapping[str, str], Any]
+
+
+class ListQueryError(InvalidInputError):
+    """A list body Kling refuses: ``code`` 1200 (not a JSON object) or 1201 (the message names the field)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _bad(field_name: str, problem: str) -> ListQueryError:
+    return ListQueryError(1201, f"{field_name} {problem}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +86,25 @@ class Listing:
     aliases: Mapping[str, str] = field(default_factory=dict)
 
 
+TASKS = Listing(
+    "tasks",
+    {"status": ("submitted", "processing", "succeeded", "failed"), "product_type": _PRODUCT_TYPES},
+    default_limit=100,
+)
+"""``POST /tasks``: the 2026 design's tasks by creation time (default window the last 30 days)."""
+PACKAGE = Listing(
+    "package",
+    {"api_key_name": None, "product_type": _PRODUCT_TYPES, "package_name": None, "package_id": None},
+    default_limit=500,
+    window_required=True,
+    exclusive=("package_name", "package_id"),
+    aliases={"try-on": "try_on"},
+)
+"""``POST /account/billing/package``: resource-pack deductions by deduction time."""
+BALANCE = Listing("balance", {"api_key_name": None}, default_limit=500, window_required=True)
+"""``POST /account/billing/balance``: cash-balance deductions by deduction time."""
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
     """A validated list query: window ``[start, end]`` (ms), page size, filters, and where the last page ended."""
@@ -63,31 +113,35 @@ class Query:
     end: int
     limit: int
     filters: tuple[tuple[str, tuple[str, ...]], ...]
-    after: tuple[int, int] | None = None
+    after: tuple[int, Seq] | None = None
 
     def matches(self, keys: Mapping[str, str]) -> bool:
         """Whether an item with these filter keys passes every filter."""
         return all(keys.get(key) in values for key, values in self.filters)
 
+    def values(self, key: str) -> tuple[str, ...] | None:
+        """The values filter ``key`` accepts, ``None`` when the query does not filter on it."""
+        return next((values for name, values in self.filters if name == key), None)
+
 
 def read_query(listing: Listing, body: Any, now: int) -> Query:
-    """The query a list body asks for (or its ``cursor`` stands for).
+    """The query a list body asks for (or its ``cursor`` stands for); ``now`` in Unix ms.
 
     Raises:
-        SimError: 1200 the body is not a JSON object; 1201 naming a bad field (``cursor`` when the cursor is
-            not one this route handed out).
+        ListQueryError: 1200 the body is not a JSON object; 1201 naming a bad field (``cursor`` when the
+            cursor is not one this route handed out).
     """
     if not isinstance(body, dict):
-        raise SimError(1200, "the request body must be a JSON object")
+        raise ListQueryError(1200, "the request body must be a JSON object")
     cursor = body.get("cursor")
     if cursor is not None and cursor != "":
         if not isinstance(cursor, str) or len(cursor) > _MAX_CURSOR:
-            raise bad("cursor", "must be a cursor returned as next_cursor")
+            raise _bad("cursor", "must be a cursor returned as next_cursor")
         return _decode(listing, cursor, now)
     return _query(listing, body, now, None)
 
 
-def _query(listing: Listing, body: Mapping[str, Any], now: int, after: tuple[int, int] | None) -> Query:
+def _query(listing: Listing, body: Mapping[str, Any], now: int, after: tuple[int, Seq] | None) -> Query:
     start = _time(body, "start_time", listing.window_required)
     end = _time(body, "end_time", listing.window_required)
     if end is None:
@@ -95,10 +149,10 @@ def _query(listing: Listing, body: Mapping[str, Any], now: int, after: tuple[int
     if start is None:
         start = end - 30 * _DAY_MS
     if start > end:
-        raise bad("start_time", "must not be after end_time")
+        raise _bad("start_time", "must not be after end_time")
     limit = body.get("limit", listing.default_limit)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
-        raise bad("limit", f"must be an integer in [1, {_MAX_LIMIT}]")
+        raise _bad("limit", f"must be an integer in [1, {_MAX_LIMIT}]")
     return Query(start, end, limit, _filters(listing, body.get("filters")), after)
 
 
@@ -106,10 +160,10 @@ def _time(body: Mapping[str, Any], name: str, required: bool) -> int | None:
     value = body.get(name)
     if value is None:
         if required:
-            raise bad(name, "is required (Unix time in ms) unless a cursor is given")
+            raise _bad(name, "is required (Unix time in ms) unless a cursor is given")
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_TIME_MS:
-        raise bad(name, "must be a Unix time in ms (a non-negative integer)")
+        raise _bad(name, "must be a Unix time in ms (a non-negative integer)")
     return value
 
 
@@ -117,30 +171,31 @@ def _filters(listing: Listing, raw: Any) -> tuple[tuple[str, tuple[str, ...]], .
     if raw is None:
         return ()
     if not isinstance(raw, list) or len(raw) > _MAX_FILTERS:
-        raise bad("filters", f"must be a list of at most {_MAX_FILTERS} filters")
+        raise _bad("filters", f"must be a list of at most {_MAX_FILTERS} filters")
     merged: dict[str, list[str]] = {}
     keys = ", ".join(listing.filter_keys)
     for index, item in enumerate(raw):
         where = f"filters[{index}]"
         if not isinstance(item, dict):
-            raise bad(where, 'must be an object {"key": ..., "values": [...]}')
+            raise _bad(where, 'must be an object {"key": ..., "values": [...]}')
         key = item.get("key")
         if not isinstance(key, str) or key not in listing.filter_keys:
-            raise bad(f"{where}.key", f"must be one of {keys}; got {key!r}")
+            shown = key[:40] if isinstance(key, str) else key
+            raise _bad(f"{where}.key", f"must be one of {keys}; got {shown!r}")
         values = item.get("values")
         if not isinstance(values, list) or not 1 <= len(values) <= _MAX_VALUES:
-            raise bad(f"{where}.values", f"must be a list of 1 to {_MAX_VALUES} strings")
+            raise _bad(f"{where}.values", f"must be a list of 1 to {_MAX_VALUES} strings")
         accepted = listing.filter_keys[key]
         for value in values:
             if not isinstance(value, str) or not value or len(value) > _MAX_VALUE_LEN:
-                raise bad(f"{where}.values", f"must hold strings of 1 to {_MAX_VALUE_LEN} characters")
+                raise _bad(f"{where}.values", f"must hold strings of 1 to {_MAX_VALUE_LEN} characters")
             value = listing.aliases.get(value, value)
             if accepted is not None and value not in accepted:
-                raise bad(f"{where}.values", f"must be among {', '.join(accepted)}; got {value!r}")
+                raise _bad(f"{where}.values", f"must be among {', '.join(accepted)}; got {value[:40]!r}")
             merged.setdefault(key, []).append(value)
     if listing.exclusive is not None and all(k in merged for k in listing.exclusive):
         first, second = listing.exclusive
-        raise bad("filters", f"cannot combine {first} and {second}")
+        raise _bad("filters", f"cannot combine {first} and {second}")
     return tuple((key, tuple(dict.fromkeys(values))) for key, values in merged.items())
 
 
@@ -152,7 +207,7 @@ def page(
     ``render`` turns an entry's item into what the answer shows (only for the items on the page).
     """
     result: list[Any] = []
-    last: tuple[int, int] | None = None
+    last: tuple[int, Seq] | None = None
     has_more = False
     for time, seq, keys, item in entries:
         if query.after is not None and (time, seq) >= query.after:
@@ -168,11 +223,12 @@ def page(
             break
         result.append(render(item))
         last = (time, seq)
-    cursor = _encode(listing, query, last) if has_more and last is not None else ""
+    cursor = encode_cursor(listing, query, last) if has_more and last is not None else ""
     return {"result": result, "count": len(result), "next_cursor": cursor, "has_more": has_more}
 
 
-def _encode(listing: Listing, query: Query, after: tuple[int, int]) -> str:
+def encode_cursor(listing: Listing, query: Query, after: tuple[int, Seq]) -> str:
+    """The opaque ``next_cursor`` continuing ``query`` after the item at ``after`` (time, sequence)."""
     state = {
         "k": listing.kind,
         "s": query.start,
@@ -185,11 +241,17 @@ def _encode(listing: Listing, query: Query, after: tuple[int, int]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _seq(value: Any) -> bool:
+    if isinstance(value, str):
+        return 0 < len(value) <= _MAX_SEQ_LEN
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _decode(listing: Listing, cursor: str, now: int) -> Query:
-    invalid = bad("cursor", "is not a cursor this route returned as next_cursor")
+    invalid = _bad("cursor", "is not a cursor this route returned as next_cursor")
     try:
         state = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         raise invalid from None
     if not isinstance(state, dict) or state.get("k") != listing.kind:
         raise invalid
@@ -198,7 +260,9 @@ def _decode(listing: Listing, cursor: str, now: int) -> Query:
     if (
         not isinstance(after, list)
         or len(after) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in after)
+        or not isinstance(after[0], int)
+        or isinstance(after[0], bool)
+        or not _seq(after[1])
         or not isinstance(filters, list)
         or not all(isinstance(f, list) and len(f) == 2 for f in filters)
     ):
@@ -211,5 +275,5 @@ def _decode(listing: Listing, cursor: str, now: int) -> Query:
     }
     try:
         return _query(listing, body, now, (after[0], after[1]))
-    except SimError:
+    except ListQueryError:
         raise invalid from None
