@@ -35,7 +35,7 @@ from kling_budget.errors import (
 )
 from kling_budget.ledger.backend import Backend, Connection
 from kling_budget.ledger.budget_store import BudgetStore, LedgerConfig, NewWindows, crosses
-from kling_budget.ledger.counters import HoldRefused, add_held, hold_all, one_statement, settle_all
+from kling_budget.ledger.counters import HoldRefused, add_held, hold_all, hold_limits, one_statement, settle_all
 from kling_budget.ledger.events import (
     DENIAL_ALERT_INTERVAL_MICROS,
     budget_event,
@@ -43,7 +43,8 @@ from kling_budget.ledger.events import (
     over_limit,
     percent_text,
 )
-from kling_budget.ledger.locks import config_lock_expression, for_update, lock_window, skip_locked
+from kling_budget.ledger.locks import config_lock_expression, for_update, lock_order, lock_window, skip_locked
+from kling_budget.ledger.one_trip import OneTrip, Prepared, WindowMove
 from kling_budget.ledger.packs import PackStore
 from kling_budget.ledger.records import ReservationInfo, ReservationState, UsageRow, VerifyReport
 from kling_budget.ledger.rows import (
@@ -58,7 +59,7 @@ from kling_budget.ledger.rows import (
     validate_amount,
     validate_key,
 )
-from kling_budget.money import format_units, format_usd
+from kling_budget.money import format_units, format_usd, usd_nano_for_units
 from kling_budget.types import AlertEvent, AlertKind, Attribution, Denial, PackType
 from kling_budget.windows import Period, Window, from_micros, to_micros
 
@@ -135,6 +136,9 @@ class Ledger(BudgetStore, PackStore):
         self._config = LedgerConfig("", (), frozenset(), set())
         self._config_lock = threading.Lock()
         self._windows: dict[tuple[Period, str, int], Window] = {}
+        self._one_trip: OneTrip | None = None
+        if backend.dialect == "postgresql" and hasattr(backend, "run_single"):
+            self._one_trip = OneTrip(backend)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return f"Ledger({self.backend.display_url!r})"
@@ -181,6 +185,24 @@ class Ledger(BudgetStore, PackStore):
         at = to_micros(at_dt)
         request_hash = hash_request("reserve", units_milli, pack, attribution, product)
         expires = None if ttl is None else to_micros(at_dt + ttl)
+        state = ReservationState.SUBMITTED if submitted else ReservationState.HELD
+        if self._one_trip is not None:
+            done = self._reserve_in_one_trip(
+                self._one_trip,
+                key,
+                state,
+                request_hash,
+                attribution,
+                product,
+                pack,
+                units_milli,
+                at_dt,
+                expires,
+                detail,
+                also,
+            )
+            if done is not None:
+                return done
 
         windows = NewWindows()
 
@@ -194,7 +216,7 @@ class Ledger(BudgetStore, PackStore):
             info, reservation_row = self._reservation_write(
                 key=key,
                 kind="reserve",
-                state=ReservationState.SUBMITTED if submitted else ReservationState.HELD,
+                state=state,
                 request_hash=request_hash,
                 attribution=attribution,
                 product=product,
@@ -223,9 +245,7 @@ class Ledger(BudgetStore, PackStore):
                     window = self._window(budget, at_dt)
                     self._ensure_window(conn, config, budget, window, windows.created, exclude=key)
                     targets.append((budget, window, budget.units_delta(pack, units_milli)))
-                for (budget, window, units_delta), held in zip(
-                    targets, hold_all(conn, targets, usd_nano), strict=True
-                ):
+                for (budget, window, units_delta), held in zip(targets, hold_all(conn, targets, usd_nano), strict=True):
                     if self._may_alert(config, budget, held, units_delta, usd_nano):
                         before = held.shifted(held_milli=-units_delta, held_nano=-usd_nano)
                         events += self._threshold_events(budget, window, before, held, at, key)
@@ -266,6 +286,60 @@ class Ledger(BudgetStore, PackStore):
             return self._deny(key, request_hash, denied, attribution, product, pack, units_milli, at, detail)
         windows.committed()
         return result
+
+    def _reserve_in_one_trip(
+        self,
+        one_trip: OneTrip,
+        key: str,
+        state: ReservationState,
+        request_hash: str,
+        attribution: Attribution,
+        product: str,
+        pack: PackType,
+        units_milli: int,
+        at_dt: datetime,
+        expires: int | None,
+        detail: Mapping[str, Any] | None,
+        also: Callable[[Connection], None] | None,
+    ) -> ReservationInfo | None:
+        """The reservation applied in one round trip (see ``ledger/one_trip.py``), or ``None`` when it
+        needs the general path: no configuration cached yet, a pack to draw from, or the server declined."""
+        config = self._config
+        if not config.version or pack.value in config.pack_types:
+            return None
+        at = to_micros(at_dt)
+        usd_nano = usd_nano_for_units(units_milli, self.list_prices[pack], 1000)
+        info, (_, reservation) = self._reservation_write(
+            key=key,
+            kind="reserve",
+            state=state,
+            request_hash=request_hash,
+            attribution=attribution,
+            product=product,
+            pack=pack,
+            units_milli=units_milli,
+            usd_nano=usd_nano,
+            at=at,
+            expires=expires,
+            detail=detail,
+        )
+        moves = []
+        for budget in self._matching(config, attribution):
+            assert budget.id is not None
+            units_delta = budget.units_delta(pack, units_milli)
+            moves.append(
+                WindowMove(
+                    lock_order(budget),
+                    budget.id,
+                    self._window(budget, at_dt).start_us,
+                    units_delta,
+                    usd_nano,
+                    *hold_limits(budget, units_delta, usd_nano),
+                    *self._alert_points(config, budget),
+                )
+            )
+        _, bucket = self._bucket_write(attribution, pack, at, held=(units_milli, usd_nano))
+        return info if one_trip.reserve(Prepared(config.version, reservation, bucket, moves, also)) else None
 
     def _deny(
         self,

@@ -17,7 +17,7 @@ from kling_budget.ledger.backend import Connection
 from kling_budget.ledger.rows import COUNTER_COLUMNS
 from kling_budget.windows import Window
 
-__all__ = ["HoldRefused", "add_held", "hold_all", "one_statement", "settle_all"]
+__all__ = ["HoldRefused", "add_held", "hold_all", "hold_limits", "one_statement", "settle_all"]
 
 Target = tuple[Budget, Window, int]
 """A budget, the job's window in it and the units the job counts against it."""
@@ -48,7 +48,7 @@ def _add_held_sql(check_units: bool, check_usd: bool) -> str:
 _ADD_HELD = {(units, usd): _add_held_sql(units, usd) for units in (False, True) for usd in (False, True)}
 
 
-def _limits(budget: Budget, units_delta: int, usd_nano: int) -> tuple[int | None, int | None]:
+def hold_limits(budget: Budget, units_delta: int, usd_nano: int) -> tuple[int | None, int | None]:
     """The limits a job must fit in (``None``: not checked): hard budgets, on the amounts the job adds."""
     if not budget.hard:
         return None, None
@@ -60,7 +60,7 @@ def _limits(budget: Budget, units_delta: int, usd_nano: int) -> tuple[int | None
 def add_held(conn: Connection, budget: Budget, window: Window, units_delta: int, usd_nano: int) -> Counters | None:
     """Hold a job's price in one window if it fits; the counters after, or ``None`` when it does not fit
     (or the window row does not exist)."""
-    limit_units, limit_usd = _limits(budget, units_delta, usd_nano)
+    limit_units, limit_usd = hold_limits(budget, units_delta, usd_nano)
     params: list[Any] = [units_delta, usd_nano, budget.id, window.start_us]
     if limit_units is not None:
         params += [units_delta, limit_units]
@@ -92,7 +92,7 @@ def hold_all(conn: Connection, targets: Sequence[Target], usd_nano: int) -> list
     """
     params: list[Any] = []
     for budget, window, units_delta in targets:
-        params += [budget.id, window.start_us, units_delta, usd_nano, *_limits(budget, units_delta, usd_nano)]
+        params += [budget.id, window.start_us, units_delta, usd_nano, *hold_limits(budget, units_delta, usd_nano)]
     rows = conn.fetchall(_hold_all_sql(len(targets)), params)
     if len(rows) != len(targets):
         raise HoldRefused

@@ -21,19 +21,19 @@ from typing import Any, Generic, TypeVar
 
 __all__ = ["Call", "GroupCommit"]
 
-C = TypeVar("C")
+P = TypeVar("P")
 
 
-class Call(Generic[C]):
-    """One caller's transaction waiting in (or running in) a batch."""
+class Call(Generic[P]):
+    """One caller's work (``payload``) waiting in, or running in, a batch."""
 
-    __slots__ = ("done", "error", "fn", "leads", "result")
+    __slots__ = ("batch", "done", "error", "payload", "result")
 
-    def __init__(self, fn: Callable[[C], Any]) -> None:
-        self.fn = fn
+    def __init__(self, payload: P) -> None:
+        self.payload = payload
         self.result: Any = None
         self.error: BaseException | None = None
-        self.leads = False
+        self.batch: list[Call[P]] | None = None  # set when this caller is made the leader of a batch
         self.done = threading.Event()
 
     def fail(self, error: BaseException) -> None:
@@ -41,32 +41,36 @@ class Call(Generic[C]):
         self.result, self.error = None, error
 
 
-class GroupCommit(Generic[C]):
+class GroupCommit(Generic[P]):
     """Batches concurrent transactions of one process.
 
     Args:
-        commit: runs a batch: every call's ``fn`` in one transaction, setting each call's ``result`` or
+        commit: runs a batch: every call's work in one transaction, setting each call's ``result`` or
             ``error``; raises if the transaction as a whole failed (then every call gets that error).
             Returns a token for ``sync``.
         sync: makes the committed batch durable (given the token); raises if it cannot.
         max_batch: most calls in one batch.
+        max_leaders: batches in progress at once (1 on a single connection; more lets a backend with a
+            connection pool run the next batch while one waits on a row lock or the network).
     """
 
     def __init__(
         self,
-        commit: Callable[[Sequence[Call[C]]], Any],
-        sync: Callable[[Any], None],
+        commit: Callable[[Sequence[Call[P]]], Any],
+        sync: Callable[[Any], None] = lambda token: None,
         *,
         max_batch: int = 64,
+        max_leaders: int = 1,
     ) -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+        if max_batch < 1 or max_leaders < 1:
+            raise ValueError("max_batch and max_leaders must be at least 1")
         self._commit = commit
         self._sync = sync
         self.max_batch = max_batch
+        self._max_leaders = max_leaders
         self._mutex = threading.Lock()
-        self._waiting: list[Call[C]] = []
-        self._busy = False
+        self._waiting: list[Call[P]] = []
+        self._leaders = 0
         self._local = threading.local()
         #: Batches committed and calls in them so far (for benchmarks and tests).
         self.batches = 0
@@ -76,24 +80,29 @@ class GroupCommit(Generic[C]):
         """True in a thread that is running a batch (a nested call must not wait for itself)."""
         return bool(getattr(self._local, "leading", False))
 
-    def submit(self, fn: Callable[[C], Any]) -> Any:
-        """Run ``fn`` in the next batch; return its result once the batch is durable, or raise its error."""
-        call: Call[C] = Call(fn)
+    def submit(self, payload: P) -> Any:
+        """Run ``payload`` in the next batch; return its result once the batch is durable, or raise its error."""
+        call: Call[P] = Call(payload)
         with self._mutex:
             self._waiting.append(call)
-            leads = not self._busy
-            self._busy = True
-        if not leads:
+            batch = None
+            if self._leaders < self._max_leaders:  # then nobody else was waiting: this call leads
+                self._leaders += 1
+                batch = self._take()
+        if batch is None:
             call.done.wait()
-            if not call.leads:
+            if call.batch is None:
                 return _answer(call)
-        self._lead()
+            batch = call.batch
+        self._lead(batch)
         return _answer(call)
 
-    def _lead(self) -> None:
-        with self._mutex:
-            batch = self._waiting[: self.max_batch]
-            del self._waiting[: self.max_batch]
+    def _take(self) -> list[Call[P]]:
+        batch = self._waiting[: self.max_batch]
+        del self._waiting[: self.max_batch]
+        return batch
+
+    def _lead(self, batch: list[Call[P]]) -> None:
         self._local.leading = True
         token: Any = None
         failed: BaseException | None = None
@@ -115,17 +124,18 @@ class GroupCommit(Generic[C]):
         self.batches += 1
         self.calls += len(batch)
         for call in batch:
+            call.batch = None
             call.done.set()
 
     def _hand_over(self) -> None:
-        """Make the oldest waiting caller the next leader, or mark the group idle."""
+        """Give the waiting calls to the oldest of them as its batch to lead, or step down."""
         with self._mutex:
             if self._waiting:
                 following = self._waiting[0]
-                following.leads = True
+                following.batch = self._take()
                 following.done.set()
             else:
-                self._busy = False
+                self._leaders -= 1
 
 
 def _answer(call: Call[Any]) -> Any:

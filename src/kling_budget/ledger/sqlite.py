@@ -115,7 +115,7 @@ class SQLiteBackend:
         self._wal_fd: int | None = None
         self._db_sync_fd: int | None = None
         self._broken: str | None = None
-        self._group: GroupCommit[Connection] = GroupCommit(
+        self._group: GroupCommit[Callable[[Connection], Any]] = GroupCommit(
             self._commit_batch, self._sync_through, max_batch=DEFAULT_MAX_BATCH
         )
         if migrate:
@@ -126,7 +126,7 @@ class SQLiteBackend:
         self._group.max_batch = max_batch
 
     @property
-    def group(self) -> GroupCommit[Connection]:
+    def group(self) -> GroupCommit[Callable[[Connection], Any]]:
         """The group-commit state (batch counts, for benchmarks and tests)."""
         return self._group
 
@@ -216,7 +216,7 @@ class SQLiteBackend:
                 applied.append(migration.version)
         return applied
 
-    def _commit_batch(self, batch: Sequence[Call[Connection]]) -> int:
+    def _commit_batch(self, batch: Sequence[Call[Callable[[Connection], Any]]]) -> int:
         """Run the calls of one batch in one transaction (each in its own savepoint when there are
         several); return the commit number a sync must cover."""
         raw = self._conn.raw
@@ -224,7 +224,7 @@ class SQLiteBackend:
             self._begin(True)
             try:
                 if len(batch) == 1:
-                    batch[0].result = batch[0].fn(self._conn)
+                    batch[0].result = batch[0].payload(self._conn)
                 else:
                     for call in batch:
                         self._run_in_savepoint(raw, call)
@@ -238,10 +238,10 @@ class SQLiteBackend:
             self._commits += 1
             return self._commits
 
-    def _run_in_savepoint(self, raw: sqlite3.Connection, call: Call[Connection]) -> None:
+    def _run_in_savepoint(self, raw: sqlite3.Connection, call: Call[Callable[[Connection], Any]]) -> None:
         raw.execute("SAVEPOINT kb_call")
         try:
-            call.result = call.fn(self._conn)
+            call.result = call.payload(self._conn)
         except Exception as exc:
             if not raw.in_transaction:
                 raise  # SQLite rolled the whole transaction back (I/O error, full disk): the batch fails
