@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -93,3 +94,75 @@ def churn_with_log(url: str, worker: int, log_path: str) -> None:
             else:
                 ledger.commit(key, units_milli=PRICE_MILLI + (500 if counter % 5 == 0 else 0))
                 ack(f"committed {key}")
+
+
+def churn_threads_with_log(url: str, worker: int, log_path: str, threads: int = 4) -> None:
+    """``churn_with_log`` in ``threads`` threads sharing one ledger (so their writes are group-committed
+    in batches); thread ``t`` logs to ``<log_path>.<t>``."""
+    ledger = open_ledger(url)
+    for t in range(threads):
+        threading.Thread(target=_churn, args=(ledger, worker * 100 + t, f"{log_path}.{t}"), daemon=True).start()
+    threading.Event().wait()
+
+
+def _churn(ledger: Any, worker: int, log_path: str) -> None:
+    attribution = Attribution(project="studio", user=f"u{worker % 4}", model="kling-v2-6")
+    with open(log_path, "a", encoding="utf-8") as log:
+
+        def ack(line: str) -> None:
+            log.write(line + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+
+        counter = 0
+        while True:
+            counter += 1
+            key = f"t{worker}-{os.getpid()}-{counter}"
+            try:
+                ledger.reserve(key, units_milli=PRICE_MILLI, pack_type=PackType.VIDEO, attribution=attribution)
+            except BudgetExceededError:
+                ack(f"denied {key}")
+                continue
+            except LedgerUnavailableError:
+                continue
+            ack(f"reserved {key}")
+            ledger.mark_submitted(key, task_id=f"task-{key}")
+            ack(f"submitted {key}")
+            if counter % 3 == 0:
+                ledger.release(key)
+                ack(f"released {key}")
+            else:
+                ledger.commit(key, units_milli=PRICE_MILLI + (500 if counter % 5 == 0 else 0))
+                ack(f"committed {key}")
+
+
+def reserve_until_denied_in_threads(url: str, worker: int, go: Any, threads: int = 4) -> list[str]:
+    """``reserve_until_denied`` in ``threads`` threads sharing one ledger (batched writes); every
+    admitted key."""
+    ledger = open_ledger(url)
+    admitted: list[str] = []
+    lock = threading.Lock()
+
+    def run(thread: int) -> None:
+        attribution = Attribution(project="studio", user=f"u{(worker + thread) % 4}", model="kling-v2-5-turbo")
+        count = 0
+        while True:
+            key = f"w{worker}t{thread}-{uuid.uuid4().hex[:12]}"
+            try:
+                ledger.reserve(key, units_milli=PRICE_MILLI, pack_type=PackType.VIDEO, attribution=attribution)
+            except BudgetExceededError:
+                return
+            count += 1
+            with lock:
+                admitted.append(key)
+            if count % 2 == 0:
+                ledger.commit(key)
+
+    go.wait()
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    ledger.close()
+    return admitted

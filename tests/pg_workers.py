@@ -7,16 +7,19 @@ process group of its own "host" so that a whole host can be killed at once.
   budget denies; write the admitted keys to OUT.
 * ``churn URL WORKER LOG``: reserve → submit → commit | release forever, riding out an unreachable
   server by retrying each step with the same key; append a line to LOG after each acknowledged step.
+* ``churn-threads URL WORKER LOG``: the same in 4 threads sharing one ledger (batched reservations),
+  thread ``t`` logging to ``LOG.t``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kling_budget.errors import BudgetExceededError, LedgerUnavailableError
 from kling_budget.ledger import open_ledger
@@ -54,7 +57,10 @@ def _until_done(step: Callable[[], T]) -> T:
 
 def churn(url: str, worker: int, log_path: str) -> None:
     """Reserve, submit, commit or release forever; log each acknowledged step (fsynced)."""
-    ledger = _until_done(lambda: open_ledger(url))
+    _churn(_until_done(lambda: open_ledger(url)), worker, log_path)
+
+
+def _churn(ledger: Any, worker: int, log_path: str) -> None:
     attribution = Attribution(project="studio", user=f"u{worker % 4}", model="kling-v2-6")
     with open(log_path, "a", encoding="utf-8") as log:
 
@@ -88,11 +94,22 @@ def churn(url: str, worker: int, log_path: str) -> None:
                 ack(f"committed {key}")
 
 
+def churn_threads(url: str, worker: int, log_path: str, threads: int = 4) -> None:
+    """``churn`` in ``threads`` threads sharing one ledger, so that their reservations are batched; thread
+    ``t`` logs to ``<log_path>.<t>``."""
+    ledger = _until_done(lambda: open_ledger(url))
+    for t in range(threads):
+        threading.Thread(target=_churn, args=(ledger, worker * 100 + t, f"{log_path}.{t}"), daemon=True).start()
+    threading.Event().wait()
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "exhaust":
         exhaust(args[0], int(args[1]), args[2], args[3])
     elif command == "churn":
         churn(args[0], int(args[1]), args[2])
+    elif command == "churn-threads":
+        churn_threads(args[0], int(args[1]), args[2])
     else:
         raise SystemExit(f"unknown command {command!r}")
