@@ -17,7 +17,7 @@ import sys
 import time
 
 from kling_budget import CostTracker
-from kling_budget.enforced import BudgetEnforcedClient
+from kling_budget.enforced import BudgetEnforcedClient, Submission
 from kling_budget.kling import Endpoint
 
 PROMPT = "a fox [sim:charge=2.5]"
@@ -30,7 +30,7 @@ def main() -> None:
     client = BudgetEnforcedClient(tracker, project_id="ads", base_url=base_url)
     if mode == "reserved":
         body = {"model_name": "kling-v2-6", "prompt": PROMPT, "duration": "5"}
-        prepared = client._enforcer.prepare(Endpoint.TEXT_TO_VIDEO, body)
+        prepared = client._enforcer.prepare(Submission(Endpoint.TEXT_TO_VIDEO, body))
         print(f"reserved {prepared.key}", flush=True)
     elif mode == "submitted":
         job = client.generate_video(PROMPT, model="kling-v2-6")

@@ -128,8 +128,8 @@ def test_deadlocks_are_retried(backend: PostgresBackend) -> None:
             nonlocal attempts
             attempts += 1
             c.execute("UPDATE dl SET n = n + 1 WHERE id = ?", (first,))
-            if attempts == 1:
-                barrier.wait(timeout=10)
+            if attempts == 1:  # both first updates are in: each now waits for the other's row
+                barrier.wait(timeout=120)
             c.execute("UPDATE dl SET n = n + 1 WHERE id = ?", (second,))
 
         try:
@@ -141,7 +141,8 @@ def test_deadlocks_are_retried(backend: PostgresBackend) -> None:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=30)
+        thread.join(timeout=180)
+    assert not any(thread.is_alive() for thread in threads)
     assert not errors, errors
     assert backend.stats["conflict"] == 1
     assert backend.run(lambda c: c.fetchall("SELECT n FROM dl ORDER BY id")) == [(2,), (2,)]

@@ -421,6 +421,27 @@ def test_usd_follows_the_pack_price(tracker: CostTracker) -> None:
     assert hold.commit().cost_usd == Decimal("0.15")
 
 
+def test_calculate_cost_draws_across_packs_like_a_reservation(tracker: CostTracker, clock: FixedClock) -> None:
+    """Units beyond the soonest-expiring pack come from the next pack, then at list price, as a hold would."""
+    tracker.add_pack("small", units=5, price_usd="0.5", expires_at=clock.now + timedelta(days=1))
+    tracker.add_pack("big", units=5, price_usd="0.35", expires_at=clock.now + timedelta(days=30))
+    # 5 units at $0.10 + 5 units at $0.07 + 2 units at the $0.14 list price
+    assert tracker.calculate_cost(12) == Decimal("1.13")
+    expected = tracker.calculate_cost(10)
+    hold = tracker.reserve(model="kling-v2-6", mode="pro", duration=10, sound=True)  # 10 units
+    assert expected == Decimal("0.85") and hold.usd == expected
+
+
+def test_can_generate_agrees_with_reserve_on_a_dollar_budget(tracker: CostTracker) -> None:
+    """A job its discounted pack makes affordable is allowed by the check and by the reservation alike."""
+    tracker.set_budget("dollars", project_id="p", limit_usd="1")
+    tracker.add_pack("cheap", units=100, price_usd=7)  # $0.07 a unit, half the list price
+    check = tracker.check_quote(tracker.quote("kling-v2-6", mode="pro", duration=10, sound=True), project_id="p")
+    assert check["allowed"] is True and check["cost_needed"] == Decimal("0.70")
+    hold = tracker.reserve(model="kling-v2-6", mode="pro", duration=10, sound=True, project_id="p")
+    assert hold.usd == Decimal("0.70")
+
+
 def test_add_pack_rejects_an_unknown_pack_type(tracker: CostTracker) -> None:
     """An unknown pack type names the accepted ones."""
     with pytest.raises(InvalidInputError, match="unknown pack type 'audio'; accepted: video, image, try_on"):

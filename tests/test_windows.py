@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kling_budget.errors import ConfigurationError
-from kling_budget.windows import EPOCH, Period, from_micros, parse_weekday, to_micros, window_at
+from kling_budget.windows import EPOCH, Period, from_micros, parse_weekday, report_range, to_micros, window_at
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -170,3 +170,25 @@ def test_windows_contain_now_and_tile_time(instant: datetime, tz: str, period: P
 def test_micros_round_trip(instant: datetime) -> None:
     """Instants survive the ledger's integer-microsecond encoding exactly."""
     assert from_micros(to_micros(instant)) == instant
+
+
+@pytest.mark.parametrize(
+    ("period", "start", "end"),
+    [
+        ("today", "2026-03-28T23:00:00+00:00", "2026-03-29T22:00:00+00:00"),  # Berlin's 23-hour spring day
+        ("month", "2026-02-28T23:00:00+00:00", "2026-03-31T22:00:00+00:00"),
+        ("last-7d", "2026-03-22T12:00:00+00:00", "2026-03-29T12:00:00+00:00"),
+    ],
+)
+def test_report_range_is_one_parser_for_every_report(period: str, start: str, end: str) -> None:
+    """Report periods resolve in the zone (DST days included); last-Nd counts back from now."""
+    now = datetime(2026, 3, 29, 12, 0, tzinfo=UTC)
+    low, high = report_range(period, now, "Europe/Berlin")
+    assert (low.isoformat(), high.isoformat()) == (start, end)
+
+
+@pytest.mark.parametrize("period", ["last-0d", "last-3661d", "last-99999d", "yesterday", "last-7"])
+def test_report_range_refuses_what_it_cannot_name(period: str) -> None:
+    """A period outside today/week/month/last-Nd (N 1-3660) is refused, naming what is accepted."""
+    with pytest.raises(ConfigurationError, match="last-Nd"):
+        report_range(period, datetime(2026, 3, 30, tzinfo=UTC))

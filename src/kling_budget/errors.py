@@ -139,6 +139,7 @@ class KlingAPIError(KlingBudgetError):
         code: Kling's business code (e.g. 1102), or ``None`` when no envelope was received.
         http_status: the HTTP status of the answer, when there was one.
         request_id: Kling's ``request_id`` for support tickets, when given.
+        kling_message: Kling's own ``message``, free of secrets (empty when there was none).
         should_retry: whether the same request may be retried after a backoff.
     """
 
@@ -151,11 +152,13 @@ class KlingAPIError(KlingBudgetError):
         code: int | None = None,
         http_status: int | None = None,
         request_id: str | None = None,
+        kling_message: str = "",
     ) -> None:
         super().__init__(message)
         self.code = code
         self.http_status = http_status
         self.request_id = request_id
+        self.kling_message = kling_message
 
 
 class KlingAuthError(KlingAPIError):

@@ -8,6 +8,7 @@ Nothing here accepts or produces a float. Conversions that would lose precision 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from typing import overload
 
 from kling_budget.errors import InvalidInputError
 
@@ -123,11 +124,20 @@ def format_usd(nano: int) -> str:
     return f"{sign}${abs(usd):f}"
 
 
-def units_text(milli: int) -> str:
-    """Milli-units as a plain decimal string for JSON (``"1.5"``; never exponent notation)."""
-    return format(milli_to_units(milli), "f")
+@overload
+def units_text(milli: int) -> str: ...
+@overload
+def units_text(milli: None) -> None: ...
+def units_text(milli: int | None) -> str | None:
+    """Milli-units as a plain decimal string for JSON (``"1.5"``; never exponent notation); ``None`` stays."""
+    return None if milli is None else format(milli_to_units(milli), "f")
 
 
-def usd_text(nano: int) -> str:
-    """Nano-dollars as a plain decimal string for JSON (``"0.21"``, ``"0.00000033"``; never exponent notation)."""
-    return format(nano_to_usd(nano), "f")
+@overload
+def usd_text(nano: int) -> str: ...
+@overload
+def usd_text(nano: None) -> None: ...
+def usd_text(nano: int | None) -> str | None:
+    """Nano-dollars as a plain decimal string for JSON (``"0.21"``, ``"0.00000033"``; never exponent notation,
+    which ``str()`` of a ``Decimal`` below 1e-6 would use); ``None`` stays."""
+    return None if nano is None else format(nano_to_usd(nano), "f")

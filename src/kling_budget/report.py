@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING, Any
 from kling_budget.budgets import BudgetStatus
 from kling_budget.errors import ConfigurationError
 from kling_budget.forecast import Forecast, forecast
-from kling_budget.ledger.queries import period_bounds
 from kling_budget.ledger.records import Pack
 from kling_budget.money import format_units, format_usd
 from kling_budget.types import AlertEvent
-from kling_budget.windows import Period, zone
+from kling_budget.windows import Period, report_range, zone
 
 if TYPE_CHECKING:
     from kling_budget.ledger import Ledger
@@ -157,7 +156,7 @@ def build_report(
     if unit not in UNITS:
         raise ConfigurationError(f"unknown report unit {unit!r}; accepted: {', '.join(UNITS)}")
     at = now or ledger.now()
-    start, end = period_bounds(period, at, timezone)
+    start, end = report_range(period, at, timezone)
     hourly = period == "day"
     time_group = "hour" if hourly else "day"
     stop = min(end, max(at, start + timedelta(microseconds=1)))

@@ -41,11 +41,10 @@ from kling_budget.ledger import (
     VerifyReport,
     open_backend,
 )
-from kling_budget.ledger.queries import period_bounds
-from kling_budget.money import Number, milli_to_units, nano_to_usd, units_to_milli, usd_nano_for_units, usd_to_nano
+from kling_budget.money import Number, milli_to_units, nano_to_usd, units_to_milli, usd_to_nano
 from kling_budget.pricing import PriceTable
 from kling_budget.types import Attribution, Denial, PackType, Quote
-from kling_budget.windows import Period, window_at
+from kling_budget.windows import Period, report_range, window_at
 
 __all__ = ["BudgetPeriod", "CostTracker", "Reservation", "UsageRecord"]
 
@@ -267,19 +266,15 @@ class CostTracker:
     def calculate_cost(
         self, credits: Number | float, tier_credits: int | None = None, *, pack_type: PackType | str = PackType.VIDEO
     ) -> Decimal:
-        """Dollars that ``credits`` units cost, at the price of the pack jobs draw from now.
+        """Dollars that ``credits`` units cost if a job drew them now: exactly what a reservation would hold.
 
-        With purchased packs registered (``add_pack``), that is the price you paid for the soonest-expiring
-        active pack; otherwise the list price of the pack type. ``tier_credits`` is accepted for the recipe's
-        signature and ignored: its invented tiers are replaced by what you actually paid.
+        With purchased packs registered (``add_pack``), units are drawn from the active packs, soonest expiry
+        first, at the price you paid, and any rest at the list price; without packs, the list price of the
+        pack type. ``tier_credits`` is accepted for the recipe's signature and ignored: its invented tiers are
+        replaced by what you actually paid.
         """
         milli = _amount_milli(repr(credits) if isinstance(credits, float) else credits, "credits")
-        kind = PackType(str(pack_type))
-        now = self._clock()
-        for pack in self.ledger.list_packs():
-            if pack.pack_type is kind and pack.active_at(now) and pack.remaining_milli > 0:
-                return nano_to_usd(usd_nano_for_units(milli, pack.price_nano, pack.units_milli))
-        return nano_to_usd(usd_nano_for_units(milli, usd_to_nano(self.prices.list_usd_per_unit(kind)), 1000))
+        return nano_to_usd(self.ledger.usd_nano_for(PackType(str(pack_type)), milli, now=self._clock()))
 
     # ------------------------------------------------------------------ budgets
 
@@ -469,10 +464,12 @@ class CostTracker:
         remaining: int | None = None
         remaining_usd: int | None = None
         statuses = self.ledger.matching_statuses(attribution, now=now)
+        # The dollars a reservation would hold: drawn from the packs you bought, not the list price.
+        usd_nano = self.ledger.usd_nano_for(quote.pack_type, quote.units_milli, now=now)
         for status in statuses:
             budget = status.budget
             units_delta = budget.units_delta(quote.pack_type, quote.units_milli)
-            denial = denial or check_admission(budget, status.window, status.counters, units_delta, quote.list_usd_nano)
+            denial = denial or check_admission(budget, status.window, status.counters, units_delta, usd_nano)
             if status.remaining_units_milli is not None and budget.unit_pack is quote.pack_type:
                 remaining = min(status.remaining_units_milli, remaining if remaining is not None else 2**62)
             if status.remaining_usd_nano is not None:
@@ -482,7 +479,7 @@ class CostTracker:
             "allowed": denial is None,
             "credits_needed": quote.units,
             "credits_remaining": None if remaining is None else milli_to_units(remaining),
-            "cost_needed": quote.usd,
+            "cost_needed": nano_to_usd(usd_nano),
             "cost_remaining": None if remaining_usd is None else nano_to_usd(remaining_usd),
             "reason": reason,
             "denial": denial.to_dict() if denial else None,
@@ -708,7 +705,7 @@ class CostTracker:
         or month, over ``period`` (today, week, month, last-Nd) or ``[start, end)``."""
         now = self._clock()
         if start is None or end is None:
-            low, high = period_bounds(period, now, timezone)
+            low, high = report_range(period, now, timezone)
             start, end = start or low, end or high
         filters = {
             k: v

@@ -9,6 +9,7 @@ A ``total`` window never resets: it starts at the epoch and has no end.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -19,11 +20,14 @@ from kling_budget.errors import ConfigurationError
 
 __all__ = [
     "EPOCH",
+    "MAX_LAST_DAYS",
+    "REPORT_PERIOD_PATTERN",
     "WEEKDAYS",
     "Period",
     "Window",
     "from_micros",
     "parse_weekday",
+    "report_range",
     "to_micros",
     "window_at",
     "zone",
@@ -153,3 +157,36 @@ def window_at(period: Period, now: datetime, tz_name: str = "UTC", week_start: i
     start = _local_midnight(first, tz)
     end = _local_midnight(_next_first_day(period, first), tz)
     return Window(start, end)
+
+
+MAX_LAST_DAYS = 3660
+"""The longest ``last-Nd`` report range (ten years)."""
+REPORT_PERIOD_PATTERN = r"^(today|day|week|month|last-[0-9]{1,4}d)$"
+"""Every report period name :func:`report_range` accepts, as a regular expression (the API documents it)."""
+_REPORT_PERIODS = {"today": Period.DAILY, "day": Period.DAILY, "week": Period.WEEKLY, "month": Period.MONTHLY}
+_REPORT_PERIOD = re.compile(REPORT_PERIOD_PATTERN)
+
+
+def report_range(period: str, now: datetime, tz_name: str = "UTC", week_start: int = 0) -> tuple[datetime, datetime]:
+    """``[start, end)`` of a report period: the current day, week or month in ``tz_name``, or ``last-Nd``
+    (the ``N`` days up to ``now``, N from 1 to :data:`MAX_LAST_DAYS`).
+
+    The one parser of report periods, for the library, the CLI, reports and the admin API.
+
+    Raises:
+        ConfigurationError: an unknown period (the message names the accepted ones) or N out of range.
+    """
+    text = period.strip().lower() if isinstance(period, str) else ""
+    if not _REPORT_PERIOD.match(text):
+        shown = period[:40] if isinstance(period, str) else period
+        raise ConfigurationError(
+            f"unknown period {shown!r}; accepted: today, week, month, last-Nd (e.g. last-7d, N up to {MAX_LAST_DAYS})"
+        )
+    if text.startswith("last-"):
+        days = int(text[5:-1])
+        if not 1 <= days <= MAX_LAST_DAYS:
+            raise ConfigurationError(f"period {text!r}: last-Nd needs N from 1 to {MAX_LAST_DAYS}")
+        return now - timedelta(days=days), now
+    window = window_at(_REPORT_PERIODS[text], now, tz_name, week_start)
+    assert window.end is not None
+    return window.start, window.end

@@ -147,21 +147,16 @@ def _run_job(
     timeout: float,
     poll_interval: float,
 ) -> None:
-    from kling_budget.errors import KlingAmbiguousCreateError, KlingAPIError, KlingWaitTimeoutError
-    from kling_budget.kling._base import _names_duplicate
+    from kling_budget.enforced._core import keeps_hold
+    from kling_budget.errors import KlingAPIError, KlingWaitTimeoutError
 
     try:
         job = submit()
-    except KlingAmbiguousCreateError as exc:
-        raise click.ClickException(
-            f"{exc}; the budget hold {exc.external_task_id} is kept until Kling's answer is known: "
-            "run 'kling-budget reconcile' later"
-        ) from None
     except KlingAPIError as exc:
-        if _names_duplicate(exc):
+        if keeps_hold(exc):
             raise click.ClickException(
-                f"{exc}; a task with this external_task_id exists, so the budget hold is kept: "
-                "run 'kling-budget reconcile' to settle it"
+                f"{exc}; Kling may have the task, so the budget hold is kept until its answer is known: "
+                "run 'kling-budget reconcile' later"
             ) from None
         raise click.ClickException(f"{exc}; the budget hold was released") from None
     if not as_json:

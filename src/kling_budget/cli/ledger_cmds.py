@@ -21,8 +21,9 @@ from kling_budget.cli._common import (
 from kling_budget.cli.pricing_cmds import build_quote, quote_options
 from kling_budget.errors import InvalidInputError
 from kling_budget.ledger import ReservationInfo
-from kling_budget.ledger.queries import GROUPS, period_bounds
+from kling_budget.ledger.queries import GROUPS
 from kling_budget.money import format_units, format_usd
+from kling_budget.windows import report_range
 
 
 def _attribution_options(fn: click.decorators.FC) -> click.decorators.FC:
@@ -234,7 +235,7 @@ def usage(
         if len(date_to) == 10:
             end = end + timedelta(days=1)
     else:
-        start, end = period_bounds(period, now, timezone)
+        start, end = report_range(period, now, timezone)
     filters = {
         k: v
         for k, v in (

@@ -34,12 +34,11 @@ Example::
         print(task.video_urls, job.charged_units)
 """
 
-from kling_budget.enforced._core import DEFAULT_RESERVATION_TTL
+from kling_budget.enforced._core import DEFAULT_RESERVATION_TTL, Submission
 from kling_budget.enforced._core import DEFAULT_VIDEO_MODEL as DEFAULT_VIDEO_MODEL
-from kling_budget.enforced.aio import AsyncBudgetEnforcedClient, AsyncJob
 from kling_budget.enforced.callbacks import AsyncCallbackHandler, CallbackHandler, CallbackResult
+from kling_budget.enforced.client import AsyncBudgetEnforcedClient, AsyncJob, BudgetEnforcedClient, Job
 from kling_budget.enforced.settle import JobSettler, SettleAction, SettleOutcome
-from kling_budget.enforced.sync import BudgetEnforcedClient, Job
 
 __all__ = [
     "DEFAULT_RESERVATION_TTL",
@@ -53,4 +52,5 @@ __all__ = [
     "JobSettler",
     "SettleAction",
     "SettleOutcome",
+    "Submission",
 ]

@@ -31,11 +31,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-import anyio.to_thread
-
-from kling_budget.enforced.lookup import alookup_task, lookup_task
+from kling_budget.enforced.lookup import lookup_flow
 from kling_budget.enforced.settle import JobSettler, SettleOutcome
 from kling_budget.errors import (
     ConfigurationError,
@@ -44,6 +42,8 @@ from kling_budget.errors import (
     KlingTaskNotFoundError,
     LedgerError,
 )
+from kling_budget.kling._core import _KlingCore
+from kling_budget.kling._flow import AsyncDriver, Blocking, Flow, SyncDriver, operation
 from kling_budget.kling.client import AsyncKlingClient, KlingClient
 from kling_budget.kling.tasks import Task, parse_task
 from kling_budget.kling.webhooks import WebhookVerificationError, sign_webhook, verify_webhook
@@ -53,6 +53,9 @@ if TYPE_CHECKING:
     from kling_budget.tracker import CostTracker
 
 __all__ = ["AsyncCallbackHandler", "CallbackHandler", "CallbackResult"]
+
+T = TypeVar("T")
+_Found = tuple[ReservationInfo | None, "CallbackResult | None"]
 
 logger = logging.getLogger("kling_budget.kling")
 
@@ -98,7 +101,9 @@ class _Handled:
 
 
 class _CallbackCore:
-    """Verification, parsing and answers shared by the sync and async handlers (no Kling I/O)."""
+    """Verification, parsing, the handling flow and its answers, for both handlers."""
+
+    client: _KlingCore
 
     def __init__(
         self,
@@ -120,6 +125,32 @@ class _CallbackCore:
     def __repr__(self) -> str:
         signed = "signed" if self._secret else "unsigned"
         return f"{type(self).__name__}({signed}, ledger={self.settler.ledger!r})"
+
+    def _handle(self, raw_body: bytes, headers: Mapping[str, str]) -> Flow[CallbackResult]:
+        """Handle one delivery: verify, find the reservation, query Kling, settle. Never raises for bad input.
+
+        Args:
+            raw_body: the request body exactly as received (the signature covers these bytes).
+            headers: the request headers (any case).
+        """
+        hint, answer = self._admit(raw_body, headers)
+        if answer is not None:
+            return answer
+        assert hint is not None
+        webhook_id = {k.lower(): v for k, v in headers.items()}.get("webhook-id") or None
+        found: _Found = yield Blocking(lambda: self._find(hint, webhook_id))
+        info, answer = found
+        if answer is not None:
+            return answer
+        assert info is not None
+        try:
+            fresh = yield from lookup_flow(self.client, info)
+        except KlingAPIError as exc:
+            return self._query_failed(exc, info, webhook_id)
+        result: CallbackResult = yield Blocking(lambda: self._settle(fresh, info, webhook_id))
+        return result
+
+    handle = operation(_handle)
 
     def _admit(self, raw_body: bytes, headers: Mapping[str, str]) -> tuple[Task | None, CallbackResult | None]:
         """Verify and parse; return the hinted task, or the answer when the delivery stops here."""
@@ -165,8 +196,9 @@ class _CallbackCore:
         return CallbackResult(200, f"{outcome.action.value}: {outcome.message}", outcome=outcome, webhook_id=webhook_id)
 
 
-class CallbackHandler(_CallbackCore):
-    """Handles Kling callbacks with a blocking :class:`~kling_budget.kling.KlingClient`.
+class CallbackHandler(_CallbackCore, SyncDriver):
+    """Handles Kling callbacks with a blocking :class:`~kling_budget.kling.KlingClient`: ``handle(raw_body,
+    headers)`` returns a :class:`CallbackResult`.
 
     Args:
         tracker_or_ledger: the tracker (its alert sinks get overage and conflict alerts) or a bare ledger.
@@ -188,34 +220,15 @@ class CallbackHandler(_CallbackCore):
         clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(tracker_or_ledger, webhook_secret=webhook_secret, clock=clock)
-        self.client = client
+        self.client: KlingClient = client
 
-    def handle(self, raw_body: bytes, headers: Mapping[str, str]) -> CallbackResult:
-        """Handle one delivery: verify, find the reservation, query Kling, settle. Never raises for bad input.
-
-        Args:
-            raw_body: the request body exactly as received (the signature covers these bytes).
-            headers: the request headers (any case).
-        """
-        hint, answer = self._admit(raw_body, headers)
-        if answer is not None:
-            return answer
-        assert hint is not None
-        webhook_id = {k.lower(): v for k, v in headers.items()}.get("webhook-id") or None
-        info, answer = self._find(hint, webhook_id)
-        if answer is not None:
-            return answer
-        assert info is not None
-        try:
-            fresh = lookup_task(self.client, info)
-        except KlingAPIError as exc:
-            return self._query_failed(exc, info, webhook_id)
-        return self._settle(fresh, info, webhook_id)
+    def _drive(self, flow: Flow[T]) -> T:
+        return self.client._drive(flow)
 
 
-class AsyncCallbackHandler(_CallbackCore):
-    """The async twin of :class:`CallbackHandler`, on :class:`~kling_budget.kling.AsyncKlingClient`; ledger work
-    runs in a worker thread."""
+class AsyncCallbackHandler(_CallbackCore, AsyncDriver):
+    """The async twin of :class:`CallbackHandler` (``await handle(...)``), on
+    :class:`~kling_budget.kling.AsyncKlingClient`; ledger work runs in a worker thread."""
 
     def __init__(
         self,
@@ -226,21 +239,7 @@ class AsyncCallbackHandler(_CallbackCore):
         clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(tracker_or_ledger, webhook_secret=webhook_secret, clock=clock)
-        self.client = client
+        self.client: AsyncKlingClient = client
 
-    async def handle(self, raw_body: bytes, headers: Mapping[str, str]) -> CallbackResult:
-        """Handle one delivery; see :meth:`CallbackHandler.handle`."""
-        hint, answer = self._admit(raw_body, headers)
-        if answer is not None:
-            return answer
-        assert hint is not None
-        webhook_id = {k.lower(): v for k, v in headers.items()}.get("webhook-id") or None
-        info, answer = await anyio.to_thread.run_sync(lambda: self._find(hint, webhook_id))
-        if answer is not None:
-            return answer
-        assert info is not None
-        try:
-            fresh = await alookup_task(self.client, info)
-        except KlingAPIError as exc:
-            return self._query_failed(exc, info, webhook_id)
-        return await anyio.to_thread.run_sync(lambda: self._settle(fresh, info, webhook_id))
+    async def _drive(self, flow: Flow[T]) -> T:
+        return await self.client._drive(flow)

@@ -6,9 +6,10 @@ Nothing here knows about budgets or the ledger: the budget-enforced clients, set
 Importing this package imports httpx; ``import kling_budget`` alone does not.
 """
 
-from kling_budget.kling._base import DEFAULT_TIMEOUT, REGIONS, Endpoint, ProgressCallback
+from kling_budget.kling._core import REGIONS, Endpoint
+from kling_budget.kling._flow import ProgressCallback
 from kling_budget.kling.auth import APIKeyAuth, JWTAuth
-from kling_budget.kling.client import AsyncKlingClient, KlingClient
+from kling_budget.kling.client import DEFAULT_TIMEOUT, AsyncKlingClient, KlingClient
 from kling_budget.kling.tasks import (
     Charge,
     ChargeType,

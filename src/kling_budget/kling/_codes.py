@@ -101,4 +101,4 @@ def error_for_code(
         text += f": {detail}"
     if request_id:
         text += f" [request_id={request_id}]"
-    return cls(text, code=code, http_status=http_status, request_id=request_id)
+    return cls(text, code=code, http_status=http_status, request_id=request_id, kling_message=message)

@@ -114,19 +114,31 @@ class PackStore(LedgerBase):
             for r in rows
         ]
 
+    def usd_nano_for(self, pack_type: PackType, milli: int, *, now: datetime | None = None) -> int:
+        """What ``milli`` units of ``pack_type`` cost in nano-dollars if a job drew them at ``now``: from the
+        active packs, soonest expiry first, at the price paid, the rest at the list price. This is what a
+        reservation holds against dollar budgets, so checks and quotes agree with :meth:`reserve`."""
+        at = to_micros(now or self.now())
+
+        def tx(conn: Connection) -> int:
+            config = self._load_config(conn)
+            return sum(a.usd_nano for a in self._allocate(conn, config, pack_type, milli, at, lock=False))
+
+        return self.backend.run(tx, write=False)
+
     def _allocate(
-        self, conn: Connection, config: LedgerConfig, pack_type: PackType, milli: int, at: int
+        self, conn: Connection, config: LedgerConfig, pack_type: PackType, milli: int, at: int, *, lock: bool = True
     ) -> list[Alloc]:
         """Draw ``milli`` units from active packs, soonest expiry first; the rest at the list price."""
         allocs: list[Alloc] = []
         remaining = milli
         if remaining > 0 and pack_type.value in config.pack_types:
-            lock = " FOR UPDATE" if conn.dialect == "postgresql" else ""
+            lock_rows = " FOR UPDATE" if lock and conn.dialect == "postgresql" else ""
             rows = conn.fetchall(
                 "SELECT id, units_milli - held_milli - committed_milli, price_nano, units_milli FROM packs "
                 "WHERE pack_type = ? AND starts_at <= ? AND (expires_at IS NULL OR expires_at > ?) "
                 "AND held_milli + committed_milli < units_milli "
-                f"ORDER BY COALESCE(expires_at, 9223372036854775807), id{lock}",
+                f"ORDER BY COALESCE(expires_at, 9223372036854775807), id{lock_rows}",
                 (pack_type.value, at, at),
             )
             for pack_id, available, price_nano, units_milli in rows:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from kling_budget.errors import ConfigurationError
@@ -185,22 +185,3 @@ def _from_reservations(
             group = [(g, tag if g == "tag" else values[g]) for g in group_by if g in values or g == "tag"]
             result.append(([(g, str(v)) for g, v in group], int(reserved_at), amounts))
     return result
-
-
-def period_bounds(period: str, now: datetime, timezone: str = "UTC", week_start: int = 0) -> tuple[datetime, datetime]:
-    """``[start, end)`` of the current day/week/month (or ``last-7d``/``last-30d``) in ``timezone``."""
-    text = period.strip().lower()
-    if text.startswith("last-") and text.endswith("d") and text[5:-1].isdigit():
-        days = int(text[5:-1])
-        if not 1 <= days <= 36500:
-            raise ConfigurationError(f"period {period!r}: last-Nd needs N between 1 and 36500")
-        return now - timedelta(days=days), now
-    try:
-        parsed = {"today": Period.DAILY, "day": Period.DAILY, "week": Period.WEEKLY, "month": Period.MONTHLY}[text]
-    except KeyError:
-        raise ConfigurationError(
-            f"unknown period {period!r}; accepted: today, week, month, last-7d, last-30d (any last-Nd)"
-        ) from None
-    window = window_at(parsed, now, timezone, week_start)
-    assert window.end is not None
-    return window.start, window.end

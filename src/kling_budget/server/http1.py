@@ -17,6 +17,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
@@ -79,7 +80,7 @@ class HTTP1Pool:
         *,
         headers: dict[str, str],
         body: bytes | None = None,
-        params: dict[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> Response:
         """Send one request and read the whole answer.
 

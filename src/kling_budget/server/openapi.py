@@ -10,6 +10,8 @@ import copy
 from functools import lru_cache
 from typing import Any
 
+from kling_budget.windows import REPORT_PERIOD_PATTERN
+
 __all__ = ["openapi_document"]
 
 Schema = dict[str, Any]
@@ -527,7 +529,7 @@ _PACK_FILTER = _query("pack_type", {"type": "string", "enum": _PACK_TYPES}, "Onl
 _RANGE = [
     _query(
         "period",
-        {"type": "string", "pattern": r"^(today|day|week|month|last-[0-9]{1,4}d)$", "default": "month"},
+        {"type": "string", "pattern": REPORT_PERIOD_PATTERN, "default": "month"},
         "Current day, week or month in the time zone, or the last N days up to now. Not with from/to.",
     ),
     _query(

@@ -43,15 +43,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from kling_budget.enforced._core import keeps_hold
 from kling_budget.errors import (
     BudgetExceededError,
     InvalidInputError,
     KlingAPIError,
     KlingConnectError,
-    KlingTaskNotFoundError,
     PricingError,
 )
-from kling_budget.kling.retry import Disposition, classify
+from kling_budget.kling._core import Created
 from kling_budget.kling.tasks import Task, parse_task
 from kling_budget.pricing import SUPPORTED_PATHS, quote_kling_request
 from kling_budget.server.keys import CredentialError, KeyDecryptionError, VirtualKey
@@ -319,18 +319,12 @@ class Proxy:
         request: Request,
     ) -> Response:
         request_id = self._request_id(request)
-        reply = await self.state.upstream.request("POST", path, body=forward, operation="create")
-        if reply.request_id:
-            request.state.upstream_request_id = reply.request_id
-        if reply.ok:
-            return await self._created(path, reply, reply.data, quote, reservation_id, client_external, request)
-        assert reply.error is not None
-        kind = classify(reply.error, idempotent=False)
-        if kind is Disposition.AMBIGUOUS:
-            found = await self._lookup(path, reservation_id)
-            if isinstance(found, dict):
-                return await self._created(path, reply, found, quote, reservation_id, client_external, request)
-            if found is None:
+        try:
+            created = await self.state.upstream.create(path, forward)
+        except KlingAPIError as exc:
+            if exc.request_id:
+                request.state.upstream_request_id = exc.request_id
+            if keeps_hold(exc):
                 await self._keep_unknown(reservation_id)
                 shown = client_external or reservation_id
                 logger.warning(
@@ -344,8 +338,11 @@ class Proxy:
                     f"tells. Query the task by external_task_id {shown!r} before sending it again",
                     request_id,
                 )
-        await self._rejected(reservation_id, quote, reply.error)
-        return self._pass_error(reply, request_id)
+            await self._rejected(reservation_id, quote, exc)
+            return self._pass_error(UpstreamReply.of(exc), request_id)
+        if created.request_id:
+            request.state.upstream_request_id = created.request_id
+        return await self._created(created, quote, reservation_id, client_external, request)
 
     def _pass_error(self, reply: UpstreamReply, request_id: str) -> Response:
         error = reply.error
@@ -363,42 +360,24 @@ class Proxy:
         envelope["data"] = None
         return _json(reply.http_status or _HTTP_FOR_CODE.get(code, 400), envelope)
 
-    async def _lookup(self, path: str, reservation_id: str) -> dict[str, Any] | bool | None:
-        """After an ambiguous create: the task's data if Kling has it, ``False`` if it surely does not,
-        ``None`` if still unknown."""
-        for delay in _LOOKUP_DELAYS:
-            await anyio.sleep(delay)
-            reply = await self.state.upstream.request(
-                "GET", f"{path}/{url_quote(reservation_id, safe='')}", operation="lookup", task_query=True
-            )
-            if reply.ok and isinstance(reply.data, dict) and reply.data.get("task_id"):
-                data: dict[str, Any] = reply.data
-                return data
-            if isinstance(reply.error, KlingTaskNotFoundError):
-                return False
-            if reply.error is not None and classify(reply.error, idempotent=True) is not Disposition.RETRY:
-                return None
-        return None
-
     async def _created(
         self,
-        path: str,
-        reply: UpstreamReply,
-        data: Any,
+        created: Created,
         quote: Quote,
         reservation_id: str,
         client_external: str | None,
         request: Request,
     ) -> Response:
         request_id = self._request_id(request)
-        task_id = data.get("task_id") if isinstance(data, dict) else None
-        if task_id in (None, ""):
+        data = created.data
+        if created.task is None:
             # A synchronous endpoint (no task): Kling has done the work and charged it.
             await self._settle_sync(reservation_id, quote, data)
         else:
-            task_id = str(task_id)
+            task_id = created.task.task_id
             request.state.task_id = task_id
-            status = str(data.get("task_status") or "submitted")
+            raw_status = data.get("task_status") if isinstance(data, dict) else None
+            status = str(raw_status or created.task.status.value)
             check_at = now_micros() + int(_FIRST_CHECK_SECONDS * 1e6)
             try:
                 await self.state.run_sync(
@@ -416,15 +395,7 @@ class Proxy:
                     type(exc).__name__,
                     extra={"request_id": request_id, "reservation_id": reservation_id, "task_id": task_id},
                 )
-        envelope = (
-            dict(reply.envelope)
-            if reply.ok and reply.envelope is not None
-            else {
-                "code": 0,
-                "message": "SUCCEED",
-                "request_id": request_id,
-            }
-        )
+        envelope = {"code": 0, "message": "SUCCEED", "request_id": created.request_id or request_id}
         envelope["data"] = _show_client_ids(data, client_external)
         return _json(200, envelope)
 

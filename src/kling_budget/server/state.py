@@ -24,7 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio.to_thread
 
 from kling_budget.errors import ConfigurationError
-from kling_budget.kling._base import resolve_base_url
+from kling_budget.kling._core import resolve_base_url
 from kling_budget.kling.auth import APIKeyAuth, Auth, JWTAuth, resolve_auth
 from kling_budget.server.keys import KeyStore, data_dir, load_master_key
 from kling_budget.server.metrics import Metrics

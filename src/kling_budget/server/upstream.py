@@ -1,21 +1,24 @@
 """The gateway's one connection to the real Kling API: real credentials in, Kling's envelopes out.
 
-:class:`Upstream` sends a request with the gateway's own credentials (JWT signed with ``KLING_SECRET_KEY``,
-or ``KLING_API_KEY``) and returns an :class:`UpstreamReply` — never raising for Kling's business errors —
-so the proxy can pass Kling's answer through unchanged. Nothing here logs or returns a credential: the
-``Authorization`` header is built per request and every error text goes through the auth's ``redact``.
+:class:`Upstream` runs the Kling protocol core (:mod:`kling_budget.kling._core`: envelope parsing, token
+re-signing, the never-create-twice create) on the gateway's own HTTP/1 client (:mod:`.http1`), so the gateway
+and the Python clients share one implementation of Kling. It sends each request once (the client behind the
+gateway decides about retrying) and returns an :class:`UpstreamReply`, never raising for Kling's business
+errors or the network, so the proxy can pass Kling's answer through. Nothing here logs or returns a credential:
+the ``Authorization`` header is built per request and every error text goes through the auth's ``redact``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
-from kling_budget.errors import KlingAPIError, KlingConnectError, KlingTransportError
-from kling_budget.kling._codes import error_for_code, one_line
+import anyio
+
+from kling_budget.errors import KlingAPIError
+from kling_budget.kling._core import Created, Ok, Outcome, _KlingCore
+from kling_budget.kling._flow import AsyncDriver, Flow, Reply, Send
 from kling_budget.kling.auth import Auth
 from kling_budget.server.http1 import ExchangeError, HTTP1Pool, NotSentError
 from kling_budget.server.metrics import Metrics
@@ -31,7 +34,8 @@ class UpstreamReply:
 
     Attributes:
         http_status: the HTTP status, ``None`` without a response.
-        envelope: the decoded ``{"code","message","request_id","data"}`` object, ``None`` if unusable.
+        envelope: the ``{"code","message","request_id","data"}`` object (message free of secrets), ``None``
+            when no Kling envelope arrived.
         error: ``None`` for ``code == 0``; otherwise the error this answer means (a Kling code, or a
             transport error: :class:`~kling_budget.errors.KlingConnectError` when nothing was sent).
     """
@@ -39,6 +43,17 @@ class UpstreamReply:
     http_status: int | None
     envelope: dict[str, Any] | None
     error: KlingAPIError | None
+
+    @classmethod
+    def of(cls, outcome: Outcome, http_status: int | None = 200) -> UpstreamReply:
+        """The reply for a core outcome."""
+        if isinstance(outcome, Ok):
+            envelope = {"code": 0, "message": outcome.message, "request_id": outcome.request_id, "data": outcome.data}
+            return cls(http_status, envelope, None)
+        if outcome.code is None:
+            return cls(outcome.http_status, None, outcome)
+        envelope = {"code": outcome.code, "message": outcome.kling_message, "request_id": outcome.request_id}
+        return cls(outcome.http_status, {**envelope, "data": None}, outcome)
 
     @property
     def ok(self) -> bool:
@@ -62,7 +77,7 @@ class UpstreamReply:
         return None if rid in (None, "") else str(rid)
 
 
-class Upstream:
+class Upstream(_KlingCore, AsyncDriver):
     """Async access to Kling with the gateway's credentials.
 
     Args:
@@ -80,21 +95,48 @@ class Upstream:
         timeout: float = 30.0,
         metrics: Metrics | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._auth = auth
+        # One submission per client request; an ambiguous create is still looked up once before answering.
+        super().__init__(auth, base_url.rstrip("/"), max_retries=0)
         self._metrics = metrics
         self._pool = HTTP1Pool(self.base_url, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"Upstream({self.base_url!r}, {self._auth.describe()})"
 
-    def redact(self, text: str) -> str:
-        """``text`` with the real credentials and issued tokens scrubbed."""
-        return self._auth.redact(text)
-
     async def aclose(self) -> None:
         """Close the idle connections."""
         await self._pool.aclose()
+
+    async def _exchange(self, send: Send) -> Reply:
+        headers = {"User-Agent": USER_AGENT, **send.headers()}
+        started = time.perf_counter()
+        try:
+            response = await self._pool.request(
+                send.method, send.path, headers=headers, body=send.body, params=send.params
+            )
+        except (NotSentError, ExchangeError) as exc:
+            sent = not isinstance(exc, NotSentError)
+            return Reply(None, b"", str(exc), sent=sent, elapsed=time.perf_counter() - started)
+        return Reply(response.status, response.body, elapsed=time.perf_counter() - started)
+
+    async def _sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+    async def _measured(self, operation: str, flow: Flow[Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            result = await self._drive(flow)
+        except KlingAPIError as exc:
+            self._record(operation, started, exc)
+            raise
+        self._record(operation, started, result)
+        return result
+
+    def _record(self, operation: str, started: float, outcome: object) -> None:
+        if self._metrics is None:
+            return
+        code = outcome.code if isinstance(outcome, KlingAPIError) else 0
+        self._metrics.upstream(operation, time.perf_counter() - started, code, transport_error=code is None)
 
     async def request(
         self,
@@ -107,59 +149,20 @@ class Upstream:
         task_query: bool = False,
     ) -> UpstreamReply:
         """Send one request and interpret the answer; never raises for Kling's errors or the network."""
-        headers = {"User-Agent": USER_AGENT, "Authorization": self._auth.authorization(time.time())}
-        content = None
-        if body is not None:
-            from kling_budget.server.task_store import dumps
+        from kling_budget.server.task_store import dumps
 
-            content = dumps(body).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        started = time.perf_counter()
-        try:
-            response = await self._pool.request(method, path, headers=headers, body=content, params=params)
-        except (NotSentError, ExchangeError) as exc:
-            elapsed = time.perf_counter() - started
-            if self._metrics is not None:
-                self._metrics.upstream(operation, elapsed, None, transport_error=True)
-            reason = one_line(self._auth.redact(str(exc)))
-            error: KlingAPIError
-            if isinstance(exc, NotSentError):
-                error = KlingConnectError(f"Kling transport error: could not connect ({reason}) [{method} {path}]")
-            else:
-                error = KlingTransportError(f"Kling transport error: {reason} [{method} {path}]")
-            return UpstreamReply(None, None, error)
-        elapsed = time.perf_counter() - started
-        try:
-            envelope = json.loads(response.body, parse_float=Decimal)
-        except ValueError:
-            envelope = None
-        code = envelope.get("code") if isinstance(envelope, dict) else None
-        if not isinstance(envelope, dict) or not isinstance(code, int) or isinstance(code, bool):
-            if self._metrics is not None:
-                self._metrics.upstream(operation, elapsed, None, transport_error=True)
-            return UpstreamReply(
-                response.status,
-                None,
-                KlingTransportError(
-                    f"Kling transport error: HTTP {response.status} without a Kling envelope [{method} {path}]",
-                    http_status=response.status,
-                ),
-            )
-        if self._metrics is not None:
-            self._metrics.upstream(operation, elapsed, code)
-        if code == 0:
-            return UpstreamReply(response.status, envelope, None)
-        message = self._auth.redact(str(envelope.get("message") or ""))
-        envelope["message"] = message
-        rid = envelope.get("request_id")
-        return UpstreamReply(
-            response.status,
-            envelope,
-            error_for_code(
-                code,
-                message,
-                http_status=response.status,
-                request_id=None if rid in (None, "") else str(rid),
-                task_query=task_query,
-            ),
-        )
+        content = None if body is None else dumps(body).encode("utf-8")
+        flow = self._attempt(method, path, params=params, body=content, task_query=task_query)
+        outcome: Outcome = await self._measured(operation, flow)
+        return UpstreamReply.of(outcome, getattr(outcome, "http_status", 200))
+
+    async def create(self, path: str, body: dict[str, Any]) -> Created:
+        """Create a task once, looking an ambiguous outcome up by ``external_task_id`` before answering.
+
+        Raises:
+            KlingAmbiguousCreateError: Kling may or may not have the task (keep the hold).
+            KlingAPIError: a definite rejection, or a connection that was never made (nothing was created).
+        """
+        flow = self._create_flow(path, body, resubmit=False, synchronous=True)
+        created: Created = await self._measured("create", flow)
+        return created

@@ -10,7 +10,6 @@ from typing import Any, NoReturn
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from kling_budget.money import milli_to_units, nano_to_usd
 from kling_budget.server.state import GatewayState
 
 API_PREFIX = "/admin/api"
@@ -72,12 +71,3 @@ def error_response(status: int, code: str, message: str, headers: Mapping[str, s
 
 def ok(payload: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(payload, status_code=status, headers={"Cache-Control": "no-store"})
-
-
-def units_text(milli: int | None) -> str | None:
-    return None if milli is None else f"{milli_to_units(milli):f}"
-
-
-def usd_text(nano: int | None) -> str | None:
-    # Positional notation always: str() of a Decimal below 1e-6 would read "3.3E-7".
-    return None if nano is None else f"{nano_to_usd(nano):f}"

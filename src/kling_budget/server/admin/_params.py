@@ -8,26 +8,24 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, NoReturn
 
 from starlette.requests import Request
 
 from kling_budget.budgets import Scope
-from kling_budget.errors import KlingBudgetError
+from kling_budget.errors import ConfigurationError, KlingBudgetError
 from kling_budget.server.admin._base import ApiError, bad
 from kling_budget.server.state import GatewayState
-from kling_budget.windows import Period, window_at, zone
+from kling_budget.windows import report_range, zone
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_TEXT = 200
-MAX_LAST_DAYS = 3660
 
 ATTRIBUTES = ("project", "user", "api_key", "model", "tag")
 
 _TZ_NAME = re.compile(r"^[A-Za-z0-9_+\-/]{1,64}$")
-_LAST_DAYS = re.compile(r"^last-([0-9]{1,4})d$")
 
 
 # ---------------------------------------------------------------------------------------------- request parsing
@@ -263,15 +261,8 @@ def time_range(query: Query, now: datetime, tz_name: str) -> Range:
             bad("to must be after from")
         return Range(start, end, "custom")
     text = (period or "month").strip().lower()
-    days = _LAST_DAYS.match(text)
-    if days:
-        count = int(days.group(1))
-        if not 1 <= count <= MAX_LAST_DAYS:
-            bad(f"period last-Nd needs N from 1 to {MAX_LAST_DAYS}")
-        return Range(now - timedelta(days=count), now, text)
-    kinds = {"today": Period.DAILY, "day": Period.DAILY, "week": Period.WEEKLY, "month": Period.MONTHLY}
-    if text not in kinds:
-        bad(f"unknown period {text[:40]!r}; accepted: today, week, month, last-Nd (e.g. last-7d)")
-    window = window_at(kinds[text], now, tz_name)
-    assert window.end is not None
-    return Range(window.start, window.end, "today" if text == "day" else text)
+    try:
+        start, end = report_range(text, now, tz_name)
+    except ConfigurationError as exc:
+        bad(str(exc))
+    return Range(start, end, "today" if text == "day" else text)

@@ -10,7 +10,8 @@ from starlette.responses import Response
 
 from kling_budget import forecast as forecasting
 from kling_budget.budgets import Budget, BudgetStatus, Scope
-from kling_budget.server.admin._base import ApiError, Operations, bad, not_found, ok, units_text, usd_text
+from kling_budget.money import units_text, usd_text
+from kling_budget.server.admin._base import ApiError, Operations, bad, not_found, ok
 from kling_budget.server.admin._params import Body, Query, clean_text, json_object, model_filter, scope_of, time_zone
 from kling_budget.server.state import GatewayState
 from kling_budget.windows import WEEKDAYS, Period

@@ -10,7 +10,8 @@ from starlette.responses import Response
 from kling_budget.budgets import Scope
 from kling_budget.errors import ReservationNotFoundError
 from kling_budget.ledger import ReservationInfo, ReservationState
-from kling_budget.server.admin._base import Operations, bad, not_found, ok, units_text, usd_text
+from kling_budget.money import units_text, usd_text
+from kling_budget.server.admin._base import Operations, bad, not_found, ok
 from kling_budget.server.admin._params import ATTRIBUTES, Query, model_filter, scope_of
 from kling_budget.server.state import GatewayState
 

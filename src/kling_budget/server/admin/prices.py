@@ -10,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from kling_budget.budgets import check_admission
-from kling_budget.server.admin._base import Operations, bad, not_found, ok, units_text, usd_text
+from kling_budget.money import units_text, usd_text
+from kling_budget.server.admin._base import Operations, bad, not_found, ok
 from kling_budget.server.admin._params import Body, Query, json_object
 from kling_budget.server.state import GatewayState
 from kling_budget.types import Attribution, PackType

@@ -13,7 +13,8 @@ from starlette.responses import Response
 from kling_budget.budgets import BudgetStatus
 from kling_budget.ledger import UsageRow
 from kling_budget.ledger.queries import GROUPS
-from kling_budget.server.admin._base import Operations, bad, ok, units_text, usd_text
+from kling_budget.money import units_text, usd_text
+from kling_budget.server.admin._base import Operations, bad, ok
 from kling_budget.server.admin._params import ATTRIBUTES, Query, Range, model_filter, scope_of, time_range, time_zone
 from kling_budget.server.state import GatewayState
 from kling_budget.types import PackType

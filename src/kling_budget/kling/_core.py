@@ -1,12 +1,11 @@
-"""The I/O-free core shared by :class:`KlingClient` and :class:`AsyncKlingClient`.
+"""The Kling protocol core: configuration, credentials and every flow, with no I/O.
 
-Every operation is written once as a generator ("flow") that *yields* what it needs done and *receives*
-the result: :class:`_Send` (an HTTP exchange; the driver answers with a :class:`_Reply`), :class:`_Sleep`
-(the driver answers ``None``) and :class:`_Notify` (call the progress callback). The sync client drives
-flows with ``httpx.Client`` and a blocking sleep, the async client with ``httpx.AsyncClient`` and an
-awaitable sleep, so the retry, re-signing and ambiguous-create logic below exists exactly once. See
-:mod:`kling_budget.kling.client` for the create state machine; the drivers are
-:mod:`~kling_budget.kling.client_sync` and :mod:`~kling_budget.kling.client_async`.
+Each operation is a flow (see :mod:`kling_budget.kling._flow`): one exchange interpreted into Kling's envelope
+(:meth:`_KlingCore._attempt`), an idempotent request with bounded retries (:meth:`_KlingCore._call`), a create
+that never creates twice (:meth:`_KlingCore._create_flow`, the state machine described in
+:mod:`kling_budget.kling.client`), queries, lists, waits and account reads. The clients
+(:mod:`kling_budget.kling.client`), the budget-enforced clients and the gateway's upstream all run these same
+flows, so a fix to any of them reaches every caller.
 """
 
 from __future__ import annotations
@@ -16,15 +15,13 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum, StrEnum
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
-
-import httpx
 
 from kling_budget.errors import (
     ConfigurationError,
@@ -38,20 +35,20 @@ from kling_budget.errors import (
     KlingWaitTimeoutError,
 )
 from kling_budget.kling._codes import error_for_code, one_line
-from kling_budget.kling.auth import ENV_API_BASE, Auth, resolve_auth
+from kling_budget.kling._flow import Flow, Notify, ProgressCallback, Reply, Send, Sleep
+from kling_budget.kling.auth import ENV_API_BASE, Auth
 from kling_budget.kling.retry import Disposition, classify, delay_for, should_retry
 from kling_budget.kling.tasks import ResourcePack, Task, parse_resource_pack, parse_task
 
 __all__ = [
-    "DEFAULT_TIMEOUT",
     "REGIONS",
+    "Created",
     "Endpoint",
-    "ProgressCallback",
+    "Outcome",
+    "resolve_base_url",
 ]
 
 logger = logging.getLogger("kling_budget.kling")
-
-T = TypeVar("T")
 
 REGIONS: dict[str, str] = {
     "global": "https://api-singapore.klingai.com",
@@ -59,11 +56,6 @@ REGIONS: dict[str, str] = {
     "legacy": "https://api.klingai.com",
 }
 DEFAULT_REGION = "global"
-DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
-USER_AGENT = "kling-budget/0.1"
-
-ProgressCallback = Callable[[Task], object]
-"""Called with every polled :class:`Task` in ``wait()``; the async client also awaits an awaitable result."""
 
 
 class Endpoint(StrEnum):
@@ -84,41 +76,32 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
-class _Send:
-    method: str
-    path: str
-    params: Mapping[str, str] | None
-    body: bytes | None
-    authorization: str = field(repr=False)
+class Ok:
+    """A successful envelope (``code == 0``): its ``data``, ``request_id`` and ``message``."""
 
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    status: int | None
-    content: bytes
-    error: httpx.RequestError | None
-    elapsed: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Sleep:
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Notify:
-    callback: ProgressCallback
-    task: Task
-
-
-_Action = _Send | _Sleep | _Notify
-Flow = Generator[_Action, Any, T]
-
-
-@dataclass(frozen=True, slots=True)
-class _Ok:
     data: Any
     request_id: str | None
+    message: str = "SUCCEED"
+
+
+Outcome = Ok | KlingAPIError
+"""What one exchange meant: Kling's success envelope, or the (unraised) error it stands for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """Kling's answer to a create: the task (``None`` for a synchronous endpoint, which answers with its result
+    at once), the answer's ``data`` and ``request_id``."""
+
+    task: Task | None
+    data: Any
+    request_id: str | None
+
+    @property
+    def created_task(self) -> Task:
+        """The task (a create on a task endpoint always has one)."""
+        assert self.task is not None, "a synchronous answer has no task"
+        return self.task
 
 
 class _Lookup(Enum):
@@ -127,22 +110,11 @@ class _Lookup(Enum):
     UNKNOWN = "unknown"
 
 
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-
-
-def _transport_error(reply: _Reply, send: _Send, reason: str) -> KlingTransportError:
+def _transport_error(reply: Reply, send: Send, reason: str) -> KlingTransportError:
     where = f"{send.method} {send.path}"
-    if reply.error is not None and isinstance(reply.error, _NOT_SENT):
+    if not reply.sent:
         return KlingConnectError(f"Kling transport error: could not connect ({reason}) [{where}]")
     return KlingTransportError(f"Kling transport error: {reason} [{where}]", http_status=reply.status)
-
-
-def _headers(send: _Send) -> dict[str, str]:
-    """The per-request headers of one exchange (both drivers add them to the pool's ``User-Agent``)."""
-    headers = {"Authorization": send.authorization}
-    if send.body is not None:
-        headers["Content-Type"] = "application/json"
-    return headers
 
 
 def _names_duplicate(error: KlingAPIError) -> bool:
@@ -172,21 +144,6 @@ def resolve_base_url(base_url: str | None, region: str | None, environ: Mapping[
     return url.rstrip("/")
 
 
-def compact(**fields: Any) -> dict[str, Any]:
-    """A request body without the fields left at ``None``."""
-    return {k: v for k, v in fields.items() if v is not None}
-
-
-def duration_text(duration: int | str | None) -> str | None:
-    """Kling's ``/v1`` design sends durations as strings (``"5"``)."""
-    return None if duration is None else str(duration)
-
-
-def _images(image_list: Sequence[str | Mapping[str, Any]]) -> list[Any]:
-    """Multi-image references: a bare string becomes ``{"image": ...}``."""
-    return [{"image": item} if isinstance(item, str) else dict(item) for item in image_list]
-
-
 def _ms(value: datetime | int, what: str) -> int:
     """Unix milliseconds from an aware datetime or an int."""
     if isinstance(value, datetime):
@@ -198,26 +155,38 @@ def _ms(value: datetime | int, what: str) -> int:
     return value
 
 
+def _parsed(data: Any, endpoint: str, what: str) -> Task:
+    """Kling's ``data`` as a :class:`Task`; an unusable one is a transport error (Kling's answer is broken)."""
+    try:
+        return parse_task(data if isinstance(data, Mapping) else {}, endpoint=endpoint)
+    except InvalidInputError as exc:
+        raise KlingTransportError(f"Kling answered {what} with an unusable task: {exc}") from None
+
+
 class _KlingCore:
-    """Configuration, credentials and every flow; no I/O."""
+    """Configuration, credentials and every flow; no I/O.
+
+    Args:
+        auth: the credentials requests are signed with.
+        base_url: the API host (already resolved, see :func:`resolve_base_url`).
+        max_retries: retries after a failed attempt; also bounds create resubmissions and lookups.
+        clock: Unix time in seconds (``time.time``); signs tokens and bounds waits.
+        jitter: uniform ``[0, 1)`` source for backoff jitter (``random.random``).
+    """
 
     def __init__(
         self,
-        access_key: str | None,
-        secret_key: str | None,
+        auth: Auth,
+        base_url: str,
         *,
-        api_key: str | None,
-        base_url: str | None,
-        region: str | None,
         max_retries: int,
-        clock: Callable[[], float] | None,
-        jitter: Callable[[], float] | None,
-        environ: Mapping[str, str],
+        clock: Callable[[], float] | None = None,
+        jitter: Callable[[], float] | None = None,
     ) -> None:
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be a non-negative integer, got {max_retries!r}")
-        self._auth: Auth = resolve_auth(access_key, secret_key, api_key, environ)
-        self._base_url = resolve_base_url(base_url, region, environ)
+        self._auth = auth
+        self._base_url = base_url
         self._max_retries = max_retries
         self._clock = clock or time.time
         self._jitter = jitter or random.random
@@ -232,26 +201,29 @@ class _KlingCore:
         """Retries allowed after a failed attempt (and the bound on create resubmissions)."""
         return self._max_retries
 
+    def redact(self, text: str) -> str:
+        """``text`` with the credentials and any token issued from them scrubbed."""
+        return self._auth.redact(text)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._auth.describe()}, base_url={self._base_url!r})"
 
     # -- one exchange ---------------------------------------------------------------------------------
 
-    def _interpret(self, send: _Send, reply: _Reply, *, task_query: bool) -> _Ok | KlingAPIError:
+    def _interpret(self, send: Send, reply: Reply, *, task_query: bool) -> Outcome:
         """Turn one HTTP exchange into the envelope's ``data`` or an (unraised) error; log it."""
-        outcome: _Ok | KlingAPIError
+        outcome: Outcome
         code: int | None = None
         request_id: str | None = None
-        if reply.error is not None:
-            reason = one_line(self._auth.redact(f"{type(reply.error).__name__}: {reply.error}"))
-            outcome = _transport_error(reply, send, reason)
+        if reply.failure is not None:
+            outcome = _transport_error(reply, send, one_line(self._auth.redact(reply.failure)))
         else:
             try:
                 envelope = json.loads(reply.content, parse_float=Decimal)
-            except ValueError:
+            except (ValueError, RecursionError):
                 envelope = None
             raw_code = envelope.get("code") if isinstance(envelope, dict) else None
-            if isinstance(raw_code, str) and raw_code.strip().lstrip("-").isdigit():
+            if isinstance(raw_code, str) and raw_code.strip().lstrip("-").isdigit() and len(raw_code) < 12:
                 raw_code = int(raw_code)
             if not isinstance(raw_code, int) or isinstance(raw_code, bool):
                 what = "a body that is not a Kling JSON envelope" if envelope is None else "no business code"
@@ -261,16 +233,12 @@ class _KlingCore:
                 code = raw_code
                 rid = envelope.get("request_id")
                 request_id = str(rid) if rid not in (None, "") else None
+                message = self._auth.redact(str(envelope.get("message", envelope.get("msg", "")) or ""))
                 if code == 0:
-                    outcome = _Ok(envelope.get("data"), request_id)
+                    outcome = Ok(envelope.get("data"), request_id, message or "SUCCEED")
                 else:
-                    message = envelope.get("message", envelope.get("msg", ""))
                     outcome = error_for_code(
-                        code,
-                        self._auth.redact(str(message or "")),
-                        http_status=reply.status,
-                        request_id=request_id,
-                        task_query=task_query,
+                        code, message, http_status=reply.status, request_id=request_id, task_query=task_query
                     )
         logger.debug(
             "kling %s %s -> http=%s code=%s request_id=%s latency_ms=%d",
@@ -299,12 +267,12 @@ class _KlingCore:
         params: Mapping[str, str] | None = None,
         body: bytes | None = None,
         task_query: bool = False,
-    ) -> Flow[_Ok | KlingAPIError]:
+    ) -> Flow[Outcome]:
         """One logical attempt: send, and on 1004 (token expired) re-sign and send once more."""
         resigned = False
         while True:
-            send = _Send(method, path, params, body, self._auth.authorization(self._clock()))
-            reply: _Reply = yield send
+            send = Send(method, path, params, body, self._auth.authorization(self._clock()))
+            reply: Reply = yield send
             outcome = self._interpret(send, reply, task_query=task_query)
             if isinstance(outcome, KlingAPIError) and outcome.code == 1004 and not resigned and self._auth.renew():
                 resigned = True
@@ -318,20 +286,21 @@ class _KlingCore:
         path: str,
         *,
         params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
         task_query: bool = False,
-    ) -> Flow[_Ok]:
+    ) -> Flow[Ok]:
         """An idempotent request with bounded retries; returns the success envelope or raises."""
         attempt = 0
         while True:
             attempt += 1
-            outcome = yield from self._attempt(method, path, params=params, task_query=task_query)
-            if isinstance(outcome, _Ok):
+            outcome = yield from self._attempt(method, path, params=params, body=body, task_query=task_query)
+            if isinstance(outcome, Ok):
                 return outcome
             if not should_retry(outcome, attempt=attempt, max_retries=self._max_retries, idempotent=True):
                 raise outcome
             delay = delay_for(outcome, attempt, jitter=self._jitter)
             logger.warning("kling %s %s failed (%s); retry %d in %.2fs", method, path, outcome, attempt, delay)
-            yield _Sleep(delay)
+            yield Sleep(delay)
 
     # -- tasks ------------------------------------------------------------------------------------------
 
@@ -346,17 +315,10 @@ class _KlingCore:
             raise InvalidInputError("a task id must not be empty")
         return f"{str(endpoint).rstrip('/')}/{quote(ref, safe='')}"
 
-    @staticmethod
-    def _parse_task_data(data: Any, endpoint: str, send_what: str) -> Task:
-        try:
-            return parse_task(data if isinstance(data, Mapping) else {}, endpoint=endpoint)
-        except InvalidInputError as exc:
-            raise KlingTransportError(f"Kling answered {send_what} with an unusable task: {exc}") from None
-
     def _get_task_flow(self, endpoint: str, task_id: str | None, external_task_id: str | None) -> Flow[Task]:
         path = self._task_query(endpoint, task_id, external_task_id)
         ok = yield from self._call("GET", path, task_query=True)
-        return self._parse_task_data(ok.data, str(endpoint), f"GET {path}")
+        return _parsed(ok.data, str(endpoint), f"GET {path}")
 
     def _list_tasks_flow(self, endpoint: str, page_num: int, page_size: int) -> Flow[list[Task]]:
         if not 1 <= page_num <= 1000:
@@ -366,11 +328,15 @@ class _KlingCore:
         path = str(endpoint).rstrip("/")
         ok = yield from self._call("GET", path, params={"pageNum": str(page_num), "pageSize": str(page_size)})
         items = ok.data if isinstance(ok.data, list) else []
-        return [self._parse_task_data(item, path, f"GET {path}") for item in items]
+        return [_parsed(item, path, f"GET {path}") for item in items]
 
-    def _prepare_create(self, path: str, body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        if not path.startswith("/"):
+    @staticmethod
+    def _prepare_create(path: str, body: Mapping[str, Any]) -> tuple[str, bytes]:
+        """The ``external_task_id`` a create is known by (the caller's, else a new uuid4 hex) and its body."""
+        if not isinstance(path, str) or not path.startswith("/"):
             raise InvalidInputError(f"create path must start with '/', got {path!r}")
+        if not isinstance(body, Mapping):
+            raise InvalidInputError(f"create body must be a mapping, got {type(body).__name__}")
         prepared = dict(body)
         external = prepared.get("external_task_id")
         if external is None or external == "":
@@ -378,23 +344,33 @@ class _KlingCore:
         elif not isinstance(external, str):
             raise InvalidInputError(f"external_task_id must be a string, got {type(external).__name__}")
         prepared["external_task_id"] = external
-        return external, prepared
-
-    def _create_flow(self, path: str, body: Mapping[str, Any]) -> Flow[Task]:
-        """Create a task without ever creating it twice (the state machine in :mod:`.client`)."""
-        external, prepared = self._prepare_create(path, body)
         try:
             payload = json.dumps(prepared, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"create body is not JSON-serialisable: {exc}") from None
+        return external, payload
+
+    def _create_flow(
+        self, path: str, body: Mapping[str, Any], *, resubmit: bool = True, synchronous: bool = False
+    ) -> Flow[Created]:
+        """Create a task without ever creating it twice (the state machine in :mod:`.client`).
+
+        ``resubmit=False`` sends the create once (a proxy leaves retries to its client) but still looks an
+        ambiguous outcome up before answering. ``synchronous=True`` accepts a success without a task id as the
+        finished result of a synchronous endpoint (``Created.task`` is then ``None``).
+        """
+        external, payload = self._prepare_create(path, body)
         submissions = 0
         uncertain: KlingAPIError | None = None
         while True:
             submissions += 1
             outcome = yield from self._attempt("POST", path, body=payload)
-            if isinstance(outcome, _Ok):
+            if isinstance(outcome, Ok):
+                data = outcome.data if isinstance(outcome.data, Mapping) else {}
+                if synchronous and not data.get("task_id") and not data.get("id"):
+                    return Created(None, outcome.data, outcome.request_id)
                 try:
-                    return parse_task(outcome.data if isinstance(outcome.data, Mapping) else {}, endpoint=path)
+                    return Created(parse_task(data, endpoint=path), outcome.data, outcome.request_id)
                 except InvalidInputError as exc:
                     # Code 0 but an unreadable task: it was probably created, so treat it as unknown.
                     outcome = KlingTransportError(
@@ -410,19 +386,19 @@ class _KlingCore:
                     external,
                     outcome,
                 )
-            may_resubmit = submissions <= self._max_retries
+            may_resubmit = resubmit and submissions <= self._max_retries
             if kind is Disposition.RETRY and may_resubmit:
-                yield _Sleep(delay_for(outcome, submissions, jitter=self._jitter))
+                yield Sleep(delay_for(outcome, submissions, jitter=self._jitter))
                 continue
             if uncertain is None:
                 raise outcome
-            state, task = yield from self._find_created(path, external)
+            state, found = yield from self._find_created(path, external)
             if state is _Lookup.FOUND:
-                assert task is not None
-                return task
+                assert found is not None
+                return found
             if state is _Lookup.ABSENT and kind is Disposition.AMBIGUOUS and may_resubmit:
                 logger.warning("kling create %s external_task_id=%s not found; resubmitting", path, external)
-                yield _Sleep(delay_for(outcome, submissions, jitter=self._jitter))
+                yield Sleep(delay_for(outcome, submissions, jitter=self._jitter))
                 continue
             duplicate = _names_duplicate(outcome)
             if state is _Lookup.ABSENT and kind is not Disposition.AMBIGUOUS and not duplicate:
@@ -442,14 +418,14 @@ class _KlingCore:
                 request_id=outcome.request_id,
             ) from outcome
 
-    def _find_created(self, path: str, external: str) -> Flow[tuple[_Lookup, Task | None]]:
+    def _find_created(self, path: str, external: str) -> Flow[tuple[_Lookup, Created | None]]:
         """Look a maybe-created task up by ``external_task_id`` with bounded attempts and backoff."""
         query_path = self._task_query(path, None, external)
         attempts = self._max_retries + 1
         for attempt in range(1, attempts + 1):
-            yield _Sleep(delay_for(None, attempt, jitter=self._jitter))
+            yield Sleep(delay_for(None, attempt, jitter=self._jitter))
             outcome = yield from self._attempt("GET", query_path, task_query=True)
-            if isinstance(outcome, _Ok):
+            if isinstance(outcome, Ok):
                 try:
                     task = parse_task(outcome.data if isinstance(outcome.data, Mapping) else {}, endpoint=path)
                 except InvalidInputError:
@@ -462,7 +438,7 @@ class _KlingCore:
                         task.external_task_id,
                     )
                     return _Lookup.UNKNOWN, None
-                return _Lookup.FOUND, task
+                return _Lookup.FOUND, Created(task, outcome.data, outcome.request_id)
             if isinstance(outcome, KlingTaskNotFoundError):
                 return _Lookup.ABSENT, None
             if classify(outcome, idempotent=True) is not Disposition.RETRY:
@@ -496,7 +472,7 @@ class _KlingCore:
             if task is not None:
                 last = task
                 if on_progress is not None:
-                    yield _Notify(on_progress, task)
+                    yield Notify(on_progress, task)
                 if task.is_terminal:
                     return task
             remaining = deadline - self._clock()
@@ -504,16 +480,8 @@ class _KlingCore:
                 which = task_id if task_id is not None else f"external_task_id={external_task_id}"
                 state = last.status.value if last else "unknown"
                 raise KlingWaitTimeoutError(f"Kling task {which} still {state} after waiting {timeout:g}s", task=last)
-            yield _Sleep(min(interval, remaining))
+            yield Sleep(min(interval, remaining))
             interval = min(max_poll_interval, interval * 1.5)
-
-    @staticmethod
-    def _wait_target(
-        task: Task | str | None, external_task_id: str | None, endpoint: str | None
-    ) -> tuple[str, str | None, str | None]:
-        if isinstance(task, Task):
-            return endpoint or task.endpoint or Endpoint.TEXT_TO_VIDEO, task.task_id, None
-        return endpoint or Endpoint.TEXT_TO_VIDEO, task, external_task_id
 
     # -- account ----------------------------------------------------------------------------------------
 
