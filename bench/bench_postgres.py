@@ -16,8 +16,10 @@ have) run for S seconds:
 The unit counted is one reservation (one job admitted against every budget of its hierarchy). Each row
 prints the 1-minute load average at its end.
 
-It prints tx/s for each, the ratio ledger/raw, p50/p99 latency, and the deadlocks (from
-``pg_stat_database``) and retries seen. URL default: $KLING_BUDGET_TEST_PG_URL or
+It prints tx/s for each, the ratio ledger/raw, p50/p99 latency, the deadlocks ``pg_stat_database``
+counted in the database during the cell (database-wide: other users of the same database count too) and
+the retries our processes made (a deadlock or serialization failure the ledger hit is retried and
+counted there). URL default: $KLING_BUDGET_TEST_PG_URL or
 postgresql://postgres@127.0.0.1:5432/test; the run uses a throwaway schema in it.
 """
 
