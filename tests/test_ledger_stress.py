@@ -102,14 +102,17 @@ def _read_log(path: Path) -> list[tuple[str, str]]:
     return [tuple(line.split(" ", 1)) for line in lines if " " in line]  # type: ignore[misc]
 
 
-def _kill_cycle(
-    url: str, tmp_path: Path, cycle: int, start: Callable[..., Any], target: Callable[..., None] | None = None
-) -> list[Path]:
+def _kill_cycle(url: str, tmp_path: Path, cycle: int, start: Callable[..., Any], threads: bool = False) -> list[Path]:
     logs = [tmp_path / f"cycle{cycle}-w{w}.log" for w in range(4)]
-    target = target or ledger_workers.churn_with_log
+    target = ledger_workers.churn_threads_with_log if threads else ledger_workers.churn_with_log
     processes = [start(target=target, args=(url, w, str(log))) for w, log in enumerate(logs)]
     for process in processes:
         process.start()
+    if threads:  # every writer is past its start-up (slow on a loaded machine) before the random wait
+        written = [Path(f"{log}.0") for log in logs]
+        deadline = time.monotonic() + 60
+        while not all(log.exists() and log.stat().st_size for log in written) and time.monotonic() < deadline:
+            time.sleep(0.05)
     time.sleep(random.uniform(1.2, 2.0))
     for process in processes:
         os.kill(process.pid, signal.SIGKILL)
@@ -130,9 +133,8 @@ def test_kill_9_loses_no_acknowledged_operation(tmp_path: Path, cycles: int, thr
     ledger_workers.setup_hierarchy(url, account_units=10**7, project_units=10**7, user_units=10**7)
     context = multiprocessing.get_context("spawn")
     total_acks = 0
-    target = ledger_workers.churn_threads_with_log if threads else None
     for cycle in range(cycles):
-        logs = _kill_cycle(url, tmp_path, cycle, context.Process, target)
+        logs = _kill_cycle(url, tmp_path, cycle, context.Process, threads)
         if threads:
             logs = [Path(f"{log}.{t}") for log in logs for t in range(4)]
         with sqlite3.connect(tmp_path / "crash.db") as raw:

@@ -135,6 +135,17 @@ def test_sixteen_processes_on_two_hosts_exhaust_the_budget_exactly(hosts: Hosts,
             ledger.close()
 
 
+def _lines(logs: list[Path]) -> int:
+    return sum(log.read_text(encoding="utf-8").count("\n") for log in logs if log.exists())
+
+
+def _wait_for_lines(logs: list[Path], count: int, seconds: float = 60.0) -> None:
+    """Wait until ``logs`` hold ``count`` acknowledged steps between them (the workers got going)."""
+    deadline = time.monotonic() + seconds
+    while _lines(logs) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_kill_9_of_hosts_with_batching_threads_loses_no_acknowledged_operation(hosts: Hosts, tmp_path: Path) -> None:
     """Two hosts of 2 workers × 4 threads (reservations batched in one transaction), each SIGKILLed."""
     with fresh_postgres_url() as url:
@@ -144,9 +155,9 @@ def test_kill_9_of_hosts_with_batching_threads_loses_no_acknowledged_operation(h
             log = tmp_path / f"w{w}.log"
             logs += [Path(f"{log}.{t}") for t in range(4)]
             hosts.start(w % 2, "churn-threads", url, str(w), str(log))
-        time.sleep(3.0)
+        _wait_for_lines(logs, 100)
         hosts.kill(0)
-        time.sleep(0.5)
+        _wait_for_lines(logs, _lines(logs) + 50)  # host 1 goes on alone for a while
         hosts.kill(1)
         assert check_acks(url, logs) > 60, "the workers did not get far enough to make the test meaningful"
 

@@ -185,22 +185,27 @@ class Ledger(BudgetStore, PackStore):
         at = to_micros(at_dt)
         request_hash = hash_request("reserve", units_milli, pack, attribution, product)
         expires = None if ttl is None else to_micros(at_dt + ttl)
-        state = ReservationState.SUBMITTED if submitted else ReservationState.HELD
-        if self._one_trip is not None:
-            done = self._reserve_in_one_trip(
-                self._one_trip,
-                key,
-                state,
-                request_hash,
-                attribution,
-                product,
-                pack,
-                units_milli,
-                at_dt,
-                expires,
-                detail,
-                also,
+
+        def rows(usd_nano: int) -> tuple[ReservationInfo, Write, Write]:
+            """The reservation row and the usage roll-up move of this job, priced at ``usd_nano``."""
+            info, reservation_row = self._reservation_write(
+                key=key,
+                kind="reserve",
+                state=ReservationState.SUBMITTED if submitted else ReservationState.HELD,
+                request_hash=request_hash,
+                attribution=attribution,
+                product=product,
+                pack=pack,
+                units_milli=units_milli,
+                usd_nano=usd_nano,
+                at=at,
+                expires=expires,
+                detail=detail,
             )
+            return info, reservation_row, self._bucket_write(attribution, pack, at, held=(units_milli, usd_nano))
+
+        if self._one_trip is not None:
+            done = self._reserve_in_one_trip(self._one_trip, attribution, pack, units_milli, at_dt, rows, also)
             if done is not None:
                 return done
 
@@ -213,26 +218,8 @@ class Ledger(BudgetStore, PackStore):
             config = windows.start(self._load_config(conn, locked=locked, version=version))
             allocs = self._allocate(conn, config, pack, units_milli, at)
             usd_nano = sum(a.usd_nano for a in allocs)
-            info, reservation_row = self._reservation_write(
-                key=key,
-                kind="reserve",
-                state=state,
-                request_hash=request_hash,
-                attribution=attribution,
-                product=product,
-                pack=pack,
-                units_milli=units_milli,
-                usd_nano=usd_nano,
-                at=at,
-                expires=expires,
-                detail=detail,
-            )
-            _write_all(
-                conn,
-                self._bucket_write(attribution, pack, at, held=(units_milli, usd_nano)),
-                reservation_row,
-                _entry_write(key, "reserve", units_milli, usd_nano, at),
-            )
+            info, reservation_row, bucket_row = rows(usd_nano)
+            _write_all(conn, bucket_row, reservation_row, _entry_write(key, "reserve", units_milli, usd_nano, at))
             if also is not None:
                 also(conn)
             if any(a.pack_id is not None for a in allocs):
@@ -290,16 +277,11 @@ class Ledger(BudgetStore, PackStore):
     def _reserve_in_one_trip(
         self,
         one_trip: OneTrip,
-        key: str,
-        state: ReservationState,
-        request_hash: str,
         attribution: Attribution,
-        product: str,
         pack: PackType,
         units_milli: int,
         at_dt: datetime,
-        expires: int | None,
-        detail: Mapping[str, Any] | None,
+        rows: Callable[[int], tuple[ReservationInfo, Write, Write]],
         also: Callable[[Connection], None] | None,
     ) -> ReservationInfo | None:
         """The reservation applied in one round trip (see ``ledger/one_trip.py``), or ``None`` when it
@@ -307,22 +289,8 @@ class Ledger(BudgetStore, PackStore):
         config = self._config
         if not config.version or pack.value in config.pack_types:
             return None
-        at = to_micros(at_dt)
-        usd_nano = usd_nano_for_units(units_milli, self.list_prices[pack], 1000)
-        info, (_, reservation) = self._reservation_write(
-            key=key,
-            kind="reserve",
-            state=state,
-            request_hash=request_hash,
-            attribution=attribution,
-            product=product,
-            pack=pack,
-            units_milli=units_milli,
-            usd_nano=usd_nano,
-            at=at,
-            expires=expires,
-            detail=detail,
-        )
+        usd_nano = usd_nano_for_units(units_milli, self.list_prices[pack], 1000)  # no pack: the list price
+        info, (_, reservation), (_, bucket) = rows(usd_nano)
         moves = []
         for budget in self._matching(config, attribution):
             assert budget.id is not None
@@ -338,7 +306,6 @@ class Ledger(BudgetStore, PackStore):
                     *self._alert_points(config, budget),
                 )
             )
-        _, bucket = self._bucket_write(attribution, pack, at, held=(units_milli, usd_nano))
         return info if one_trip.reserve(Prepared(config.version, reservation, bucket, moves, also)) else None
 
     def _deny(

@@ -140,18 +140,22 @@ class SQLiteBackend:
             result: T = self._group.submit(fn)
             return result
         with self._lock:
-            self._begin(write)
-            raw = self._conn.raw
-            try:
-                result = fn(self._conn)
-                raw.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                _rollback(raw)
-                raise self._unavailable(exc) from None
-            except BaseException:
-                _rollback(raw)
-                raise
-            return result
+            return self._transaction(write, lambda: fn(self._conn))
+
+    def _transaction(self, write: bool, body: Callable[[], T]) -> T:
+        """``body()`` between BEGIN and COMMIT, rolled back if it raises; holds ``self._lock``."""
+        self._begin(write)
+        raw = self._conn.raw
+        try:
+            result = body()
+            raw.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            _rollback(raw)
+            raise self._unavailable(exc) from None
+        except BaseException:
+            _rollback(raw)
+            raise
+        return result
 
     def _begin(self, write: bool) -> None:
         """``BEGIN IMMEDIATE`` (write) or ``BEGIN``, waiting up to the busy timeout; holds ``self._lock``."""
@@ -223,21 +227,16 @@ class SQLiteBackend:
         """Run the calls of one batch in one transaction (each in its own savepoint when there are
         several); return the commit number a sync must cover."""
         raw = self._conn.raw
+
+        def body() -> None:
+            if len(batch) == 1:
+                batch[0].result = batch[0].payload(self._conn)
+                return
+            for call in batch:
+                self._run_in_savepoint(raw, call)
+
         with self._lock:
-            self._begin(True)
-            try:
-                if len(batch) == 1:
-                    batch[0].result = batch[0].payload(self._conn)
-                else:
-                    for call in batch:
-                        self._run_in_savepoint(raw, call)
-                raw.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                _rollback(raw)
-                raise self._unavailable(exc) from None
-            except BaseException:
-                _rollback(raw)
-                raise
+            self._transaction(True, body)
             self._commits += 1
             return self._commits
 
