@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -53,8 +54,9 @@ def alert_points(budget: Budget) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def crosses(points: tuple[int, ...], old: int, new: int) -> bool:
-    """Whether a move of the used amount from ``old`` to ``new`` reaches one of ``points``."""
-    return any(old < point <= new for point in points)
+    """Whether a move of the used amount from ``old`` to ``new`` reaches one of ``points`` (sorted)."""
+    index = bisect_right(points, old)
+    return index < len(points) and points[index] <= new
 
 
 class NewWindows:

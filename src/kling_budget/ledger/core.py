@@ -554,29 +554,26 @@ class Ledger(BudgetStore, PackStore):
             events: list[AlertEvent] = []
             reserved_dt = info.reserved_at
             budgets = self._matching(config, info.attribution)
+            moves = [
+                (
+                    budget,
+                    self._window(budget, reserved_dt),
+                    budget.units_delta(info.pack_type, info.units_milli),
+                    budget.units_delta(info.pack_type, actual),
+                    budget.units_delta(info.pack_type, overage),
+                )
+                for budget in budgets
+            ]
             moved: dict[int, Counters] | None = None
-            if budgets and one_statement(conn):  # dialect hook: see ledger/counters.py
+            if moves and one_statement(conn):  # dialect hook: see ledger/counters.py
                 moved = settle_all(
                     conn,
                     [
-                        (
-                            budget.id,
-                            self._window(budget, reserved_dt).start_us,
-                            budget.units_delta(info.pack_type, info.units_milli),
-                            budget.units_delta(info.pack_type, actual),
-                            budget.units_delta(info.pack_type, overage),
-                            info.usd_nano,
-                            actual_nano,
-                            overage_nano,
-                        )
-                        for budget in budgets
+                        (budget.id, window.start_us, held, charged, over, info.usd_nano, actual_nano, overage_nano)
+                        for budget, window, held, charged, over in moves
                     ],
                 )
-            for budget in budgets:  # budget rows last (see reserve)
-                window = self._window(budget, reserved_dt)
-                held_delta = budget.units_delta(info.pack_type, info.units_milli)
-                actual_delta = budget.units_delta(info.pack_type, actual)
-                overage_delta = budget.units_delta(info.pack_type, overage)
+            for budget, window, held_delta, actual_delta, overage_delta in moves:  # budget rows last (see reserve)
                 if moved is not None:
                     after = moved.get(budget.id)  # type: ignore[arg-type]
                     if after is not None and self._may_alert(

@@ -27,14 +27,24 @@ P = TypeVar("P")
 class Call(Generic[P]):
     """One caller's work (``payload``) waiting in, or running in, a batch."""
 
-    __slots__ = ("batch", "done", "error", "payload", "result")
+    __slots__ = ("batch", "error", "payload", "result", "wake")
 
     def __init__(self, payload: P) -> None:
         self.payload = payload
         self.result: Any = None
         self.error: BaseException | None = None
         self.batch: list[Call[P]] | None = None  # set when this caller is made the leader of a batch
-        self.done = threading.Event()
+        self.wake: threading.Lock | None = None  # held while the caller waits; released to wake it
+
+    def wait(self) -> None:
+        """Block until :meth:`notify` (the wake lock was taken when the caller chose to wait)."""
+        assert self.wake is not None
+        self.wake.acquire()
+
+    def notify(self) -> None:
+        """Wake the caller if it waits (a call that led its own batch never waited)."""
+        if self.wake is not None:
+            self.wake.release()
 
     def fail(self, error: BaseException) -> None:
         """Answer this call with ``error`` (its result, if any, was not made durable)."""
@@ -89,8 +99,11 @@ class GroupCommit(Generic[P]):
             if self._leaders < self._max_leaders:  # then nobody else was waiting: this call leads
                 self._leaders += 1
                 batch = self._take()
+            else:
+                call.wake = threading.Lock()
+                call.wake.acquire()
         if batch is None:
-            call.done.wait()
+            call.wait()
             if call.batch is None:
                 return _answer(call)
             batch = call.batch
@@ -125,7 +138,7 @@ class GroupCommit(Generic[P]):
         self.calls += len(batch)
         for call in batch:
             call.batch = None
-            call.done.set()
+            call.notify()
 
     def _hand_over(self) -> None:
         """Give the waiting calls to the oldest of them as its batch to lead, or step down."""
@@ -133,7 +146,7 @@ class GroupCommit(Generic[P]):
             if self._waiting:
                 following = self._waiting[0]
                 following.batch = self._take()
-                following.done.set()
+                following.notify()
             else:
                 self._leaders -= 1
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kling_budget.errors import LedgerUnavailableError
@@ -102,7 +102,6 @@ class Prepared:
     bucket: Sequence[Any]
     windows: Sequence[WindowMove]
     also: Callable[[Connection], None] | None = None
-    done: bool = field(default=False)
 
 
 class Declined(Exception):
