@@ -108,11 +108,11 @@ def _kill_cycle(url: str, tmp_path: Path, cycle: int, start: Callable[..., Any],
     processes = [start(target=target, args=(url, w, str(log))) for w, log in enumerate(logs)]
     for process in processes:
         process.start()
-    if threads:  # every writer is past its start-up (slow on a loaded machine) before the random wait
-        written = [Path(f"{log}.0") for log in logs]
-        deadline = time.monotonic() + 60
-        while not all(log.exists() and log.stat().st_size for log in written) and time.monotonic() < deadline:
-            time.sleep(0.05)
+    # Every writer is past its start-up (slow on a loaded machine) before the random wait.
+    written = [Path(f"{log}.0") for log in logs] if threads else logs
+    deadline = time.monotonic() + 120
+    while not all(log.exists() and log.stat().st_size for log in written) and time.monotonic() < deadline:
+        time.sleep(0.05)
     time.sleep(random.uniform(1.2, 2.0))
     for process in processes:
         os.kill(process.pid, signal.SIGKILL)

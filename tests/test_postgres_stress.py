@@ -139,11 +139,14 @@ def _lines(logs: list[Path]) -> int:
     return sum(log.read_text(encoding="utf-8").count("\n") for log in logs if log.exists())
 
 
-def _wait_for_lines(logs: list[Path], count: int, seconds: float = 60.0) -> None:
-    """Wait until ``logs`` hold ``count`` acknowledged steps between them (the workers got going)."""
-    deadline = time.monotonic() + seconds
-    while _lines(logs) < count and time.monotonic() < deadline:
+def _wait_for_lines(logs: list[Path], at_least: int, timeout: float = 120.0) -> None:
+    """Wait until the workers writing ``logs`` have acknowledged ``at_least`` operations between them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _lines(logs) >= at_least:
+            return
         time.sleep(0.05)
+    raise AssertionError(f"the workers acknowledged fewer than {at_least} operations in {timeout:g} s")
 
 
 def test_kill_9_of_hosts_with_batching_threads_loses_no_acknowledged_operation(hosts: Hosts, tmp_path: Path) -> None:
@@ -172,9 +175,9 @@ def test_kill_9_of_client_hosts_loses_no_acknowledged_operation(hosts: Hosts, tm
                 log = tmp_path / f"c{cycle}-w{w}.log"
                 logs.append(log)
                 hosts.start(w % 2, "churn", url, str(w), str(log))
-            time.sleep(2.5)
+            _wait_for_lines(logs[-8:], 40)  # both hosts are churning (however loaded the machine is)
             hosts.kill(0)
-            time.sleep(0.5)
+            _wait_for_lines(logs[-8:], 50)
             hosts.kill(1)
             assert check_acks(url, logs) > 0
         assert check_acks(url, logs) > 60, "the workers did not get far enough to make the test meaningful"

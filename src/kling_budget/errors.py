@@ -10,6 +10,7 @@ Every error the library raises on purpose derives from :class:`KlingBudgetError`
     │   │   └── UnsupportedOptionError           mode, duration, resolution, product, n ...
     │   ├── PriceTableError                      a price file that cannot be loaded
     │   └── ConfigurationError                   bad budget, pack, URL or option
+    ├── KeyDecryptionError                       a stored secret does not decrypt with this master key
     ├── BudgetExceededError                      a hard budget denied the request; CLI exit code 1
     ├── LedgerError                              the ledger refused or could not do an operation
     │   ├── LedgerUnavailableError               cannot reach or lock the ledger: fail closed
@@ -46,6 +47,7 @@ __all__ = [
     "ConfigurationError",
     "IdempotencyConflictError",
     "InvalidInputError",
+    "KeyDecryptionError",
     "KlingAPIError",
     "KlingAccountError",
     "KlingAmbiguousCreateError",
@@ -97,6 +99,10 @@ class PriceTableError(InvalidInputError):
 
 class ConfigurationError(InvalidInputError):
     """A budget, pack, database URL or option that is not valid."""
+
+
+class KeyDecryptionError(KlingBudgetError):
+    """A stored secret cannot be decrypted: the master key differs from the one that encrypted it."""
 
 
 class BudgetExceededError(KlingBudgetError):

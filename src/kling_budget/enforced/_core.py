@@ -19,6 +19,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
+from kling_budget.designs import create_option, with_create_option
 from kling_budget.enforced.lookup import lookup_flow
 from kling_budget.enforced.settle import DETAIL_PATH_KEY, JobSettler, SettleOutcome, task_paths
 from kling_budget.errors import (
@@ -168,15 +169,15 @@ class _Enforcer:
         if not isinstance(body, Mapping):
             raise InvalidInputError(f"create body must be a mapping, got {type(body).__name__}")
         prepared = dict(body)
-        external = prepared.get("external_task_id")
+        external = create_option(path, prepared, "external_task_id")
         if external is not None and (not isinstance(external, str) or not external.strip()):
             raise InvalidInputError("external_task_id must be a non-empty string")
-        if self.callback_url and not prepared.get("callback_url"):
-            prepared["callback_url"] = self.callback_url
+        if self.callback_url and not create_option(path, prepared, "callback_url"):
+            prepared = with_create_option(path, prepared, "callback_url", self.callback_url)
         quote = self.quote(submission, prepared)
         self._priced_model(prepared, quote)
         key = external or uuid.uuid4().hex
-        prepared["external_task_id"] = key
+        prepared = with_create_option(path, prepared, "external_task_id", key)
         reservation = self.tracker.reserve_quote(
             quote,
             project_id=self.project_id,

@@ -1,5 +1,9 @@
 """One pure body builder per Kling create endpoint: the only place that knows each endpoint's fields.
 
+Both API designs are here: the ``/v1`` builders (``model_name`` in the body) and the 2026 ones
+(:func:`video_from_text`, :func:`video_from_image`, :func:`omni_video`, :func:`motion_control`: the model in
+the path, ``contents``/``settings``/``options`` in the body).
+
 A builder takes Kling's field names as keyword arguments and returns a :class:`Create` (the path and the JSON
 body, fields left at ``None`` omitted). Every client method is made from its builder: ``create_<name>`` on
 :class:`~kling_budget.kling.KlingClient` and :class:`~kling_budget.kling.AsyncKlingClient`, and on the
@@ -11,21 +15,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
+from kling_budget.designs import model_path
 from kling_budget.kling._core import Endpoint
 
 __all__ = [
     "Create",
+    "VideoOptions",
     "compact",
     "duration_text",
     "image_generation",
     "image_to_video",
     "lip_sync",
+    "motion_control",
     "multi_image_to_video",
+    "omni_video",
     "text_to_video",
     "video_effects",
     "video_extend",
+    "video_from_image",
+    "video_from_text",
     "virtual_try_on",
 ]
 
@@ -431,3 +441,140 @@ def virtual_try_on(
             **extra,
         ),
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kling's 2026 design: the model is in the path; inputs are typed ``contents``, generation choices are
+# ``settings`` and the create's own options (callback, external id, watermark) are ``options``. Anything else
+# in the body would go unpriced, so these builders take no further top-level fields.
+
+
+class VideoOptions(TypedDict, total=False):
+    """The choices every 2026-design video create takes (all optional).
+
+    Attributes:
+        resolution: ``720p``, ``1080p`` or ``4k`` (where the model has it).
+        duration: whole seconds (5 or 10 on 2.x, 3-15 on 3.0 and omni; motion control follows its video).
+        aspect_ratio: ``16:9``, ``9:16`` or ``1:1``.
+        audio: ``native`` (generated sound), ``original`` (keep a reference video's) or ``off``.
+        multi_shot: let Kling split the video into shots.
+        character_orientation: motion control: ``image`` or ``video``.
+        settings: further ``settings`` fields, sent as given.
+        watermark_info: ``{"enabled": bool}``.
+        callback_url: where Kling posts status changes.
+        external_task_id: your unique id; generated when omitted.
+    """
+
+    resolution: str
+    duration: int
+    aspect_ratio: str
+    audio: str
+    multi_shot: bool
+    character_orientation: str
+    settings: JSON
+    watermark_info: JSON
+    callback_url: str
+    external_task_id: str
+
+
+_OPTION_KEYS = ("callback_url", "external_task_id", "watermark_info")
+
+
+def _new_design(product: str, model: str, contents: list[dict[str, Any]], options: VideoOptions) -> Create:
+    chosen: dict[str, Any] = dict(options)
+    create_options = {k: chosen.pop(k) for k in _OPTION_KEYS if chosen.get(k) is not None}
+    extra_settings = chosen.pop("settings", None) or {}
+    settings = {**compact(**chosen), **extra_settings}
+    body = compact(contents=contents or None, settings=settings or None, options=create_options or None)
+    return Create(model_path(product, model), body)
+
+
+def _content(kind: str, value: str | None, key: str = "url") -> list[dict[str, Any]]:
+    return [] if value is None else [{"type": kind, key: value}]
+
+
+def video_from_text(
+    model: str, prompt: str, *, contents: Sequence[JSON] = (), **options: Unpack[VideoOptions]
+) -> Create:
+    """Text to video on Kling's 2026 design (``POST /text-to-video/<model>``).
+
+    Args:
+        model: ``kling-3.0``, ``kling-3.0-turbo``, ``kling-2.6``, ``kling-2.5-turbo`` ... (in the path).
+        prompt: the prompt (sent as the first ``contents`` item).
+        contents: further typed inputs (``{"type": "element", ...}``).
+        **options: see :class:`VideoOptions` (``resolution``, ``duration``, ``audio`` ...).
+    """
+    return _new_design("text-to-video", model, [*_content("prompt", prompt, "text"), *map(dict, contents)], options)
+
+
+def video_from_image(
+    model: str,
+    first_frame: str,
+    *,
+    prompt: str | None = None,
+    last_frame: str | None = None,
+    contents: Sequence[JSON] = (),
+    **options: Unpack[VideoOptions],
+) -> Create:
+    """Image to video on Kling's 2026 design (``POST /image-to-video/<model>``).
+
+    Args:
+        model: ``kling-3.0``, ``kling-3.0-turbo``, ``kling-2.6``, ``kling-2.5-turbo`` ... (in the path).
+        first_frame: the first frame (URL or raw base64).
+        prompt: the prompt.
+        last_frame: the last frame.
+        contents: further typed inputs (``{"type": "element", ...}``).
+        **options: see :class:`VideoOptions`.
+    """
+    inputs = [
+        *_content("prompt", prompt, "text"),
+        *_content("first_frame", first_frame),
+        *_content("last_frame", last_frame),
+        *map(dict, contents),
+    ]
+    return _new_design("image-to-video", model, inputs, options)
+
+
+def omni_video(
+    model: str, contents: Sequence[JSON], *, prompt: str | None = None, **options: Unpack[VideoOptions]
+) -> Create:
+    """Omni video on Kling's 2026 design (``POST /omni-video/<model>``): any mix of typed inputs.
+
+    Args:
+        model: ``kling-3.0-omni`` or ``kling-o1`` (in the path).
+        contents: the typed inputs: ``prompt``, ``first_frame``, ``last_frame``, ``refer_image``, ``element``,
+            ``feature_video`` (a reference video) or ``base_video`` (a video to edit; the output then has its
+            length).
+        prompt: a prompt, sent as the first ``contents`` item.
+        **options: see :class:`VideoOptions` (``audio="original"`` keeps a reference video's sound).
+    """
+    return _new_design("omni-video", model, [*_content("prompt", prompt, "text"), *map(dict, contents)], options)
+
+
+def motion_control(
+    model: str,
+    image: str,
+    video: str,
+    *,
+    prompt: str | None = None,
+    contents: Sequence[JSON] = (),
+    **options: Unpack[VideoOptions],
+) -> Create:
+    """Motion control on Kling's 2026 design (``POST /motion-control/<model>``): the character of ``image``
+    moves as in ``video``; the output is as long as the reference video (3-30 s).
+
+    Args:
+        model: ``kling-3.0`` or ``kling-2.6`` (in the path).
+        image: the character's appearance (URL or base64).
+        video: the motion reference video.
+        prompt: a prompt.
+        contents: further typed inputs (``{"type": "element", ...}``).
+        **options: see :class:`VideoOptions` (``character_orientation``, ``resolution``, ``audio``).
+    """
+    inputs = [
+        *_content("prompt", prompt, "text"),
+        *_content("image", image),
+        *_content("video", video),
+        *map(dict, contents),
+    ]
+    return _new_design("motion-control", model, inputs, options)
