@@ -132,7 +132,7 @@ def test_kill_9_loses_no_acknowledged_operation(tmp_path: Path, cycles: int, thr
     url = f"sqlite:///{tmp_path / 'crash.db'}"
     ledger_workers.setup_hierarchy(url, account_units=10**7, project_units=10**7, user_units=10**7)
     context = multiprocessing.get_context("spawn")
-    total_acks = 0
+    total_acks = windows_checked = 0
     for cycle in range(cycles):
         logs = _kill_cycle(url, tmp_path, cycle, context.Process, threads)
         if threads:
@@ -142,6 +142,7 @@ def test_kill_9_loses_no_acknowledged_operation(tmp_path: Path, cycles: int, thr
         ledger = open_ledger(url)
         report = ledger.verify()
         assert report.ok, report.problems
+        windows_checked = max(windows_checked, report.checked_windows)
         for log in logs:
             for action, key in _read_log(log):
                 total_acks += 1
@@ -166,3 +167,4 @@ def test_kill_9_loses_no_acknowledged_operation(tmp_path: Path, cycles: int, thr
             assert hold.task_id is not None
         ledger.close()
     assert total_acks > 100, "the workers did not get far enough to make the test meaningful"
+    assert windows_checked >= 3  # account, project and user budget windows re-derived after a kill

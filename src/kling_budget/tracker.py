@@ -191,7 +191,15 @@ class CostTracker:
         prices: a :class:`PriceTable` or a path to your own price file; default ``$KLING_BUDGET_PRICES``
             or the packaged table.
         clock: returns "now" (inject a fixed clock in tests).
-        alert_sinks: where alerts go as they happen (default: the ``kling_budget.alerts`` logger).
+        alert_sinks: where alerts go as they happen (default: the ``kling_budget.alerts`` logger), besides
+            the sinks configured in the ledger (``kling-budget alerts add``). An alert no sink wants goes
+            to that logger at WARNING.
+        deliver_pending_alerts: on opening, deliver in the background the alerts another process left
+            undelivered (it crashed or exited first); one read of the outbox.
+
+    Alerts are delivered off the enforcement path; :meth:`close` (or the ``with`` block's end) waits a few
+    seconds for the ones still queued, and so does the exit of a script that never calls it (see
+    :class:`~kling_budget.alerts.AlertDispatcher`).
     """
 
     def __init__(
@@ -201,6 +209,7 @@ class CostTracker:
         prices: PriceTable | str | os.PathLike[str] | None = None,
         clock: Callable[[], datetime] | None = None,
         alert_sinks: Sequence[AlertSink] | None = None,
+        deliver_pending_alerts: bool = True,
     ) -> None:
         if isinstance(prices, PriceTable):
             self.prices = prices
@@ -211,6 +220,8 @@ class CostTracker:
         self._clock = clock or (lambda: datetime.now(UTC))
         self.ledger = Ledger(open_backend(db), list_prices=list_prices, clock=self._clock)
         self.alerts = AlertDispatcher(self.ledger, list(alert_sinks) if alert_sinks is not None else [LogSink()])
+        if deliver_pending_alerts:
+            self.alerts.deliver_pending()
 
     def __enter__(self) -> CostTracker:
         return self

@@ -251,13 +251,30 @@ def _seal_alert_sink_secrets(conn: Connection) -> None:
     seal_stored_sinks(conn)
 
 
+# Gateway security: the videos each gateway task produced (a video extension is priced with its source's
+# model and mode, which Kling uses whatever the body says), and the task states already forwarded to a
+# client's callback_url (each at most once, whichever instance or path saw it first).
+_M5_COMMON = (
+    """CREATE TABLE gateway_videos (
+        video_id TEXT PRIMARY KEY,
+        reservation_id TEXT NOT NULL REFERENCES reservations(id)
+    )""",
+    """CREATE TABLE gateway_forwards (
+        reservation_id TEXT NOT NULL REFERENCES reservations(id),
+        status TEXT NOT NULL,
+        forwarded_at BIGINT NOT NULL,
+        PRIMARY KEY (reservation_id, status)
+    )""",
+)
+
+
 # PostgreSQL: a reservation in one round trip. kling_budget_reserve() applies reservations prepared by the
 # ledger (rows, usage roll-up deltas, and the window moves in lock order, summed per window) as one
 # transaction when nothing needs the ledger's full logic; otherwise it changes nothing and says why, and
 # the ledger takes its general path: 1 = the configuration changed, 2 = a key exists (replay), 3 = a window
 # has no room or no row yet (denial, or the window's first job), 4 = an alert threshold would be crossed.
 # A summed move fits, or crosses an alert point, exactly when some job of the batch would (all moves add).
-_M5_POSTGRESQL = (
+_M6_POSTGRESQL = (
     """CREATE FUNCTION kling_budget_reserve(p_version text, p_items jsonb, p_buckets jsonb, p_windows jsonb)
     RETURNS integer LANGUAGE plpgsql AS $$
     DECLARE
@@ -335,7 +352,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "alert delivery leases and sinks", _M2_COMMON, {}),
     Migration(3, "gateway virtual keys and task ownership", _M3_COMMON, {}),
     Migration(4, "alert sink secrets encrypted with the master key", (), {}, _seal_alert_sink_secrets),
-    Migration(5, "reservations in one round trip (PostgreSQL)", (), {"postgresql": _M5_POSTGRESQL}),
+    Migration(5, "gateway source videos and forwarded callbacks", _M5_COMMON, {}),
+    Migration(6, "reservations in one round trip (PostgreSQL)", (), {"postgresql": _M6_POSTGRESQL}),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

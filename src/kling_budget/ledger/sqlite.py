@@ -34,6 +34,7 @@ from kling_budget.errors import ConfigurationError, LedgerUnavailableError
 from kling_budget.ledger.backend import Connection, Row, T
 from kling_budget.ledger.group_commit import Call, GroupCommit
 from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS, apply_migration
+from kling_budget.ledger.urls import sqlite_url
 from kling_budget.private_files import (
     SQLITE_SIDE_FILES,
     make_private_dir,
@@ -90,7 +91,7 @@ class SQLiteBackend:
         migrate: bool = True,
     ) -> None:
         self.path = Path(path)
-        self.display_url = f"sqlite:///{self.path}"
+        self.display_url = sqlite_url(self.path)
         if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
             raise ConfigurationError(f"synchronous must be FULL, EXTRA or NORMAL, got {synchronous!r}")
         try:
@@ -120,6 +121,7 @@ class SQLiteBackend:
             raw.close()
             raise LedgerUnavailableError(f"{self.path} is not a usable ledger database: {exc}") from None
         self._conn = _SQLiteConnection(raw)
+        self._identity = _identity(self.path)
         # Commits and syncs so far (under self._lock / self._sync_lock): a sync that starts after commit n
         # returned covers every commit up to n (the WAL is written in order).
         self._commits = 0
@@ -173,6 +175,7 @@ class SQLiteBackend:
             raise LedgerUnavailableError(self._broken)
         raw = self._conn.raw
         deadline = time.monotonic() + self._busy_timeout
+        self._check_file()
         while True:
             try:
                 raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -188,6 +191,15 @@ class SQLiteBackend:
         if _is_busy(exc):
             return LedgerUnavailableError(f"ledger {self.path} is busy: {exc}")
         return LedgerUnavailableError(f"ledger {self.path} failed: {exc}")
+
+    def _check_file(self) -> None:
+        """Fail closed when the file was deleted or replaced under the open connection: SQLite would keep
+        writing into the unlinked inode, and every write since would vanish with the process."""
+        if _identity(self.path) != self._identity:
+            raise LedgerUnavailableError(
+                f"ledger file {self.path} was deleted or replaced while open; refusing to use it "
+                "(restore the file, then restart)"
+            )
 
     def schema_version(self) -> int:
         """The highest applied migration, 0 for an empty file."""
@@ -309,6 +321,15 @@ class SQLiteBackend:
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({str(self.path)!r})"
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; ``None`` when there is none."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -12,16 +12,21 @@ Pure code: the only I/O is reading the packaged or a user-supplied price file. T
 The file format and every price choice that the sources leave open are documented in ``docs/pricing.md``.
 """
 
-from kling_budget.pricing._request import SUPPORTED_PATHS, quote_kling_request
+from kling_budget.pricing._fields import ACCEPTED_FIELDS, BodyFields, check_body_fields
+from kling_budget.pricing._request import SUPPORTED_PATHS, SourceVideo, quote_kling_request
 from kling_budget.pricing._schema import PER_KINDS, PriceRow, ProductInfo
 from kling_budget.pricing._table import PACKAGED_FILE, PriceTable
 
 __all__ = [
+    "ACCEPTED_FIELDS",
     "PACKAGED_FILE",
     "PER_KINDS",
     "SUPPORTED_PATHS",
+    "BodyFields",
     "PriceRow",
     "PriceTable",
     "ProductInfo",
+    "SourceVideo",
+    "check_body_fields",
     "quote_kling_request",
 ]
