@@ -2,7 +2,7 @@
 
 The ledger prepares a reservation completely on the client (its rows, its usage roll-up delta, and for
 every matching budget the window, the amounts, the limit it must fit in and the used amounts at which an
-alert fires) and :class:`OneTrip` sends it to ``kling_budget_reserve()`` (migration 4) as one statement
+alert fires) and :class:`OneTrip` sends it to ``kling_budget_reserve()`` (migration 6) as one statement
 in autocommit: BEGIN, the writes, the conditional window updates and COMMIT in one round trip, the
 account-wide row locked only while the server runs it. Reservations that threads submit while a batch
 is in flight are sent together as the next batch (:mod:`kling_budget.ledger.group_commit`): the window
