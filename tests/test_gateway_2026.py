@@ -59,11 +59,10 @@ PRODUCTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def kling() -> Iterator[Any]:
-    config = SimulatorConfig.single(concurrency=200, queued_seconds=0.05, running_seconds=0.1)
-    with running_simulator(config) as sim:
-        yield sim
+@pytest.fixture
+def kling(quick_kling: Any) -> Any:
+    """The module's simulator (tasks finish within a fraction of a second)."""
+    return quick_kling
 
 
 @pytest.fixture
@@ -470,3 +469,22 @@ def test_our_own_client_speaks_the_2026_design_through_the_gateway(gw):
         listed = client.find_tasks(limit=10)
     assert done.status.value == "succeeded" and done.charged_units == Decimal("3")
     assert again.task_id == task.task_id and [t.task_id for t in listed.tasks] == [task.task_id]
+
+
+@pytest.mark.parametrize("with_api_key", [True, False])
+def test_serve_process_takes_the_api_key_from_the_environment(kling, sqlite_url, tmp_path, with_api_key):
+    """`serve` with KLING_ACCESS_KEY/KLING_SECRET_KEY and KLING_API_KEY serves both designs (the 2026 one with the
+    API key); without the API key it refuses 2026 creates with 403/1103 while /v1 works."""
+    from tests.serveproc import gateway_env, running_serve
+
+    home = tmp_path / "home"
+    env = gateway_env(home, **({"KLING_API_KEY": kling.api_key} if with_api_key else {}))
+    legacy = {"model_name": "kling-v2-6", "mode": "std", "duration": "5", "prompt": "from the environment"}
+    with running_serve(kling, sqlite_url, home, "--init", env=env) as served, served.client() as client:
+        new = client.post(T2V, json=PROMPT_BODY)
+        old = client.post("/v1/videos/text2video", json=legacy)
+    assert old.status_code == 200 and old.json()["code"] == 0
+    if with_api_key:
+        assert new.status_code == 200 and kling.sim.task(new.json()["data"]["id"]).api_key_name == "api-key-1"
+    else:
+        assert new.status_code == 403 and new.json()["code"] == 1103

@@ -31,11 +31,10 @@ ACCOUNT_ROUTES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def kling() -> Iterator[Any]:
-    config = SimulatorConfig.single(concurrency=200, queued_seconds=0.05, running_seconds=0.1)
-    with running_simulator(config) as sim:
-        yield sim
+@pytest.fixture
+def kling(quick_kling: Any) -> Any:
+    """The module's simulator (tasks finish within a fraction of a second)."""
+    return quick_kling
 
 
 @pytest.fixture

@@ -66,3 +66,48 @@ def test_serve_demo_prints_a_working_key_and_enforces_the_daily_budget(tmp_path)
                 process.wait(timeout=30)
             if process.stdout is not None:
                 process.stdout.close()
+
+
+def test_serve_demo_serves_the_2026_design_and_the_account_view(tmp_path):
+    """The demo's printed 2026 curl works: create, query on /tasks, then /account/costs shows the key's budget;
+    a made-up key is 401 on the account route."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KLING_ACCESS", "KLING_SECRET", "KLING_API"))}
+    env["KLING_BUDGET_HOME"] = str(tmp_path / "home")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kling_budget", "serve", "--demo", "--port", "0", "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        for line in process.stdout:
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        banner = "".join(lines)
+        base = re.search(r"gateway\s+(http://\S+)", banner).group(1)
+        api_key = re.search(r"API key\s+(kbk_\S+)", banner).group(1)
+        body = json.loads(re.search(r"-d '(\{\"prompt\".*\})'", banner).group(1))
+        assert f"{base}/text-to-video/kling-3.0" in banner
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as client:
+            created = client.post("/text-to-video/kling-3.0", json=body).json()
+            assert created["code"] == 0, created
+            task_id = created["data"]["id"]
+            wait_until(
+                lambda: client.get("/tasks", params={"task_ids": task_id}).json()["data"][0]["status"] == "succeeded"
+            )
+            costs = client.get("/account/costs").json()["data"]["resource_pack_subscribe_infos"]
+        assert [(p["resource_pack_name"], p["remaining_quantity"]) for p in costs] == [("demo-daily", 47)]
+        made_up = httpx.get(f"{base}/account/costs", headers={"Authorization": "Bearer kbk_made-up"}, timeout=30)
+        assert made_up.status_code == 401 and made_up.json()["code"] == 1000
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()

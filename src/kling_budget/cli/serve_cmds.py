@@ -195,6 +195,12 @@ def serve(
             state = GatewayState(config)
             click.echo(f"kling-budget gateway on {base_url} -> {config.upstream_url}")
             click.echo(f"ledger: {state.ledger.backend.display_url}")
+            if config.model_in_path_auth is None:
+                click.echo(
+                    "Kling API designs: /v1 only (the 2026 design needs KLING_API_KEY: Kling refuses JWTs there)"
+                )
+            else:
+                click.echo("Kling API designs: /v1 and 2026 (/<product>/<model>, /tasks)")
             if config.admin_token is None:
                 click.echo("admin API: disabled (set KLING_BUDGET_ADMIN_TOKEN to enable it)")
             click.echo(f"dashboard: {base_url}/dashboard")
@@ -235,7 +241,7 @@ def _demo(
     stack: contextlib.ExitStack, app: AppContext, base_url: str, public_url: str | None, options: dict[str, Any]
 ) -> tuple[Any, Any]:
     """Start the simulator, open a demo ledger, seed a project key and two budgets, print how to use them."""
-    from kling_budget.kling.auth import JWTAuth
+    from kling_budget.kling.auth import APIKeyAuth, JWTAuth
     from kling_budget.ledger.urls import sqlite_url
     from kling_budget.server import GatewayConfig, GatewayState, Secret
     from kling_budget.server.keys import data_dir
@@ -254,6 +260,7 @@ def _demo(
     config = GatewayConfig(
         upstream_url=sim.base_url,
         upstream_auth=JWTAuth(sim.access_key, sim.secret_key),
+        upstream_api_key_auth=APIKeyAuth(sim.api_key) if sim.api_key else None,
         db=db,
         prices=app.prices,
         home=home,
@@ -271,7 +278,7 @@ def _demo(
         issued = state.keys.rotate(DEMO_KEY)
     echo = click.echo
     echo("kling-budget gateway — demo mode (no Kling credentials needed)\n")
-    echo(f"  gateway     {base_url}   (Kling's /v1 API; point any Kling client here)")
+    echo(f"  gateway     {base_url}   (Kling's /v1 and 2026 APIs; point any Kling client here)")
     echo(f"  upstream    the built-in Kling simulator at {sim.base_url}")
     echo(f"  ledger      {db}")
     echo(f"  dashboard   {base_url}/dashboard")
@@ -286,6 +293,12 @@ def _demo(
     echo(f"    -H 'Authorization: Bearer {issued.api_key}' -H 'Content-Type: application/json' \\")
     echo("""    -d '{"model_name": "kling-v2-6", "mode": "std", "duration": "5", "prompt": "a red fox in the snow"}'""")
     echo(f"\n  curl -s {base_url}/v1/videos/text2video/<task_id> -H 'Authorization: Bearer {issued.api_key}'")
+    echo("\nKling's 2026 design (model in the path; 3 units):\n")
+    echo(f"  curl -s {base_url}/text-to-video/kling-3.0 \\")
+    echo(f"    -H 'Authorization: Bearer {issued.api_key}' -H 'Content-Type: application/json' \\")
+    echo("""    -d '{"prompt": "a red fox in the snow", "settings": {"duration": 5, "resolution": "720p"}}'""")
+    echo(f"\n  curl -s '{base_url}/tasks?task_ids=<id>' -H 'Authorization: Bearer {issued.api_key}'")
+    echo(f"  curl -s {base_url}/account/costs -H 'Authorization: Bearer {issued.api_key}'")
     echo("\nCtrl-C stops it.\n")
     return config, state
 

@@ -48,7 +48,8 @@ from kling_budget.server.exposure import owns_budget
 from kling_budget.server.keys import CredentialError, VirtualKey, split_bearer
 from kling_budget.server.proxy import Proxy, kling_error, request_id
 from kling_budget.server.request_json import parse_list_query, parse_object
-from kling_budget.server.task_store import CommittedTask, dumps, now_micros
+from kling_budget.server.task_lists import CommittedTask, newest_committed
+from kling_budget.server.task_store import dumps, now_micros
 from kling_budget.types import Attribution
 from kling_budget.windows import Period, to_micros
 
@@ -225,7 +226,8 @@ class AccountRoutes:
 
     def _entries(self, key: VirtualKey, listing: Listing, query: Query) -> Iterator[Entry]:
         after = query.after
-        committed = self.state.tasks.newest_committed(
+        committed = newest_committed(
+            self.state.tasks.backend,
             key.id,
             start_ms=query.start,
             end_ms=query.end,

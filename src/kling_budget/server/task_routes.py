@@ -33,6 +33,7 @@ from kling_budget.server.admission import MAX_EXTERNAL_ID
 from kling_budget.server.keys import VirtualKey
 from kling_budget.server.proxy import Proxy, kling_error, request_id, show_client_ids
 from kling_budget.server.request_json import parse_list_query
+from kling_budget.server.task_lists import newest_tasks
 from kling_budget.server.task_store import TaskRow, dumps, now_micros
 
 __all__ = ["MAX_TASK_IDS", "TaskRoutes", "list_item"]
@@ -181,7 +182,8 @@ class TaskRoutes:
 
     def _page(self, key: VirtualKey, query: Query) -> dict[str, Any]:
         after = query.after
-        rows = self.state.tasks.newest_tasks(
+        rows = newest_tasks(
+            self.state.tasks.backend,
             key.id,
             endpoint_prefixes=_PRODUCT_PREFIXES,
             start_ms=query.start,

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from kling_budget.ledger.backend import Backend, Connection, Row
@@ -26,18 +25,20 @@ from kling_budget.ledger.locks import skip_locked
 
 __all__ = [
     "MODE_DETAIL_KEY",
-    "CommittedTask",
+    "TASK_COLUMNS",
     "DuplicateExternalIdError",
     "TaskRow",
     "TaskStore",
     "new_id",
     "now_micros",
+    "task_row",
 ]
 
-_COLUMNS = (
+TASK_COLUMNS = (
     "g.reservation_id, g.key_id, g.endpoint, g.client_external_id, g.callback_url, g.task_id, g.status, "
     "g.data, g.settled, g.created_at, g.updated_at, g.checks, r.state, r.pack_type"
 )
+"""The columns of a :class:`TaskRow`: ``gateway_tasks g`` joined with its reservation ``r``."""
 HIDDEN_STATUSES = ("rejected",)
 MODE_DETAIL_KEY = "mode"
 """Key of a gateway reservation's ``detail`` holding the priced mode (a video extension's source mode)."""
@@ -69,28 +70,8 @@ class TaskRow:
     pack_type: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class CommittedTask:
-    """A key's task whose reservation is committed: what the ledger booked for it, for the billing routes.
-
-    Attributes:
-        row: the ownership row (its ``data`` is Kling's last answer, with the charges Kling reported).
-        model / pack_type: the reservation's model and pack type.
-        units_milli: the units committed; ``usd_nano``: the dollars committed.
-        committed_ms: when it was committed (Unix ms).
-        params: the priced parameters (resolution, duration, sound ...).
-    """
-
-    row: TaskRow
-    model: str
-    pack_type: str
-    units_milli: int
-    usd_nano: int
-    committed_ms: int
-    params: dict[str, Any]
-
-
-def _row(row: Row) -> TaskRow:
+def task_row(row: Row) -> TaskRow:
+    """A :data:`TASK_COLUMNS` row as a :class:`TaskRow`."""
     return TaskRow(
         reservation_id=row[0],
         key_id=int(row[1]),
@@ -117,10 +98,6 @@ def _video_ids(data: Any) -> list[str]:
         return []
     ids = [v.get("id") for v in videos[:_MAX_VIDEOS] if isinstance(v, dict)]
     return [i for i in ids if isinstance(i, str) and 0 < len(i) <= _MAX_VIDEO_ID]
-
-
-def _fetchall(sql: str, params: list[Any], conn: Connection) -> list[Row]:
-    return conn.fetchall(sql, params)
 
 
 def new_id() -> str:
@@ -292,11 +269,11 @@ class TaskStore:
                 return []
             marks = ", ".join("?" for _ in ids)
             rows = conn.fetchall(
-                f"SELECT {_COLUMNS} FROM gateway_tasks g JOIN reservations r ON r.id = g.reservation_id "
+                f"SELECT {TASK_COLUMNS} FROM gateway_tasks g JOIN reservations r ON r.id = g.reservation_id "
                 f"WHERE g.reservation_id IN ({marks})",
                 [i[0] for i in ids],
             )
-            return [_row(r) for r in rows]
+            return [task_row(r) for r in rows]
 
         return self.backend.run(tx)
 
@@ -306,20 +283,20 @@ class TaskStore:
         """One row by reservation id."""
         row = self.backend.run(
             lambda conn: conn.fetchone(
-                f"SELECT {_COLUMNS} FROM gateway_tasks g JOIN reservations r ON r.id = g.reservation_id "
+                f"SELECT {TASK_COLUMNS} FROM gateway_tasks g JOIN reservations r ON r.id = g.reservation_id "
                 "WHERE g.reservation_id = ?",
                 (reservation_id,),
             ),
             write=False,
         )
-        return None if row is None else _row(row)
+        return None if row is None else task_row(row)
 
     def find(self, key_id: int, endpoint: str, ref: str) -> TaskRow | None:
         """The key's task on ``endpoint`` whose task id, own external id or reservation id is ``ref``."""
 
         def tx(conn: Connection) -> Row | None:
             base = (
-                f"SELECT {_COLUMNS} FROM gateway_tasks g JOIN reservations r ON r.id = g.reservation_id "
+                f"SELECT {TASK_COLUMNS} FROM gateway_tasks g JOIN reservations r ON r.id = g.reservation_id "
                 "WHERE g.key_id = ? AND g.endpoint = ? AND g.status <> 'rejected' AND "
             )
             for condition in ("g.task_id = ?", "g.client_external_id = ?", "g.reservation_id = ?"):
@@ -329,13 +306,13 @@ class TaskStore:
             return None
 
         row = self.backend.run(tx, write=False)
-        return None if row is None else _row(row)
+        return None if row is None else task_row(row)
 
     def find_for_callback(self, task_id: str | None, external_id: str | None) -> TaskRow | None:
         """The row a Kling callback is about: by task id, else by our external id (the reservation id)."""
 
         def tx(conn: Connection) -> Row | None:
-            base = f"SELECT {_COLUMNS} FROM gateway_tasks g JOIN reservations r ON r.id = g.reservation_id WHERE "
+            base = f"SELECT {TASK_COLUMNS} FROM gateway_tasks g JOIN reservations r ON r.id = g.reservation_id WHERE "
             if task_id:
                 row = conn.fetchone(base + "g.task_id = ?", (task_id,))
                 if row is not None:
@@ -345,20 +322,20 @@ class TaskStore:
             return None
 
         row = self.backend.run(tx, write=False)
-        return None if row is None else _row(row)
+        return None if row is None else task_row(row)
 
     def list_for_key(self, key_id: int, endpoint: str, *, page: int, size: int) -> list[TaskRow]:
         """The key's visible tasks on ``endpoint`` that have a Kling task id, newest first."""
         rows = self.backend.run(
             lambda conn: conn.fetchall(
-                f"SELECT {_COLUMNS} FROM gateway_tasks g JOIN reservations r ON r.id = g.reservation_id "
+                f"SELECT {TASK_COLUMNS} FROM gateway_tasks g JOIN reservations r ON r.id = g.reservation_id "
                 "WHERE g.key_id = ? AND g.endpoint = ? AND g.task_id IS NOT NULL AND g.status <> 'rejected' "
                 "ORDER BY g.created_at DESC, g.reservation_id DESC LIMIT ? OFFSET ?",
                 (key_id, endpoint, size, (page - 1) * size),
             ),
             write=False,
         )
-        return [_row(r) for r in rows]
+        return [task_row(r) for r in rows]
 
     def find_refs(self, key_id: int, refs: Sequence[str], *, external: bool) -> list[TaskRow]:
         """The key's visible tasks named by ``refs`` (at most a few dozen): by Kling task id, or with
@@ -372,106 +349,13 @@ class TaskStore:
             condition, params = f"g.task_id IN ({marks})", list(refs)
         rows = self.backend.run(
             lambda conn: conn.fetchall(
-                f"SELECT {_COLUMNS} FROM gateway_tasks g JOIN reservations r ON r.id = g.reservation_id "
+                f"SELECT {TASK_COLUMNS} FROM gateway_tasks g JOIN reservations r ON r.id = g.reservation_id "
                 f"WHERE g.key_id = ? AND g.status <> 'rejected' AND {condition}",
                 [key_id, *params],
             ),
             write=False,
         )
-        return [_row(r) for r in rows]
-
-    def newest_tasks(
-        self,
-        key_id: int,
-        *,
-        endpoint_prefixes: Sequence[str],
-        start_ms: int,
-        end_ms: int,
-        after: tuple[int, str] | None = None,
-        statuses: Sequence[str] | None = None,
-        pack_types: Sequence[str] | None = None,
-        chunk: int = 200,
-    ) -> Iterator[tuple[int, str, TaskRow]]:
-        """The key's visible tasks with a Kling task id on endpoints starting with ``endpoint_prefixes``, created
-        in ``[start_ms, end_ms]``, newest first, after ``after`` (creation ms, reservation id), as
-        ``(creation ms, reservation id, row)``; read lazily, ``chunk`` rows per transaction."""
-        paths = " OR ".join("g.endpoint LIKE ?" for _ in endpoint_prefixes)
-        where = f"g.key_id = ? AND g.task_id IS NOT NULL AND g.status <> 'rejected' AND ({paths})"
-        params: list[Any] = [key_id, *(prefix + "%" for prefix in endpoint_prefixes)]
-        for column, values in (("g.status", statuses), ("r.pack_type", pack_types)):
-            if values is not None:
-                where += f" AND {column} IN ({', '.join('?' for _ in values)})"
-                params.extend(values)
-        for found in self._newest("g.created_at", where, params, start_ms, end_ms, after, chunk, ""):
-            row = _row(found)
-            yield row.created_at // 1000, row.reservation_id, row
-
-    def newest_committed(
-        self,
-        key_id: int,
-        *,
-        start_ms: int,
-        end_ms: int,
-        after: tuple[int, str] | None = None,
-        pack_types: Sequence[str] | None = None,
-        chunk: int = 200,
-    ) -> Iterator[CommittedTask]:
-        """The key's committed tasks with a Kling task id (both designs), committed in ``[start_ms, end_ms]``,
-        most recently committed first, after ``after`` (commit ms, reservation id); read lazily."""
-        where = "g.key_id = ? AND g.task_id IS NOT NULL AND r.state = 'committed'"
-        params: list[Any] = [key_id]
-        if pack_types is not None:
-            where += f" AND r.pack_type IN ({', '.join('?' for _ in pack_types)})"
-            params.extend(pack_types)
-        extra = ", r.model, r.pack_type, r.actual_milli, r.actual_nano, r.resolved_at, r.detail"
-        for found in self._newest("r.resolved_at", where, params, start_ms, end_ms, after, chunk, extra):
-            model, pack_type, units, usd, resolved, detail = found[-6:]
-            try:
-                priced = json.loads(detail or "{}").get("params")
-            except (ValueError, AttributeError):
-                priced = None
-            yield CommittedTask(
-                row=_row(found[:-6]),
-                model=str(model or ""),
-                pack_type=str(pack_type),
-                units_milli=int(units or 0),
-                usd_nano=int(usd or 0),
-                committed_ms=int(resolved) // 1000,
-                params=priced if isinstance(priced, dict) else {},
-            )
-
-    def _newest(
-        self,
-        time_column: str,
-        where: str,
-        params: list[Any],
-        start_ms: int,
-        end_ms: int,
-        after: tuple[int, str] | None,
-        chunk: int,
-        extra_columns: str,
-    ) -> Iterator[Row]:
-        """Rows matching ``where`` with ``time_column`` (µs) in ``[start_ms, end_ms]``, newest first by
-        (millisecond, reservation id) — the order and the position a list cursor carries — in chunks."""
-        select = (
-            f"SELECT {_COLUMNS}{extra_columns}, {time_column} FROM gateway_tasks g "
-            f"JOIN reservations r ON r.id = g.reservation_id WHERE {where} AND {time_column} >= ? AND {time_column} < ?"
-        )
-        order = f" ORDER BY {time_column} / 1000 DESC, g.reservation_id DESC LIMIT ?"
-        window = [start_ms * 1000, (end_ms + 1) * 1000]
-        position = after
-        while True:
-            sql, args = select, [*params, *window]
-            if position is not None:
-                # before the position's millisecond, or within it with a smaller reservation id
-                sql += f" AND ({time_column} < ? OR ({time_column} < ? AND g.reservation_id < ?))"
-                args += [position[0] * 1000, (position[0] + 1) * 1000, position[1]]
-            rows = self.backend.run(partial(_fetchall, sql + order, [*args, chunk]), write=False)
-            for found in rows:
-                yield found[:-1]
-            if len(rows) < chunk:
-                return
-            position = (int(rows[-1][-1]) // 1000, str(rows[-1][0]))
+        return [task_row(r) for r in rows]
 
     def open_count(self) -> int:
         """Unsettled rows (for metrics)."""
