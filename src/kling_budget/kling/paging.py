@@ -124,8 +124,9 @@ class Query:
         return next((values for name, values in self.filters if name == key), None)
 
 
-def read_query(listing: Listing, body: Any, now: int) -> Query:
-    """The query a list body asks for (or its ``cursor`` stands for); ``now`` in Unix ms.
+def read_query(listing: Listing, body: Any, now: int, *, seq: type[int] | type[str] = int) -> Query:
+    """The query a list body asks for (or its ``cursor`` stands for); ``now`` in Unix ms; ``seq`` the type of
+    the reader's sequences (a cursor carrying another kind is refused).
 
     Raises:
         ListQueryError: 1200 the body is not a JSON object; 1201 naming a bad field (``cursor`` when the
@@ -137,7 +138,7 @@ def read_query(listing: Listing, body: Any, now: int) -> Query:
     if cursor is not None and cursor != "":
         if not isinstance(cursor, str) or len(cursor) > _MAX_CURSOR:
             raise _bad("cursor", "must be a cursor returned as next_cursor")
-        return _decode(listing, cursor, now)
+        return _decode(listing, cursor, now, seq)
     return _query(listing, body, now, None)
 
 
@@ -241,13 +242,13 @@ def encode_cursor(listing: Listing, query: Query, after: tuple[int, Seq]) -> str
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _seq(value: Any) -> bool:
-    if isinstance(value, str):
-        return 0 < len(value) <= _MAX_SEQ_LEN
+def _seq(value: Any, kind: type[int] | type[str]) -> bool:
+    if kind is str:
+        return isinstance(value, str) and 0 < len(value) <= _MAX_SEQ_LEN
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _decode(listing: Listing, cursor: str, now: int) -> Query:
+def _decode(listing: Listing, cursor: str, now: int, seq: type[int] | type[str]) -> Query:
     invalid = _bad("cursor", "is not a cursor this route returned as next_cursor")
     try:
         state = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
@@ -262,7 +263,7 @@ def _decode(listing: Listing, cursor: str, now: int) -> Query:
         or len(after) != 2
         or not isinstance(after[0], int)
         or isinstance(after[0], bool)
-        or not _seq(after[1])
+        or not _seq(after[1], seq)
         or not isinstance(filters, list)
         or not all(isinstance(f, list) and len(f) == 2 for f in filters)
     ):

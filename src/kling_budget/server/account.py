@@ -217,12 +217,10 @@ class AccountRoutes:
         return _json({"code": 0, "message": "SUCCEED", "request_id": rid, "data": data})
 
     def _ledger_page(self, key: VirtualKey, listing: Listing, query: Query) -> dict[str, Any]:
-        entries: list[Entry] = []
-        for entry in self._entries(key, listing, query):
-            entries.append(entry)
-            if len(entries) > query.limit:
-                break
-        return page(listing, query, entries, render=lambda item: item)
+        names = query.values("api_key_name")
+        if (names is not None and key.name not in names) or query.values("package_name") or query.values("package_id"):
+            return page(listing, query, ())  # rows of another key, or of Kling's packs: none are this key's
+        return page(listing, query, self._entries(key, listing, query), render=lambda item: item)
 
     def _entries(self, key: VirtualKey, listing: Listing, query: Query) -> Iterator[Entry]:
         after = query.after

@@ -124,7 +124,8 @@ _LIST_FIELDS = frozenset({"start_time", "end_time", "cursor", "limit", "filters"
 
 def parse_list_query(raw: bytes, listing: Listing, now_ms: int) -> Query:
     """A cursor-paged list body (``POST /tasks``, the billing ledgers) parsed with bounds and read as Kling reads
-    it (:mod:`kling_budget.kling.paging`): an empty body is ``{}``; a field Kling does not list is refused.
+    it (:mod:`kling_budget.kling.paging`): an empty body is ``{}``; a field Kling does not list is refused. A
+    cursor's position is (millisecond, reservation id).
 
     Raises:
         ListQueryError: 1200 (not a JSON object) or 1201, naming the field and what is accepted.
@@ -136,4 +137,4 @@ def parse_list_query(raw: bytes, listing: Listing, now_ms: int) -> Query:
     unknown = sorted(shown(name) for name in body if name not in _LIST_FIELDS)
     if unknown:
         raise ListQueryError(1201, f"field {unknown[0]} is not accepted; accepted: {', '.join(sorted(_LIST_FIELDS))}")
-    return read_query(listing, body, now_ms)
+    return read_query(listing, body, now_ms, seq=str)  # the gateway's rows are ordered by reservation id

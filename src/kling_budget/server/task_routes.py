@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from kling_budget.designs import MODEL_IN_PATH_PRODUCTS, is_model_in_path
 from kling_budget.kling._core import TASKS_PATH
-from kling_budget.kling.paging import TASKS, Entry, ListQueryError, Query, page
+from kling_budget.kling.paging import TASKS, ListQueryError, Query, page
 from kling_budget.server.admission import MAX_EXTERNAL_ID
 from kling_budget.server.keys import VirtualKey
 from kling_budget.server.proxy import Proxy, kling_error, request_id, show_client_ids
@@ -193,9 +193,8 @@ class TaskRoutes:
             pack_types=query.values("product_type"),
             chunk=query.limit + 1,
         )
-        entries: list[Entry] = []
-        for created_ms, reservation_id, row in rows:
-            entries.append((created_ms, reservation_id, {"status": row.status, "product_type": row.pack_type}, row))
-            if len(entries) > query.limit:
-                break
+        entries = (
+            (created_ms, reservation_id, {"status": row.status, "product_type": row.pack_type}, row)
+            for created_ms, reservation_id, row in rows
+        )
         return page(TASKS, query, entries, render=list_item)
