@@ -497,3 +497,21 @@ def test_serve_process_takes_the_api_key_from_the_environment(kling, sqlite_url,
         assert new.status_code == 200 and kling.sim.task(new.json()["data"]["id"]).api_key_name == "api-key-1"
     else:
         assert new.status_code == 403 and new.json()["code"] == 1103
+
+
+def test_client_ids_are_shown_in_each_designs_own_place():
+    """external_id on a 2026 item ("" without one); task_info on /v1; a /v1 answer without a task is left alone."""
+    from kling_budget.server.proxy import show_client_ids
+
+    item = {"id": "1", "status": "succeeded", "external_id": "gw-abc", "callback_url": "https://gw/cb"}
+    assert show_client_ids(item, "mine", model_in_path=True) == {
+        "id": "1",
+        "status": "succeeded",
+        "external_id": "mine",
+    }
+    assert show_client_ids(item, None, model_in_path=True)["external_id"] == ""
+    legacy = {"task_id": "2", "task_status": "succeed", "task_info": {"external_task_id": "gw-abc"}}
+    assert show_client_ids(legacy, "mine")["task_info"] == {"external_task_id": "mine"}
+    assert show_client_ids(legacy, None)["task_info"] == {}
+    synchronous = {"session_id": "s", "face_data": []}
+    assert show_client_ids(synchronous, None) == synchronous

@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from kling_budget.designs import is_model_in_path
 from kling_budget.kling.webhooks import WebhookVerificationError, sign_webhook, verify_webhook
 from kling_budget.server.callback_guard import CallbackURLError, parse_callback_url
 from kling_budget.server.request_json import BadJSONError, parse_object
@@ -259,7 +260,8 @@ class CallbackForwarder:
             except CallbackURLError as exc:
                 logger.warning("callback not delivered: %s", exc, extra={"reservation_id": row.reservation_id})
                 return
-            shown = dumps(show_client_ids(data, row.client_external_id)).encode("utf-8")
+            visible = show_client_ids(data, row.client_external_id, model_in_path=is_model_in_path(row.endpoint))
+            shown = dumps(visible).encode("utf-8")
             secret = await self.state.run_sync(self.state.keys.webhook_secret, row.key_id)
             pinned, host_header = _pinned(url, addresses[0])
             extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}

@@ -39,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from kling_budget.designs import MODEL_IN_PATH_PRODUCTS, with_create_option
+from kling_budget.designs import MODEL_IN_PATH_PRODUCTS, is_model_in_path, with_create_option
 from kling_budget.enforced._core import keeps_hold
 from kling_budget.errors import (
     BudgetExceededError,
@@ -142,15 +142,15 @@ def task_status(data: Any) -> str | None:
     return status if isinstance(status, str) and status else None
 
 
-def show_client_ids(data: Any, row_external: str | None) -> Any:
+def show_client_ids(data: Any, row_external: str | None, *, model_in_path: bool = False) -> Any:
     """Kling's task object as the client must see it: its own external id (``task_info.external_task_id`` on
-    ``/v1``, ``external_id`` on the 2026 design), never ours (nor the gateway's callback URL or options, should
-    Kling ever echo them)."""
+    ``/v1``, ``external_id`` on the 2026 design: ``model_in_path``), never ours (nor the gateway's callback URL
+    or options, should Kling ever echo them)."""
     if not isinstance(data, dict):
         return data
     shown = copy.copy(data)
     shown.pop("callback_url", None)
-    if "task_id" not in shown and "task_status" not in shown:  # the 2026 design's task item
+    if model_in_path:
         shown.pop("options", None)
         shown["external_id"] = row_external or ""
         shown.pop("external_task_id", None)
@@ -442,7 +442,8 @@ class Proxy:
                     extra={"request_id": request_id, "reservation_id": reservation_id, "task_id": task_id},
                 )
         envelope = {"code": 0, "message": "SUCCEED", "request_id": created.request_id or request_id}
-        envelope["data"] = show_client_ids(data, client_external)
+        model_in_path = created.task is not None and is_model_in_path(created.task.endpoint or "")
+        envelope["data"] = show_client_ids(data, client_external, model_in_path=model_in_path)
         return _json(200, envelope)
 
     async def _settle_sync(self, reservation_id: str, quote: Quote, data: Any) -> None:

@@ -79,7 +79,7 @@ def list_item(row: TaskRow) -> Any:
     """A 2026-design task item as the client sees it, from the task's latest known state."""
     data = row.data if isinstance(row.data, dict) else {"id": row.task_id, "status": row.status}
     missing = {name: value for name, value in _ITEM_DEFAULTS.items() if name not in data}
-    return show_client_ids({**data, **missing}, row.client_external_id)
+    return show_client_ids({**data, **missing}, row.client_external_id, model_in_path=True)
 
 
 class TaskRoutes:
@@ -121,7 +121,7 @@ class TaskRoutes:
             row = rows.get(ref)
             item = None if row is None else answers.get(row.reservation_id)
             if row is not None and item is not None:
-                items.append(show_client_ids(item, row.client_external_id))
+                items.append(show_client_ids(item, row.client_external_id, model_in_path=True))
         return _json({"code": 0, "message": "SUCCEED", "request_id": rid, "data": items})
 
     def _own_rows(self, key: VirtualKey, kind: str, ids: list[str]) -> dict[str, TaskRow]:
