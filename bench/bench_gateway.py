@@ -12,7 +12,8 @@ The clients speak HTTP/1.1 over raw asyncio streams (keep-alive, one connection 
 generator costs little CPU on a 2-core machine; they check every answer is HTTP 200 with ``"code":0``.
 
 Run: ``.venv/bin/python bench/bench_gateway.py`` (``--postgres URL`` adds the two-instance run;
-``--seconds`` per level, default 4).
+``--seconds`` per level, default 4; ``--design 2026`` sends Kling's 2026-design creates,
+``POST /text-to-video/kling-3.0`` — to the simulator with its API key — instead of ``/v1`` ``text2video``).
 """
 
 from __future__ import annotations
@@ -31,10 +32,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 KB = str(ROOT / ".venv" / "bin" / "kling-budget")
-PATH = "/v1/videos/text2video"
-BODY = json.dumps(
-    {"model_name": "kling-v2-6", "mode": "std", "duration": "5", "prompt": "a red fox in the snow"}
-).encode()
+DESIGNS = {  # the create each client sends, on each of Kling's API designs
+    "v1": (
+        "/v1/videos/text2video",
+        {"model_name": "kling-v2-6", "mode": "std", "duration": "5", "prompt": "a red fox in the snow"},
+    ),
+    "2026": (
+        "/text-to-video/kling-3.0",
+        {"prompt": "a red fox in the snow", "settings": {"duration": 5, "resolution": "720p"}},
+    ),
+}
 LEVELS = (1, 16, 64)
 SIM_CODE = """
 import sys
@@ -66,12 +73,16 @@ class Result:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def _client(host: str, port: int, auth: str, stop_at: float, warm_until: float, result: Result) -> None:
+async def _client(
+    host: str, port: int, auth: str, design: str, stop_at: float, warm_until: float, result: Result
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
+    path, fields = DESIGNS[design]
+    body = json.dumps(fields).encode()
     request = (
-        f"POST {PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {auth}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
-    ).encode() + BODY
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {auth}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     try:
         while True:
             started = time.perf_counter()
@@ -83,9 +94,9 @@ async def _client(host: str, port: int, auth: str, stop_at: float, warm_until: f
             for line in head.split(b"\r\n"):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
-            body = await reader.readexactly(length)
+            answer = await reader.readexactly(length)
             elapsed = time.perf_counter() - started
-            ok = head.startswith(b"HTTP/1.1 200") and b'"code":0' in body
+            ok = head.startswith(b"HTTP/1.1 200") and b'"code":0' in answer
             if started < warm_until:
                 continue
             if ok:
@@ -94,12 +105,12 @@ async def _client(host: str, port: int, auth: str, stop_at: float, warm_until: f
                 result.errors += 1
                 if result.errors <= 3:
                     status_line = head.split(b"\r\n", 1)[0].decode()
-                    print(f"    error: {status_line} {body[:200]!r}", file=sys.stderr)
+                    print(f"    error: {status_line} {answer[:200]!r}", file=sys.stderr)
     finally:
         writer.close()
 
 
-async def _level(targets: list[tuple[str, int, str]], clients: int, seconds: float, warmup: float) -> Result:
+async def _level(targets: list[tuple[str, int, str, str]], clients: int, seconds: float, warmup: float) -> Result:
     result = Result()
     now = time.perf_counter()
     warm_until = now + warmup
@@ -169,6 +180,7 @@ def _gateways(db: str, home: Path, sim_url: str, count: int) -> list[tuple[subpr
         **os.environ,
         "KLING_ACCESS_KEY": "sim-access-key",
         "KLING_SECRET_KEY": "sim-secret-key",
+        "KLING_API_KEY": "sim-api-key",  # the 2026 design takes only an API key
         "KLING_BUDGET_HOME": str(home),
     }
     started = []
@@ -193,7 +205,9 @@ def _row(label: str, clients: int, direct: Result, gateway: Result, cpu: float, 
     )
 
 
-def run(label: str, db: str, home: Path, sim_url: str, instances: int, seconds: float, warmup: float) -> list[str]:
+def run(
+    label: str, db: str, home: Path, sim_url: str, instances: int, seconds: float, warmup: float, design: str
+) -> list[str]:
     from kling_budget.kling.jwt import encode_token
 
     access, secret = _setup_ledger(db, home)
@@ -201,9 +215,11 @@ def run(label: str, db: str, home: Path, sim_url: str, instances: int, seconds: 
     try:
         now = int(time.time())
         sim_auth = "Bearer " + encode_token("sim-access-key", "sim-secret-key", now=now, lifetime=7200)
+        if design == "2026":
+            sim_auth = "Bearer sim-api-key"  # Kling takes no JWT on the 2026 design
         gw_auth = "Bearer " + encode_token(access, secret, now=now, lifetime=7200)
-        sim_target = [(*_host_port(sim_url), sim_auth)]
-        gw_targets = [(*_host_port(url), gw_auth) for _, url in gateways]
+        sim_target = [(*_host_port(sim_url), sim_auth, design)]
+        gw_targets = [(*_host_port(url), gw_auth, design) for _, url in gateways]
         rows = []
         pids = [process.pid for process, _ in gateways]
         for clients in LEVELS:
@@ -225,6 +241,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5, help="Unmeasured seconds before each run.")
     parser.add_argument("--postgres", metavar="URL", help="Also run two gateways on this PostgreSQL server.")
     parser.add_argument("--no-sqlite", action="store_true", help="Skip the SQLite run.")
+    parser.add_argument("--design", choices=sorted(DESIGNS), default="v1", help="Which Kling API design to create on.")
     args = parser.parse_args()
     sim, sim_url = _start([sys.executable, "-c", SIM_CODE], dict(os.environ), "http://")
     header = (
@@ -239,23 +256,22 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="kb-bench-gw-") as tmp:
             home = Path(tmp) / "home"
             if not args.no_sqlite:
-                rows += run(
-                    "SQLite, 1 gateway", f"sqlite:///{tmp}/ledger.db", home, sim_url, 1, args.seconds, args.warmup
-                )
+                sqlite = f"sqlite:///{tmp}/ledger.db"
+                rows += run("SQLite, 1 gateway", sqlite, home, sim_url, 1, args.seconds, args.warmup, args.design)
             if args.postgres:
-                rows += _postgres(args.postgres, home, sim_url, args.seconds, args.warmup)
+                rows += _postgres(args.postgres, home, sim_url, args.seconds, args.warmup, args.design)
     finally:
         _stop(sim)
     print("\n" + header)
     print("\n".join(rows))
 
 
-def _postgres(url: str, home: Path, sim_url: str, seconds: float, warmup: float) -> list[str]:
+def _postgres(url: str, home: Path, sim_url: str, seconds: float, warmup: float, design: str) -> list[str]:
     sys.path.insert(0, str(ROOT))
     from tests.pgutil import fresh_schema
 
     with fresh_schema(url) as schema_url:
-        return run("PostgreSQL, 2 gateways", schema_url, home, sim_url, 2, seconds, warmup)
+        return run("PostgreSQL, 2 gateways", schema_url, home, sim_url, 2, seconds, warmup, design)
 
 
 if __name__ == "__main__":

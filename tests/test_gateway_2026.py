@@ -110,6 +110,8 @@ def test_each_product_creates_queries_and_settles_at_klings_billing(gw, kling, p
         data = created.json()["data"]
         assert data["status"] == "submitted" and data["external_id"] == f"mine-{product}"
         done = _wait_status(client, data["id"], "succeeded")
+        listed = client.post("/tasks", json={"filters": [{"key": "status", "values": ["succeeded"]}]}).json()
+    assert [(t["id"], t["external_id"]) for t in listed["data"]["result"]] == [(data["id"], f"mine-{product}")]
     assert done["external_id"] == f"mine-{product}" and done["outputs"][0]["type"] == "video"
     charged = Decimal(done["billing"][0]["amount"])
     if expected is not None:
@@ -434,7 +436,8 @@ def test_cash_account_settles_the_dollars_kling_took(sqlite_url, tmp_path):
         assert info.actual_nano == int(Decimal(row["amount"]) * 10**9)
 
 
-def test_callbacks_of_2026_tasks_settle_and_are_forwarded_with_client_ids(tmp_path, sqlite_url):
+@pytest.mark.parametrize("product", list(PRODUCTS))
+def test_callbacks_of_2026_tasks_settle_and_are_forwarded_with_client_ids(tmp_path, sqlite_url, product):
     """Kling calls the gateway back with the new shape; the gateway settles, forwards once per status with the
     client's external_id, signed with the key's webhook secret; Kling only ever saw the gateway's URL and id."""
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -447,9 +450,10 @@ def test_callbacks_of_2026_tasks_settle_and_are_forwarded_with_client_ids(tmp_pa
         callback_receiver() as receiver,
     ):
         issued = _key(gw)
-        body = _with_options(PROMPT_BODY, external_task_id="cb-2026", callback_url=receiver.url)
+        path, product_body, _ = PRODUCTS[product]
+        body = _with_options(product_body, external_task_id="cb-2026", callback_url=receiver.url)
         with gw.client(_bearer(issued)) as client:
-            task_id = client.post(T2V, json=body).json()["data"]["id"]
+            task_id = client.post(path, json=body).json()["data"]["id"]
         reservation = gw.state.ledger.find_by_task(task_id)
         upstream = kling.sim.task(task_id)
         assert upstream.callback_url.startswith(gw.url(f"/callbacks/kling/{reservation.id}/"))
@@ -458,7 +462,7 @@ def test_callbacks_of_2026_tasks_settle_and_are_forwarded_with_client_ids(tmp_pa
         received = wait_until(lambda: [r for r in receiver.received if b'"succeeded"' in r.body], 10)
         forwarded = json.loads(received[-1].body)
         assert forwarded["id"] == task_id and forwarded["external_id"] == "cb-2026"
-        assert forwarded["billing"][0]["amount"] == "3"
+        assert Decimal(forwarded["billing"][0]["amount"]) * 1000 == gw.state.ledger.find_by_task(task_id).actual_milli
         assert reservation.id.encode() not in received[-1].body and b"callbacks/kling" not in received[-1].body
         verify_webhook(issued.webhook_secret, received[-1].headers, received[-1].body, now=int(time.time()))
         with pytest.raises(WebhookVerificationError):
