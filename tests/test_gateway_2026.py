@@ -467,7 +467,7 @@ def test_callbacks_of_2026_tasks_settle_and_are_forwarded_with_client_ids(tmp_pa
         verify_webhook(issued.webhook_secret, received[-1].headers, received[-1].body, now=int(time.time()))
         with pytest.raises(WebhookVerificationError):
             verify_webhook(secret, received[-1].headers, received[-1].body, now=int(time.time()))
-        time.sleep(0.3)  # Kling's duplicate or late callbacks do not forward a status twice
+        time.sleep(0.2)  # Kling's duplicate or late callbacks do not forward a status twice
         statuses = [json.loads(r.body)["status"] for r in receiver.received]
         assert len(statuses) == len(set(statuses))
 
