@@ -51,6 +51,8 @@ class Quote:
         params: the normalised request (mode, duration, resolution, sound, n ...), JSON-serialisable.
         price_version: version of the price table that produced this quote.
         source: where the price comes from (documentation page), and ``effective`` its date.
+        price_overlay: the price overlay that priced the request (``"<version> (<file>)"``), ``""`` when the
+            table itself did.
     """
 
     product: str
@@ -63,6 +65,7 @@ class Quote:
     price_version: str
     source: str = ""
     effective: str = ""
+    price_overlay: str = ""
 
     @property
     def units(self) -> Decimal:

@@ -28,10 +28,11 @@ EXIT_BAD_INPUT = 2
 
 @dataclass
 class AppContext:
-    """What every command needs: where the ledger is, which price file, and a lazily opened tracker."""
+    """What every command needs: where the ledger is, which price file and overlay, and a lazily opened tracker."""
 
     db: str | None
     prices: str | None
+    prices_overlay: str | None = None
     _tracker: Any = field(default=None, repr=False)
 
     def tracker(self) -> Any:
@@ -39,7 +40,7 @@ class AppContext:
         if self._tracker is None:
             from kling_budget.tracker import CostTracker
 
-            self._tracker = CostTracker(self.db, prices=self.prices)
+            self._tracker = CostTracker(self.db, prices=self.prices, prices_overlay=self.prices_overlay)
         return self._tracker
 
     def close(self) -> None:

@@ -130,6 +130,7 @@ def serve(
                 upstream_url=upstream,
                 db=app.db,
                 prices=app.prices,
+                prices_overlay=app.prices_overlay,
                 public_url=public_url,
                 settle_interval=settle_interval,
             )
@@ -181,6 +182,7 @@ def _demo(
         upstream_auth=JWTAuth(sim.access_key, sim.secret_key),
         db=db,
         prices=app.prices,
+        prices_overlay=app.prices_overlay,
         home=home,
         public_url=public_url or base_url,
         admin_token=admin,

@@ -54,6 +54,7 @@ from kling_budget.errors import (
 from kling_budget.kling._core import Created
 from kling_budget.kling.tasks import Task, parse_task
 from kling_budget.pricing import SUPPORTED_PATHS, quote_kling_request
+from kling_budget.pricing.overlay import unpriced_message
 from kling_budget.server.keys import CredentialError, KeyDecryptionError, VirtualKey
 from kling_budget.server.state import GatewayState
 from kling_budget.server.task_store import DuplicateExternalIdError, TaskRow, dumps, new_id, now_micros
@@ -273,7 +274,7 @@ class Proxy:
         try:
             return quote_kling_request(self.state.prices, path, body)
         except PricingError as exc:
-            raise _Answer(kling_error(400, 1201, f"cannot price this request: {exc}", request_id)) from None
+            raise _Answer(kling_error(400, 1201, unpriced_message(exc), request_id)) from None
         except InvalidInputError as exc:
             raise _Answer(kling_error(400, 1201, str(exc), request_id)) from None
 

@@ -203,7 +203,7 @@ class Simulator:
             raise SimError(1202, f"no task endpoint at {path}")
         if not isinstance(body, dict):
             raise SimError(1200, "the request body must be a JSON object")
-        model = endpoint.check(body)
+        model = endpoint.check(body, self._config.extra_models)
         quote_milli, priced = price_request(
             self._pricer, endpoint, body, self._config.unpriced_units, self._unpriced_warned
         )
