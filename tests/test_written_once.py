@@ -120,12 +120,15 @@ def test_every_builder_has_a_call_here() -> None:
 
 
 class Recorder:
-    """Answers every create with a new task and keeps each request body."""
+    """Answers every create with a new task and keeps each request body (the enforced clients' one gateway
+    probe, ``HEAD /``, gets Kling's plain 404)."""
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "HEAD":
+            return httpx.Response(404)
         body = json.loads(request.content)
         self.bodies.append({k: v for k, v in body.items() if k != "external_task_id"})
         data = {"task_id": f"t{len(self.bodies)}", "task_status": "submitted", "created_at": 0, "updated_at": 0}

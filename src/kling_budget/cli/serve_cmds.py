@@ -60,9 +60,28 @@ def _bind(host: str, port: int) -> Any:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def _url(host: str, port: int) -> str:
+def _url(host: str, port: int, *, tls: bool = False) -> str:
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
+
+
+def _tls(certfile: str | None, keyfile: str | None) -> bool:
+    """Whether to serve HTTPS, after checking that the certificate and key load (one-line errors otherwise)."""
+    if certfile is None and keyfile is None:
+        return False
+    if certfile is None or keyfile is None:
+        raise click.UsageError("give both --ssl-certfile and --ssl-keyfile, or neither")
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise click.UsageError(
+            f"cannot use --ssl-certfile {certfile} with --ssl-keyfile {keyfile}: {reason} "
+            "(expected a PEM certificate chain and its unencrypted PEM private key)"
+        ) from None
+    return True
 
 
 @click.command()
@@ -81,6 +100,18 @@ def _url(host: str, port: int) -> str:
 )
 @click.option("--demo", is_flag=True, help="SQLite, the built-in simulator as upstream, a seeded key and budgets.")
 @click.option(
+    "--ssl-certfile",
+    metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Serve HTTPS with this PEM certificate (chain); needs --ssl-keyfile.",
+)
+@click.option(
+    "--ssl-keyfile",
+    metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The PEM private key of --ssl-certfile (unencrypted).",
+)
+@click.option(
     "--settle-interval", default=1.0, show_default=True, type=float, help="Seconds between settle sweeps (0: off)."
 )
 @click.option(
@@ -98,6 +129,8 @@ def serve(
     upstream: str | None,
     public_url: str | None,
     demo: bool,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
     settle_interval: float,
     log_level: str,
 ) -> None:
@@ -113,14 +146,16 @@ def serve(
       kling-budget serve --demo
       KLING_ACCESS_KEY=... KLING_SECRET_KEY=... kling-budget --db postgresql://kb@db/kb serve \\
           --host 0.0.0.0 --public-url https://kling-gw.example.com
+      kling-budget serve --ssl-certfile gw.pem --ssl-keyfile gw-key.pem --public-url https://gw.example.com:8787
     """
     import uvicorn
 
     from kling_budget.server import GatewayConfig, GatewayState, create_app
 
+    tls = _tls(ssl_certfile, ssl_keyfile)
     _configure_logging(log_level)
     sock = _bind(host, port)
-    base_url = _url(host, sock.getsockname()[1])
+    base_url = _url(host, sock.getsockname()[1], tls=tls)
     with contextlib.ExitStack() as stack:
         stack.callback(sock.close)
         if demo:
@@ -149,6 +184,8 @@ def serve(
                 timeout_graceful_shutdown=int(config.shutdown_grace),
                 timeout_keep_alive=5,
                 backlog=2048,
+                ssl_certfile=ssl_certfile,
+                ssl_keyfile=ssl_keyfile,
             )
         )
         # uvicorn re-raises the stop signal after a graceful shutdown; a no-op SIGTERM handler makes that a

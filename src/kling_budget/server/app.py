@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kling_budget.server.admin import admin_routes
+from kling_budget.server.compat import KlingEdge
 from kling_budget.server.dashboard import dashboard_routes
 from kling_budget.server.metrics import CONTENT_TYPE
 from kling_budget.server.proxy import Proxy
@@ -130,6 +131,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         run_worker = settle_worker and gateway.config.settle_interval > 0
+        _warn_without_public_url(gateway.config)
         async with anyio.create_task_group() as group:
             if run_worker:
                 group.start_soon(worker.run)
@@ -151,13 +153,27 @@ def create_app(
         *proxy.routes(),
         *admin_routes(gateway),
         *dashboard_routes(gateway),
+        proxy.fallback_route(),  # last: whatever nothing above serves gets Kling's envelope
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
     app.state.proxy = proxy
     app.state.worker = worker
+    app.add_middleware(KlingEdge)
     app.add_middleware(_Observe, state=gateway)
     return app
+
+
+def _warn_without_public_url(config: GatewayConfig) -> None:
+    """Say at start-up what a missing public URL means for callbacks (they bypass the gateway)."""
+    if config.public_url is None:
+        logger.warning(
+            "--public-url (KLING_BUDGET_PUBLIC_URL) is not set: Kling cannot call the gateway back, so a "
+            "client's callback_url is sent to Kling unchanged and its callbacks carry the gateway's "
+            "external_task_id (gw-...) instead of the client's, and holds settle only by polling; set "
+            "--public-url to this gateway's public address",
+            extra={"instance": config.instance},
+        )
 
 
 async def _drain(state: GatewayState) -> None:

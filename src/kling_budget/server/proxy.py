@@ -10,7 +10,7 @@ One create::
     authenticate (virtual JWT or API key) ──bad──▶ 401, codes 1000-1004
     price the body (quote_kling_request) ──────────▶ 400/1201 naming what is accepted
     reserve + mark submitted + ownership row, one ledger transaction (worker thread)
-        ├─ a hard budget has no room ──────────────▶ 429, code 1190 (DENIAL_CODE), the full denial
+        ├─ a hard budget has no room ──────────────▶ 429, code 1190 (DENIAL_CODE), the full denial, Retry-After
         ├─ external_task_id already used by key ──▶ 400/1201
         └─ ledger unreachable ─────────────────────▶ 503/5001, nothing forwarded (fail closed)
     forward with the real credentials, external_task_id = reservation id (shielded from cancellation)
@@ -42,6 +42,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from kling_budget.enforced._core import keeps_hold
 from kling_budget.errors import (
@@ -55,6 +56,7 @@ from kling_budget.kling._core import Created
 from kling_budget.kling.tasks import Task, parse_task
 from kling_budget.pricing import SUPPORTED_PATHS, quote_kling_request
 from kling_budget.pricing.overlay import unpriced_message
+from kling_budget.server.denial import DENIAL_CODE, DENIAL_HTTP_STATUS, denial_response
 from kling_budget.server.keys import CredentialError, KeyDecryptionError, VirtualKey
 from kling_budget.server.state import GatewayState
 from kling_budget.server.task_store import DuplicateExternalIdError, TaskRow, dumps, new_id, now_micros
@@ -65,9 +67,6 @@ __all__ = ["DENIAL_CODE", "DENIAL_HTTP_STATUS", "Proxy", "kling_error"]
 
 logger = logging.getLogger("kling_budget.gateway")
 
-DENIAL_CODE = 1190
-"""Business code of a budget denial: not one of Kling's documented codes (1000-1304, 5000-5002)."""
-DENIAL_HTTP_STATUS = 429
 RESERVATION_PREFIX = "gw-"
 _HTTP_FOR_CODE = {
     1000: 401, 1001: 401, 1002: 401, 1003: 401, 1004: 401, 1100: 429, 1101: 429, 1102: 429, 1103: 403,
@@ -90,6 +89,17 @@ def kling_error(http_status: int, code: int, message: str, request_id: str) -> R
 
 def _json(http_status: int, envelope: dict[str, Any]) -> Response:
     return Response(dumps(envelope), status_code=http_status, media_type="application/json")
+
+
+class _Unknown:
+    """The fallback route's endpoint, an ASGI app so that the route matches every method."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.proxy.unknown(Request(scope, receive))
+        await response(scope, receive, send)
 
 
 class _Answer(Exception):
@@ -137,8 +147,11 @@ class Proxy:
                 Route(path + "/{ref:path}", self._bind(self.item, path), methods=["GET"], name=f"query {path}")
             )
         routes.append(Route("/callbacks/kling", self.callback, methods=["POST"], name="callback"))
-        routes.append(Route("/v1/{rest:path}", self.unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]))
         return routes
+
+    def fallback_route(self) -> BaseRoute:
+        """Every path and method no other route serves: Kling's envelope, after authentication (mount it last)."""
+        return Route("/{rest:path}", _Unknown(self), name="unknown")
 
     @staticmethod
     def _bind(handler: Callable[[Request, str], Awaitable[Response]], path: str) -> Callable[[Request], Any]:
@@ -153,13 +166,19 @@ class Proxy:
         return rid if isinstance(rid, str) else new_id()
 
     async def unknown(self, request: Request) -> Response:
-        """Anything else under ``/v1``: refused, never forwarded (no route around the budgets)."""
+        """Any path or method the gateway does not serve: 401 (as Kling) without valid credentials, else
+        404/1202 in Kling's envelope. Never forwarded: there is no route around the budgets."""
+        request_id = self._request_id(request)
+        try:
+            await self._authenticate(request, request_id)
+        except _Answer as answer:
+            return answer.response
         return kling_error(
             404,
             1202,
-            f"the gateway does not serve {request.method} {request.url.path}; supported create paths: "
+            f"the gateway does not serve {request.method} {request.url.path[:200]}; supported create paths: "
             + ", ".join(SUPPORTED_PATHS),
-            self._request_id(request),
+            request_id,
         )
 
     # ------------------------------------------------------------------ authentication
@@ -211,7 +230,7 @@ class Proxy:
             budget = exc.denial.budget if exc.denial is not None else ""
             metrics.denial(budget)
             request.state.budget = budget
-            return kling_error(DENIAL_HTTP_STATUS, DENIAL_CODE, f"request denied: {exc}", request_id)
+            return denial_response(exc, request_id, self.state.ledger.now())
         except DuplicateExternalIdError:
             return kling_error(
                 400, 1201, f"external_task_id {client_external!r} already exists for this key", request_id
