@@ -22,6 +22,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    raw: bytes = b""
 
 
 @dataclass
@@ -71,7 +72,7 @@ def _handler(receiver: HTTPReceiver) -> type[BaseHTTPRequestHandler]:
                 status = 500 if mode == "fail" else 200
             if status == 200 and mode != "hang":
                 with receiver.lock:
-                    receiver.received.append(Received(self.path, dict(self.headers.items()), json.loads(raw)))
+                    receiver.received.append(Received(self.path, dict(self.headers.items()), json.loads(raw), raw))
             try:
                 self.send_response(status)
                 self.send_header("Content-Length", "2")

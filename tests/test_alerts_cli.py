@@ -44,13 +44,26 @@ def kb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
     return run
 
 
-def test_add_list_remove_never_print_secrets(kb: Any) -> None:
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Any:
+    """Write a secret to a new file and return its path (as ``--url-file``/``--password-file`` take it)."""
+    count = iter(range(1000))
+
+    def write(text: str) -> str:
+        path = tmp_path / f"secret-{next(count)}"
+        path.write_text(text + "\n", encoding="utf-8")
+        return str(path)
+
+    return write
+
+
+def test_add_list_remove_never_print_secrets(kb: Any, secret_file: Any) -> None:
     """Sinks are stored and listed with their URL and password masked; remove deletes by id."""
-    added = kb("alerts", "add", "slack", SLACK, "--kinds", "threshold,exhausted")
+    added = kb("alerts", "add", "slack", "--url-file", secret_file(SLACK), "--kinds", "threshold,exhausted")
     assert added.code == 0 and added.out.strip() == "added alert sink #1: slack https://hooks.slack.com/…OKEN"
     email = kb(
-        "alerts", "add", "email", "--host", "smtp.example.com", "--username", "bob", "--password", "hunter2",
-        "--from", "a@example.com", "--to", "ops@example.com",
+        "alerts", "add", "email", "--host", "smtp.example.com", "--username", "bob",
+        "--password-file", secret_file("hunter2"), "--from", "a@example.com", "--to", "ops@example.com",
     )  # fmt: skip
     assert email.code == 0 and "hunter2" not in email.out
     listed = kb("alerts", "list", "--json").json()
@@ -71,10 +84,14 @@ def test_add_list_remove_never_print_secrets(kb: Any) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["webhook", "ftp://x/y"], "the webhook URL must be an http:// or https:// URL"),
-        (["webhook", "https://x/y", "--kinds", "nope"], "unknown alert kind 'nope'"),
-        (["webhook", "https://x/y", "--budget", "ghost"], "no budget named 'ghost'"),
-        (["webhook", "https://x/y", "--timeout", "soon"], "--timeout must be a number of seconds"),
+        (["webhook", "--url-file", "ftp://x/y"], "the webhook URL must be an http:// or https:// URL"),
+        (["webhook", "--url-file", "https://x/y", "--kinds", "nope"], "unknown alert kind 'nope'"),
+        (["webhook", "--url-file", "https://x/y", "--budget", "ghost"], "no budget named 'ghost'"),
+        (["webhook", "--url-file", "https://x/y", "--timeout", "soon"], "--timeout must be a number of seconds"),
+        (
+            ["webhook", "--url-file", "https://x/y", "--signing-secret-file", "not-whsec!"],
+            "a webhook signing secret must be 'whsec_' followed by base64",
+        ),
         (
             [
                 "email",
@@ -82,7 +99,7 @@ def test_add_list_remove_never_print_secrets(kb: Any) -> None:
                 "h",
                 "--username",
                 "u",
-                "--password",
+                "--password-file",
                 "p",
                 "--no-starttls",
                 "--from",
@@ -92,21 +109,28 @@ def test_add_list_remove_never_print_secrets(kb: Any) -> None:
             ],
             "refusing to send an SMTP password without TLS",
         ),
+        (
+            ["email", "--host", "h", "--password-file", "p", "--from", "a@b.c", "--to", "d@e.f"],
+            "an SMTP password needs --username",
+        ),
     ],
 )
-def test_bad_sink_input_is_exit_2_with_one_line(kb: Any, args: list[str], message: str) -> None:
+def test_bad_sink_input_is_exit_2_with_one_line(kb: Any, secret_file: Any, args: list[str], message: str) -> None:
     """Invalid sink settings are refused before anything is stored."""
+    previous = ["", *args[:-1]]
+    args = [secret_file(a) if option.endswith("-file") else a for option, a in zip(previous, args, strict=True)]
     result = kb("alerts", "add", *args)
     assert result.code == 2
     assert result.err.startswith(f"error: {message}") and result.err.count("\n") == 1
     assert kb("alerts", "list", "--json").json()["sinks"] == []
 
 
-def test_test_command_reports_each_sink(kb: Any, tmp_path: Path) -> None:
+def test_test_command_reports_each_sink(kb: Any, secret_file: Any) -> None:
     """``alerts test`` sends a marked test event to each sink and exits 1 if one failed."""
     with http_receiver() as receiver:
-        kb("alerts", "add", "webhook", receiver.url)
-        kb("alerts", "add", "webhook", f"http://127.0.0.1:{free_port()}/down", "--retries", "1", "--timeout", "1")
+        kb("alerts", "add", "webhook", "--url-file", secret_file(receiver.url))
+        down = secret_file(f"http://127.0.0.1:{free_port()}/down")
+        kb("alerts", "add", "webhook", "--url-file", down, "--retries", "1", "--timeout", "1")
         result = kb("alerts", "test")
         [body] = receiver.bodies()
     assert result.code == 1
@@ -118,13 +142,13 @@ def test_test_command_reports_each_sink(kb: Any, tmp_path: Path) -> None:
     assert [(s["sent"], s["failures"]) for s in listed] == [(1, 0), (0, 1)]
 
 
-def test_email_test_over_starttls(kb: Any, tmp_path: Path) -> None:
+def test_email_test_over_starttls(kb: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An email sink added from the CLI (password from the environment) delivers a test message."""
+    monkeypatch.setenv("KLING_BUDGET_SMTP_PASSWORD", "s3cret-pass")
     with smtp_server(tmp_path) as server:
         added = kb(
             "alerts", "add", "email", "--host", server.host, "--port", str(server.port), "--username", "alerts",
-            "--password", "s3cret-pass", "--from", "alerts@example.com", "--to", "ops@example.com",
-            "--cafile", str(server.cafile),
+            "--from", "alerts@example.com", "--to", "ops@example.com", "--cafile", str(server.cafile),
         )  # fmt: skip
         assert added.code == 0
         result = kb("alerts", "test", "1")
@@ -133,12 +157,13 @@ def test_email_test_over_starttls(kb: Any, tmp_path: Path) -> None:
     assert message["Subject"].startswith("[kling-budget] [test]")
 
 
-def test_reserve_threshold_recent_and_deliver(kb: Any) -> None:
+def test_reserve_threshold_recent_and_deliver(kb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A threshold crossed by ``reserve`` reaches the webhook once; ``recent`` shows it delivered, and a failed
     one pending until ``alerts deliver`` succeeds."""
     with http_receiver() as receiver:
         kb("budget", "set", "p", "--project", "p", "--limit-units", "3", "--alert-at", "50")
-        kb("alerts", "add", "webhook", receiver.url)
+        monkeypatch.setenv("KLING_BUDGET_ALERT_URL", receiver.url)
+        kb("alerts", "add", "webhook")
         assert (
             kb("reserve", "--model", "kling-v2-5-turbo", "--mode", "std", "--duration", "5", "--project", "p").code == 0
         )

@@ -70,16 +70,16 @@ def test_status_then_upgrade_of_a_new_sqlite_file(kb: Any, tmp_path: Path) -> No
     assert again.code == 0 and "up to date" in again.out
 
 
-def test_postgres_status_never_shows_the_password(kb: Any, pg_url: str) -> None:
-    """The URL is printed without its password (trust auth ignores it here)."""
-    url = _with_password(pg_url, "s3cret-pw")
-    result = kb("--db", url, "db", "status")
+def test_postgres_status_never_shows_the_password(kb: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The URL (from KLING_BUDGET_DB) is printed without its password (trust auth ignores it here)."""
+    monkeypatch.setenv("KLING_BUDGET_DB", _with_password(pg_url, "s3cret-pw"))
+    result = kb("db", "status")
     assert result.code == 0, result
     assert "s3cret" not in result.out + result.err
-    data = kb("--db", url, "db", "upgrade", "--json").json()
+    data = kb("db", "upgrade", "--json").json()
     assert data["to_version"] == LATEST_VERSION
     assert "s3cret" not in json.dumps(data)
-    assert kb("--db", url, "db", "status", "--json").json()["pending"] == []
+    assert kb("db", "status", "--json").json()["pending"] == []
 
 
 def test_copy_sqlite_to_postgres_and_use_it(kb: Any, tmp_path: Path, pg_url: str) -> None:
@@ -109,14 +109,15 @@ def test_bad_input_is_one_line_and_exit_2(kb: Any, tmp_path: Path) -> None:
     assert result.code == 2 and "timeout" in result.err
 
 
-def test_unreachable_postgres_is_exit_1_without_secrets(kb: Any) -> None:
+def test_unreachable_postgres_is_exit_1_without_secrets(kb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing listens: one line naming the server (not the password), exit 1."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    result = kb("--db", f"postgresql://app:hunter2@127.0.0.1:{port}/x?timeout=2", "db", "status")
+    monkeypatch.setenv("KLING_BUDGET_DB", f"postgresql://app:hunter2@127.0.0.1:{port}/x?timeout=2")
+    result = kb("db", "status")
     assert result.code == 1
     assert "cannot connect" in result.err and "hunter2" not in result.err
     assert len(result.err.strip().splitlines()) == 1

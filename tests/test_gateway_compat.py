@@ -323,15 +323,21 @@ def _kb(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_generate_pointed_at_a_gateway_books_nothing_locally_and_reports_its_denial(
-    gw: RunningGateway, issued: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    gw: RunningGateway,
+    issued: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`generate` through a gateway: no local hold, no local alert; a gateway denial is "denied: ...", exit 1."""
+    monkeypatch.setenv("KLING_API_KEY", issued.api_key)
     db = f"sqlite:///{tmp_path / 'local.db'}"
     with CostTracker(db) as local:
         local.set_budget("local-daily", period="daily", limit_units="1.5")  # 100 % if the job were booked here
     gw.state.tracker.set_budget("team-daily", project_id="p1", period="daily", limit_units=2)
     args = ["--db", db, "generate", "video", "a red fox", "-m", "kling-v2-6", "--mode", "std", "-d", "5"]
-    gateway = ["--kling-api-key", issued.api_key, "--api-base", gw.base_url, "--poll-interval", "0.02"]
+    gateway = ["--api-base", gw.base_url, "--poll-interval", "0.02"]
     with caplog.at_level(logging.WARNING, logger="kling_budget"):
         code, out, err = _kb(capsys, *args, *gateway, "--json")
     assert code == 0, err

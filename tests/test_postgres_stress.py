@@ -135,6 +135,17 @@ def test_sixteen_processes_on_two_hosts_exhaust_the_budget_exactly(hosts: Hosts,
             ledger.close()
 
 
+def _wait_for_lines(logs: list[Path], at_least: int, timeout: float = 120.0) -> None:
+    """Wait until the workers writing ``logs`` have acknowledged ``at_least`` operations between them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = sum(log.read_text(encoding="utf-8").count("\n") for log in logs if log.exists())
+        if lines >= at_least:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the workers acknowledged fewer than {at_least} operations in {timeout:g} s")
+
+
 def test_kill_9_of_client_hosts_loses_no_acknowledged_operation(hosts: Hosts, tmp_path: Path) -> None:
     """Two hosts of 4 churning workers; one host SIGKILLed, then the other, twice over."""
     with fresh_postgres_url() as url:
@@ -145,9 +156,9 @@ def test_kill_9_of_client_hosts_loses_no_acknowledged_operation(hosts: Hosts, tm
                 log = tmp_path / f"c{cycle}-w{w}.log"
                 logs.append(log)
                 hosts.start(w % 2, "churn", url, str(w), str(log))
-            time.sleep(2.5)
+            _wait_for_lines(logs[-8:], 40)  # both hosts are churning (however loaded the machine is)
             hosts.kill(0)
-            time.sleep(0.5)
+            _wait_for_lines(logs[-8:], 50)
             hosts.kill(1)
             assert check_acks(url, logs) > 0
         assert check_acks(url, logs) > 60, "the workers did not get far enough to make the test meaningful"

@@ -58,6 +58,16 @@ def test_example_overlay_prices_kling_4_and_its_flash_variant() -> None:
         PriceTable.default().quote("kling-v4", duration=5)
 
 
+def test_overlay_prices_the_2026_design_path_of_a_new_model() -> None:
+    """`POST /text-to-video/kling-4.0` (model in the path) is priced by the overlay too."""
+    table = PriceTable.default().with_overlay(EXAMPLE)
+    body = {"prompt": "a fox", "settings": {"duration": 10, "resolution": "1080p", "audio": "native"}}
+    quote = quote_kling_request(table, "/text-to-video/kling-4.0", body)
+    assert (quote.model, quote.units_milli, quote.price_overlay) == ("kling-v4", 18_000, LABEL)
+    with pytest.raises(UnknownModelError, match=r"unknown model .kling-4\.0."):
+        quote_kling_request(PriceTable.default(), "/text-to-video/kling-4.0", body)
+
+
 def test_overlay_replaces_every_row_of_a_model_it_names_and_keeps_the_table_s_aliases(tmp_path: Path) -> None:
     """A model in the overlay is priced only by the overlay; the table's spellings of it still resolve."""
     path = _write(tmp_path, f'[[prices]]\nmodel = "kling-v2-6"\nunits_by_mode = {{ std = "0.4" }}\n{ROW}')

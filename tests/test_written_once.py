@@ -18,9 +18,7 @@ from kling_budget.kling import AsyncKlingClient, KlingClient, bodies
 BUILDERS = [
     name
     for name, fn in vars(bodies).items()
-    if inspect.isfunction(fn)
-    and fn.__module__ == bodies.__name__
-    and inspect.signature(fn).return_annotation == "Create"
+    if name in bodies.__all__ and inspect.isfunction(fn) and inspect.signature(fn).return_annotation == "Create"
 ]
 
 # One call per builder, with every field it names (so a field dropped anywhere shows up as a diff).
@@ -109,6 +107,55 @@ CALLS: dict[str, dict[str, Any]] = {
         "model_name": "kolors-virtual-try-on-v1",
         "callback_url": "https://example.com/cb",
     },
+    "video_from_text": {
+        "model": "kling-3.0",
+        "prompt": "a fox",
+        "resolution": "1080p",
+        "duration": 5,
+        "aspect_ratio": "16:9",
+        "audio": "native",
+        "multi_shot": False,
+        "contents": [{"type": "element", "id": "hero"}],
+        "settings": {"shot_type": "customize"},
+        "watermark_info": {"enabled": False},
+        "callback_url": "https://example.com/cb",
+    },
+    "video_from_image": {
+        "model": "kling-2.6",
+        "first_frame": "https://example.com/a.png",
+        "prompt": "turns",
+        "last_frame": "https://example.com/b.png",
+        "resolution": "1080p",
+        "duration": 10,
+        "aspect_ratio": "9:16",
+        "audio": "off",
+        "multi_shot": False,
+        "watermark_info": {"enabled": True},
+        "callback_url": "https://example.com/cb",
+    },
+    "omni_video": {
+        "model": "kling-3.0-omni",
+        "contents": [{"type": "refer_image", "url": "https://example.com/r.png", "id": "image_1"}],
+        "prompt": "in <<<image_1>>>",
+        "resolution": "720p",
+        "duration": 8,
+        "aspect_ratio": "1:1",
+        "audio": "native",
+        "multi_shot": False,
+        "watermark_info": {"enabled": False},
+        "callback_url": "https://example.com/cb",
+    },
+    "motion_control": {
+        "model": "kling-3.0",
+        "image": "https://example.com/who.png",
+        "video": "https://example.com/how.mp4",
+        "prompt": "dance",
+        "character_orientation": "video",
+        "resolution": "1080p",
+        "audio": "off",
+        "watermark_info": {"enabled": False},
+        "callback_url": "https://example.com/cb",
+    },
 }
 # What the budget-enforced clients need beyond the body to hold an exact price.
 PRICING = {"lip_sync": {"input_duration": 5}, "video_effects": {"units": 2}}
@@ -130,7 +177,9 @@ class Recorder:
         if request.method == "HEAD":
             return httpx.Response(404)
         body = json.loads(request.content)
-        self.bodies.append({k: v for k, v in body.items() if k != "external_task_id"})
+        body.pop("external_task_id", None)  # generated per create: /v1 keeps it at the top,
+        body.get("options", {}).pop("external_task_id", None)  # the 2026 design under options
+        self.bodies.append(body)
         data = {"task_id": f"t{len(self.bodies)}", "task_status": "submitted", "created_at": 0, "updated_at": 0}
         return httpx.Response(200, json={"code": 0, "message": "SUCCEED", "request_id": "r", "data": data})
 

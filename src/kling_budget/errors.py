@@ -10,6 +10,7 @@ Every error the library raises on purpose derives from :class:`KlingBudgetError`
     │   │   └── UnsupportedOptionError           mode, duration, resolution, product, n ...
     │   ├── PriceTableError                      a price file that cannot be loaded
     │   └── ConfigurationError                   bad budget, pack, URL or option
+    ├── KeyDecryptionError                       a stored secret does not decrypt with this master key
     ├── BudgetExceededError                      a hard budget denied the request; CLI exit code 1
     │   └── GatewayBudgetExceededError           code 1190: a kling-budget gateway's budget denied it (also a
     │                                            KlingAPIError)
@@ -49,6 +50,7 @@ __all__ = [
     "GatewayBudgetExceededError",
     "IdempotencyConflictError",
     "InvalidInputError",
+    "KeyDecryptionError",
     "KlingAPIError",
     "KlingAccountError",
     "KlingAmbiguousCreateError",
@@ -100,6 +102,10 @@ class PriceTableError(InvalidInputError):
 
 class ConfigurationError(InvalidInputError):
     """A budget, pack, database URL or option that is not valid."""
+
+
+class KeyDecryptionError(KlingBudgetError):
+    """A stored secret cannot be decrypted: the master key differs from the one that encrypted it."""
 
 
 class BudgetExceededError(KlingBudgetError):

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +67,7 @@ class _Entry:
     sink: Callable[[AlertEvent], None]
     config: SinkConfig | None
     inline: bool
-    secrets: tuple[str, ...]
+    secrets: tuple[str, ...] = field(repr=False)
     worst_case: float
 
     def matches(self, event: AlertEvent) -> bool:

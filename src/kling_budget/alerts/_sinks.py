@@ -22,7 +22,9 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from kling_budget.alerts._secrets import mask_url, redact, secrets_of, unseal
 from kling_budget.errors import ConfigurationError, KlingBudgetError
+from kling_budget.master_key import SecretBox
 from kling_budget.types import AlertEvent, AlertKind
 
 if TYPE_CHECKING:
@@ -35,8 +37,11 @@ __all__ = [
     "RetryPolicy",
     "SlackSink",
     "WebhookSink",
+    "build_sink",
+    "describe_target",
     "mask_url",
     "redact",
+    "secrets_of",
 ]
 
 logger = logging.getLogger("kling_budget.alerts")
@@ -107,31 +112,6 @@ def should_retry_status(status: int) -> bool:
     return status in (408, 425, 429) or status >= 500
 
 
-def mask_url(url: str) -> str:
-    """``https://hooks.slack.com/services/T0/B0/abcd1234`` → ``https://hooks.slack.com/…1234``.
-
-    Scheme, host and port stay (not secret, needed to tell sinks apart); the path, query and any
-    credentials are replaced by ``…`` and the last four characters.
-    """
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "?"
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "…"
-    rest = url[len(f"{parts.scheme}://{parts.netloc}") :] if parts.netloc else url
-    tail = rest[-4:] if len(rest) > 8 else ""
-    return f"{parts.scheme}://{host}{port}/…{tail}"
-
-
-def redact(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every secret (and every URL among them, masked) removed; one line."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        replacement = mask_url(secret) if "://" in secret else "****"
-        text = text.replace(secret, replacement)
-    return " ".join(text.split())
-
-
 def _host(url: str) -> str:
     try:
         return urlsplit(url).hostname or "?"
@@ -178,7 +158,11 @@ def event_payload(event: AlertEvent) -> dict[str, Any]:
 
 
 class _HTTPSink:
-    """POSTs JSON with httpx; 2xx is success, 408/425/429/5xx and network errors are retried."""
+    """POSTs JSON with httpx; 2xx is success, 408/425/429/5xx and network errors are retried.
+
+    With a ``signing_secret`` (``whsec_`` + base64) every delivery is signed the Standard Webhooks way, as
+    Kling signs its callbacks: ``webhook-id`` (the dedupe key), ``webhook-timestamp`` and ``webhook-signature``.
+    """
 
     name = "http"
 
@@ -190,12 +174,23 @@ class _HTTPSink:
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
         key: str | None = None,
+        signing_secret: str = "",
     ) -> None:
         self._url = _validate_http_url(url, f"the {self.name} URL")
         self.retry = retry or RetryPolicy()
         self._headers = dict(headers or {})
         self._transport = transport
         self.key = key or f"local:{self.name}:{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+        if signing_secret:
+            from kling_budget.kling.webhooks import WebhookVerificationError, sign_webhook
+
+            try:
+                sign_webhook(signing_secret, "check", 0, b"")
+            except WebhookVerificationError:
+                raise ConfigurationError(
+                    "a webhook signing secret must be 'whsec_' followed by base64 (or use --sign to make one)"
+                ) from None
+        self._signing_secret = signing_secret
 
     @property
     def target(self) -> str:
@@ -203,11 +198,21 @@ class _HTTPSink:
         return mask_url(self._url)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.target!r})"
+        return f"{type(self).__name__}({self.target!r}{', signed' if self._signing_secret else ''})"
 
     def body(self, event: AlertEvent) -> dict[str, Any]:
         """The JSON document sent for ``event``."""
         raise NotImplementedError
+
+    def signature_headers(self, event: AlertEvent, content: bytes) -> dict[str, str]:
+        """Standard Webhooks headers signing ``content`` when the sink has a signing secret."""
+        if not self._signing_secret:
+            return {}
+        from kling_budget.kling.webhooks import sign_webhook
+
+        timestamp = int(time.time())
+        signature = sign_webhook(self._signing_secret, event.dedupe_key, timestamp, content)
+        return {"webhook-id": event.dedupe_key, "webhook-timestamp": str(timestamp), "webhook-signature": signature}
 
     def __call__(self, event: AlertEvent) -> None:
         import httpx
@@ -219,6 +224,7 @@ class _HTTPSink:
             "Idempotency-Key": event.dedupe_key,
             "X-Kling-Budget-Event": event.kind.value,
             **self._headers,
+            **self.signature_headers(event, content),
         }
         host = _host(self._url)
         timeout = httpx.Timeout(self.retry.timeout)
@@ -245,7 +251,8 @@ class WebhookSink(_HTTPSink):
     """POSTs :meth:`AlertEvent.to_dict` as JSON to a URL.
 
     Headers: ``Idempotency-Key`` (the event's ``dedupe_key``, also in the body) so a receiver can drop
-    the rare duplicate of at-least-once delivery, and ``X-Kling-Budget-Event`` (the kind).
+    the rare duplicate of at-least-once delivery, and ``X-Kling-Budget-Event`` (the kind); signed when given
+    a ``signing_secret``.
     """
 
     name = "webhook"
@@ -458,8 +465,14 @@ class EmailSink:
         with_retries(send, self.retry)
 
 
-def build_sink(kind: str, config: Mapping[str, Any], *, key: str | None = None) -> Any:
-    """A sink object from a stored configuration (see :func:`sink_config`)."""
+def build_sink(kind: str, config: Mapping[str, Any], *, key: str | None = None, box: SecretBox | None = None) -> Any:
+    """A sink object from a configuration as stored (sealed: decrypted with ``box`` or the master key) or
+    in plaintext.
+
+    Raises:
+        KeyDecryptionError: the master key is not the one that sealed the sink's secrets.
+    """
+    config = unseal(config, box)
     retry = RetryPolicy(
         attempts=int(config.get("attempts", 3)),
         timeout=float(config.get("timeout", 5.0)),
@@ -467,7 +480,8 @@ def build_sink(kind: str, config: Mapping[str, Any], *, key: str | None = None) 
         max_backoff=float(config.get("max_backoff", 5.0)),
     )
     if kind == "webhook":
-        return WebhookSink(str(config["url"]), retry=retry, key=key)
+        signing = str(config.get("signing_secret", ""))
+        return WebhookSink(str(config["url"]), retry=retry, key=key, signing_secret=signing)
     if kind == "slack":
         return SlackSink(str(config["url"]), retry=retry, key=key)
     if kind == "email":
@@ -491,22 +505,19 @@ def build_sink(kind: str, config: Mapping[str, Any], *, key: str | None = None) 
 
 
 def describe_target(kind: str, config: Mapping[str, Any]) -> str:
-    """Where a stored sink delivers, with every secret masked."""
+    """Where a sink delivers, with every secret masked; works on the stored (sealed) form without a key."""
     if kind in ("webhook", "slack"):
-        return mask_url(str(config.get("url", "")))
+        target = str(config.get("target") or mask_url(str(config.get("url", ""))))
+        signed = kind == "webhook" and (config.get("signing_secret") or config.get("signed"))
+        return target + (" (signed)" if signed else "")
     if kind == "email":
         who = f"{config['username']}@" if config.get("username") else ""
         tls = "ssl" if config.get("ssl") else ("starttls" if config.get("starttls", True) else "plain")
         password = ""
         if config.get("password_env"):
             password = f", password from ${config['password_env']}"
-        elif config.get("password"):
+        elif config.get("password") or config.get("sealed"):
             password = ", password ****"
         recipients = ", ".join(config.get("recipients", []))
         return f"{who}{config.get('host')}:{config.get('port', 587)} ({tls}{password}) → {recipients}"
     return "kling_budget.alerts logger"
-
-
-def secrets_of(config: Mapping[str, Any]) -> list[str]:
-    """The secret strings of a stored sink (to scrub from any message)."""
-    return [str(config[k]) for k in ("url", "password") if config.get(k)]

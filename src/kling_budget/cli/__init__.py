@@ -1,7 +1,8 @@
 """The ``kling-budget`` command line: a thin layer that parses, calls the library and formats.
 
 Exit codes: 0 ok; 1 denied, over budget, or a check failed; 2 bad input (one line on stderr, nothing
-changed). Set ``KLING_BUDGET_DEBUG=1`` to see tracebacks of unexpected errors.
+changed). Set ``KLING_BUDGET_DEBUG=1`` to see tracebacks of unexpected errors. Secrets are never taken as
+arguments (see :mod:`kling_budget.cli._secrets`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import NoReturn
 import click
 
 from kling_budget.cli._common import EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, AppContext
+from kling_budget.cli._secrets import refuse_url_password
 from kling_budget.errors import (
     BudgetExceededError,
     IdempotencyConflictError,
@@ -59,6 +61,8 @@ def cli(ctx: click.Context, db: str | None, prices: str | None, prices_overlay: 
       kling-budget budget set marketing --project marketing --period monthly --limit-units 1000
       kling-budget reserve --model kling-v2-6 --mode pro --duration 5 --project marketing
     """
+    if ctx.get_parameter_source("db") is click.core.ParameterSource.COMMANDLINE:
+        refuse_url_password(db, "--db")
     app = AppContext(db=db, prices=prices, prices_overlay=prices_overlay)
     ctx.obj = app
     ctx.call_on_close(app.close)
@@ -124,7 +128,6 @@ def _register() -> None:
 _EXTRAS = {
     "starlette": "server",
     "uvicorn": "server",
-    "cryptography": "server",
     "httptools": "server",
     "psycopg": "postgres",
     "psycopg_pool": "postgres",

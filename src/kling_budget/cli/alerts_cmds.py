@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import click
 
 from kling_budget.cli._common import AppContext, json_option, pass_app, print_json, print_table, split_csv
+from kling_budget.cli._secrets import SecretSource, read_secret, refuse_arguments, refused_option
 from kling_budget.errors import InvalidInputError
 from kling_budget.types import AlertKind
 from kling_budget.windows import zone
@@ -62,7 +66,7 @@ def alerts() -> None:
 
     \b
     Example:
-      kling-budget alerts add slack https://hooks.slack.com/services/T000/B000/XXXX --budget marketing
+      kling-budget alerts add slack --budget marketing      # prompts for the webhook URL
       kling-budget alerts test
       kling-budget alerts recent
     """
@@ -86,7 +90,9 @@ def _add(
     kinds: str | None,
     timeout: str,
     retries: int,
+    read_secrets: Callable[[], dict[str, Any]] = dict,
 ) -> None:
+    """Validate the settings, then read the secrets (a prompt comes last), then store the sink."""
     from kling_budget.alerts._sinks import build_sink, describe_target
 
     try:
@@ -101,51 +107,114 @@ def _add(
         raise InvalidInputError(f"unknown alert kind {unknown[0]!r}; accepted: {_KINDS}")
     if budget:
         app.tracker().get_budget(budget)  # names the existing budgets if there is no such one
-    config = {**config, "timeout": seconds, "attempts": retries}
+    config = {**config, **read_secrets(), "timeout": seconds, "attempts": retries}
     build_sink(kind, config)  # validates the URL or the addresses before anything is stored
     sink = _outbox(app).add_sink(kind, config, budget=budget or "", kinds=wanted)
     scope = f" for budget {budget}" if budget else ""
     click.echo(f"added alert sink #{sink.id}: {kind} {describe_target(kind, config)}{scope}")
 
 
+_WEBHOOK_URL = SecretSource("the webhook URL", "KLING_BUDGET_ALERT_URL", "--url-file")
+_SLACK_URL = SecretSource("the Slack webhook URL", "KLING_BUDGET_SLACK_URL", "--url-file")
+_SIGNING_SECRET = SecretSource(
+    "the webhook signing secret", "KLING_BUDGET_ALERT_SIGNING_SECRET", "--signing-secret-file", prompt=False
+)
+_SMTP_PASSWORD = SecretSource("the SMTP password", "KLING_BUDGET_SMTP_PASSWORD", "--password-file")
+_TAKES_EXTRA = {"allow_extra_args": True}  # only to refuse a secret given as an argument
+
+
 @alerts.group("add")
 def alerts_add() -> None:
-    """Add a sink: webhook, slack or email.
+    """Add a sink: webhook, slack or email. Their secrets are never arguments.
+
+    A webhook or Slack URL and an SMTP password come from the environment, a file, or a hidden prompt;
+    they are stored encrypted with the master key (KLING_BUDGET_MASTER_KEY or master.key).
 
     \b
     Example:
-      kling-budget alerts add webhook https://ops.example.com/hooks/kling --kinds threshold,exhausted
-      kling-budget alerts add email --host smtp.example.com --username alerts --password-env SMTP_PASSWORD \\
+      kling-budget alerts add webhook --kinds threshold,exhausted        # prompts for the URL
+      KLING_BUDGET_SLACK_URL=https://hooks.slack.com/services/... kling-budget alerts add slack
+      kling-budget alerts add email --host smtp.example.com --username alerts --password-file smtp.pw \\
           --from alerts@example.com --to ops@example.com
     """
 
 
-@alerts_add.command("webhook")
-@click.argument("url", envvar="KLING_BUDGET_ALERT_URL")
+def _url_option(source: SecretSource) -> Callable[[Any], Any]:
+    return click.option(
+        "--url-file",
+        metavar="PATH",
+        help=f"File holding the URL [else env {source.env}, else a hidden prompt].",
+    )
+
+
+@alerts_add.command("webhook", context_settings=_TAKES_EXTRA)
+@_url_option(_WEBHOOK_URL)
+@refused_option("--url", source=_WEBHOOK_URL)
+@click.option(
+    "--sign",
+    is_flag=True,
+    help="Sign each delivery (Standard Webhooks headers) with the secret from --signing-secret-file or "
+    "KLING_BUDGET_ALERT_SIGNING_SECRET, else with a new one printed once.",
+)
+@click.option("--signing-secret-file", metavar="PATH", help="File holding a whsec_... signing secret (implies --sign).")
 @_filters
-@pass_app
-def add_webhook(app: AppContext, url: str, budget: str | None, kinds: str | None, timeout: str, retries: int) -> None:
-    """POST each alert as JSON to URL (the event's fields; Idempotency-Key header = its dedupe key).
+@click.pass_context
+def add_webhook(
+    ctx: click.Context,
+    /,
+    url_file: str | None,
+    sign: bool,
+    signing_secret_file: str | None,
+    budget: str | None,
+    kinds: str | None,
+    timeout: str,
+    retries: int,
+) -> None:
+    """POST each alert as JSON to a URL (the event's fields; Idempotency-Key header = its dedupe key).
+
+    The URL (it usually carries a token) comes from KLING_BUDGET_ALERT_URL, --url-file or a hidden prompt.
 
     \b
     Example:
-      kling-budget alerts add webhook https://ops.example.com/hooks/kling --budget marketing
+      kling-budget alerts add webhook --budget marketing --sign
+      KLING_BUDGET_ALERT_URL=https://ops.example.com/hooks/kling kling-budget alerts add webhook
     """
-    _add(app, "webhook", {"url": url}, budget, kinds, timeout, retries)
+    refuse_arguments(ctx, _WEBHOOK_URL, "the webhook URL")
+    generated = []
+
+    def read() -> dict[str, Any]:
+        config: dict[str, Any] = {"url": read_secret(_WEBHOOK_URL, url_file)}
+        if sign or signing_secret_file:
+            secret = read_secret(_SIGNING_SECRET, signing_secret_file, required=False)
+            if secret is None:
+                secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+                generated.append(secret)
+            config["signing_secret"] = secret
+        return config
+
+    _add(ctx.obj, "webhook", {}, budget, kinds, timeout, retries, read)
+    for secret in generated:
+        click.echo(f"signing secret (shown once; verify the webhook-signature header with it): {secret}")
 
 
-@alerts_add.command("slack")
-@click.argument("url", envvar="KLING_BUDGET_SLACK_URL")
+@alerts_add.command("slack", context_settings=_TAKES_EXTRA)
+@_url_option(_SLACK_URL)
+@refused_option("--url", source=_SLACK_URL)
 @_filters
-@pass_app
-def add_slack(app: AppContext, url: str, budget: str | None, kinds: str | None, timeout: str, retries: int) -> None:
-    """Post each alert to a Slack incoming webhook URL (shown masked from now on).
+@click.pass_context
+def add_slack(
+    ctx: click.Context, /, url_file: str | None, budget: str | None, kinds: str | None, timeout: str, retries: int
+) -> None:
+    """Post each alert to a Slack incoming webhook (the URL is shown masked from now on).
+
+    The URL comes from KLING_BUDGET_SLACK_URL, --url-file or a hidden prompt.
 
     \b
     Example:
-      kling-budget alerts add slack https://hooks.slack.com/services/T000/B000/XXXX
+      kling-budget alerts add slack --kinds threshold,exhausted      # prompts for the URL
     """
-    _add(app, "slack", {"url": url}, budget, kinds, timeout, retries)
+    refuse_arguments(ctx, _SLACK_URL, "the Slack webhook URL")
+    _add(ctx.obj, "slack", {}, budget, kinds, timeout, retries, lambda: {"url": read_secret(_SLACK_URL, url_file)})
 
 
 @alerts_add.command("email")
@@ -153,14 +222,16 @@ def add_slack(app: AppContext, url: str, budget: str | None, kinds: str | None, 
 @click.option("--port", default=587, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--from", "sender", required=True, help="From address.")
 @click.option("--to", "recipients", required=True, help="Comma-separated recipient addresses.")
-@click.option("--username", default="", help="SMTP login.")
+@click.option("--username", default="", help="SMTP login (then a password is needed).")
 @click.option(
-    "--password",
-    envvar="KLING_BUDGET_SMTP_PASSWORD",
-    default="",
-    help="SMTP password, stored in the ledger [env KLING_BUDGET_SMTP_PASSWORD].",
+    "--password-file",
+    metavar="PATH",
+    help="File holding the SMTP password, stored encrypted [else env KLING_BUDGET_SMTP_PASSWORD, else a prompt].",
 )
-@click.option("--password-env", default="", help="Read the password from this environment variable when sending.")
+@refused_option("--password", source=_SMTP_PASSWORD)
+@click.option(
+    "--password-env", default="", help="Instead: read the password from this environment variable when sending."
+)
 @click.option("--no-starttls", is_flag=True, help="Do not upgrade with STARTTLS (then no login is allowed).")
 @click.option("--ssl", "use_ssl", is_flag=True, help="Implicit TLS (port 465) instead of STARTTLS.")
 @click.option("--cafile", default="", help="CA bundle to trust (a private or self-signed server certificate).")
@@ -173,7 +244,7 @@ def add_email(
     sender: str,
     recipients: str,
     username: str,
-    password: str,
+    password_file: str | None,
     password_env: str,
     no_starttls: bool,
     use_ssl: bool,
@@ -185,13 +256,18 @@ def add_email(
 ) -> None:
     """Email each alert over SMTP (STARTTLS and login by default).
 
+    With --username, the password comes from --password-file, KLING_BUDGET_SMTP_PASSWORD or a hidden prompt
+    and is stored encrypted; or name a variable with --password-env to read it at each send instead.
+
     \b
     Example:
       kling-budget alerts add email --host smtp.example.com --username alerts --password-env SMTP_PASSWORD \\
           --from alerts@example.com --to ops@example.com,finance@example.com
     """
-    if password and password_env:
-        raise InvalidInputError("give --password or --password-env, not both")
+    if password_file and password_env:
+        raise InvalidInputError("give --password-file or --password-env, not both")
+    if (password_file or password_env) and not username:
+        raise InvalidInputError("an SMTP password needs --username (the login it belongs to)")
     if username and no_starttls and not use_ssl:
         raise InvalidInputError("refusing to send an SMTP password without TLS: drop --no-starttls or use --ssl")
     config = {
@@ -204,11 +280,13 @@ def add_email(
         "ssl": use_ssl,
         "cafile": cafile,
     }
-    if password:
-        config["password"] = password
     if password_env:
         config["password_env"] = password_env
-    _add(app, "email", config, budget, kinds, timeout, retries)
+
+    def read() -> dict[str, Any]:
+        return {"password": read_secret(_SMTP_PASSWORD, password_file)} if username and not password_env else {}
+
+    _add(app, "email", config, budget, kinds, timeout, retries, read)
 
 
 @alerts.command("list")

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import click
 
 from kling_budget.cli._common import AppContext, json_option, pass_app, print_json, print_table
+from kling_budget.cli._secrets import refuse_url_password
 from kling_budget.errors import ConfigurationError
 from kling_budget.ledger.backend import Backend
 from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS
@@ -136,8 +137,10 @@ def upgrade(app: AppContext, as_json: bool) -> None:
 def copy(source: str, destination: str, as_json: bool) -> None:
     """Copy the whole ledger SRC (history included) into the empty ledger DST, then verify DST.
 
-    SRC and DST are ledger URLs or SQLite file paths. Stop the processes writing to SRC first; point
-    them at DST afterwards (``--db`` or KLING_BUDGET_DB). Exit code 1 if DST does not verify.
+    SRC and DST are ledger URLs or SQLite file paths (a database password goes in PGPASSWORD or ~/.pgpass,
+    not in the URL). Stop the processes writing to SRC first; point them at DST afterwards (``--db`` or
+    KLING_BUDGET_DB). Stored secrets are copied encrypted: use the same master key with DST. Exit code 1 if
+    DST does not verify.
 
     \b
     Example:
@@ -145,6 +148,8 @@ def copy(source: str, destination: str, as_json: bool) -> None:
     """
     from kling_budget.ledger.copy import copy_ledger
 
+    refuse_url_password(source, "SRC")
+    refuse_url_password(destination, "DST")
     src = open_unmigrated(source)
     try:
         dst = open_unmigrated(destination)

@@ -1,8 +1,8 @@
 """Kling commands: ``generate video|image`` under budget, and ``reconcile`` the ledger with Kling.
 
-Credentials come from ``KLING_ACCESS_KEY`` + ``KLING_SECRET_KEY`` (or ``KLING_API_KEY``) and ``KLING_API_BASE``,
-or from the options; prefer the variables, since options are visible in the process list. Nothing here
-prints a secret, in text or in ``--json``.
+Credentials come from ``KLING_ACCESS_KEY`` + ``KLING_SECRET_KEY`` (or ``KLING_API_KEY``) and ``KLING_API_BASE``;
+the secret key and the API key can also come from a file, never from an option's value (options are visible
+in the process list). Nothing here prints a secret, in text or in ``--json``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kling_budget.cli._common import AppContext, json_option, print_json, print_table, split_csv
+from kling_budget.cli._secrets import SecretSource, read_secret, refused_option
 from kling_budget.errors import InvalidInputError
 from kling_budget.money import format_units, format_usd, units_to_milli
 
@@ -40,20 +41,26 @@ def _age(value: str | None, option: str) -> timedelta | None:
     return timedelta(seconds=amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
 
 
+_SECRET_KEY = SecretSource("the Kling secret key", "KLING_SECRET_KEY", "--secret-key-file")
+_API_KEY = SecretSource("the Kling API key", "KLING_API_KEY", "--kling-api-key-file", prompt=False)
+
+
 def _kling_options(fn: click.decorators.FC) -> click.decorators.FC:
     for option in reversed(
         [
             click.option("--access-key", metavar="KEY", help="Kling access key [default: env KLING_ACCESS_KEY]."),
             click.option(
-                "--secret-key",
-                metavar="KEY",
-                help="Kling secret key [default: env KLING_SECRET_KEY; prefer the variable].",
+                "--secret-key-file",
+                metavar="PATH",
+                help="File holding the Kling secret key [default: env KLING_SECRET_KEY, else a hidden prompt].",
             ),
+            refused_option("--secret-key", source=_SECRET_KEY),
             click.option(
-                "--kling-api-key",
-                metavar="KEY",
-                help="Kling console API key instead of the key pair [default: env KLING_API_KEY].",
+                "--kling-api-key-file",
+                metavar="PATH",
+                help="File holding a Kling console API key instead of the key pair [default: env KLING_API_KEY].",
             ),
+            refused_option("--kling-api-key", source=_API_KEY),
             click.option(
                 "--api-base",
                 metavar="URL",
@@ -68,13 +75,21 @@ def _kling_options(fn: click.decorators.FC) -> click.decorators.FC:
 
 
 def _client(options: dict[str, Any]) -> KlingClient:
-    """A Kling client from the options (credentials are checked here, before anything is reserved)."""
+    """A Kling client from the options (credentials are checked here, before anything is reserved).
+
+    Without options the library reads KLING_ACCESS_KEY + KLING_SECRET_KEY or KLING_API_KEY; with
+    ``--access-key`` the secret key comes from ``--secret-key-file``, KLING_SECRET_KEY or a hidden prompt.
+    """
     from kling_budget.kling import KlingClient
 
+    access = options.pop("access_key")
+    secret_file, api_key_file = options.pop("secret_key_file"), options.pop("kling_api_key_file")
+    api_key = read_secret(_API_KEY, api_key_file) if api_key_file else None
+    secret = read_secret(_SECRET_KEY, secret_file) if secret_file or (access and not api_key) else None
     return KlingClient(
-        options.pop("access_key"),
-        options.pop("secret_key"),
-        api_key=options.pop("kling_api_key"),
+        access,
+        secret,
+        api_key=api_key,
         base_url=options.pop("api_base"),
         region=options.pop("region"),
     )

@@ -30,17 +30,21 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
     default="sim-access-key",
     show_default=True,
     envvar="KLING_SIM_ACCESS_KEY",
-    help="Access key (JWT iss).",
+    help="Access key (JWT iss) the simulator accepts: a test credential, not a secret.",
 )
 @click.option(
     "--secret-key",
     default="sim-secret-key",
     show_default=True,
     envvar="KLING_SIM_SECRET_KEY",
-    help="Secret key (JWT signing).",
+    help="Secret key (JWT signing) the simulator accepts: a test credential, never a real Kling key.",
 )
-@click.option("--api-key", "api_keys", multiple=True, help="Also accept 'Bearer <API key>' (repeatable).")
-@click.option("--webhook-secret", default=None, help="whsec_... secret; callbacks are then signed (Standard Webhooks).")
+@click.option(
+    "--api-key", "api_keys", multiple=True, help="Also accept 'Bearer <API key>' (repeatable; a test credential)."
+)
+@click.option(
+    "--webhook-secret", default=None, help="whsec_... test secret; callbacks are then signed (Standard Webhooks)."
+)
 @click.option(
     "--pack",
     "packs",
@@ -87,12 +91,14 @@ def simulate(
 ) -> None:
     """Run a local Kling API simulator until Ctrl-C.
 
-    It speaks Kling's legacy /v1 API (JWT or API-key auth, task lifecycle, resource packs, concurrency
-    limits, /account/costs, signed callbacks). The credentials it prints belong to the simulator only.
+        It speaks Kling's legacy /v1 API (JWT or API-key auth, task lifecycle, resource packs, concurrency
+        limits, /account/costs, signed callbacks). The credentials it prints belong to the simulator only; its
+    --secret-key, --api-key and --webhook-secret are test credentials that guard nothing, so unlike real
+    secrets they may be options (never pass a real Kling key to it).
 
-    Example:
+        Example:
 
-        kling-budget simulate --port 8750 --pack video=500 --concurrency video=5
+            kling-budget simulate --port 8750 --pack video=500 --concurrency video=5
     """
     from kling_budget.simulator import (
         AccountConfig,

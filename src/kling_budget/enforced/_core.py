@@ -19,6 +19,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
+from kling_budget.designs import create_option, with_create_option
 from kling_budget.enforced.lookup import lookup_flow
 from kling_budget.enforced.settle import DETAIL_PATH_KEY, JobSettler, SettleOutcome, task_paths
 from kling_budget.errors import (
@@ -170,8 +171,9 @@ class _Enforcer:
             quote = None
         if quote is not None:
             self._priced_model(body, quote)
-        body["external_task_id"] = body.get("external_task_id") or uuid.uuid4().hex
-        return body, quote
+        path = submission.path
+        external = create_option(path, body, "external_task_id") or uuid.uuid4().hex
+        return with_create_option(path, body, "external_task_id", external), quote
 
     def _body(self, submission: Submission) -> dict[str, Any]:
         """The body to send: checked, with the default ``callback_url``."""
@@ -181,22 +183,22 @@ class _Enforcer:
         if not isinstance(body, Mapping):
             raise InvalidInputError(f"create body must be a mapping, got {type(body).__name__}")
         prepared = dict(body)
-        external = prepared.get("external_task_id")
+        external = create_option(path, prepared, "external_task_id")
         if external is not None and (not isinstance(external, str) or not external.strip()):
             raise InvalidInputError("external_task_id must be a non-empty string")
-        if self.callback_url and not prepared.get("callback_url"):
-            prepared["callback_url"] = self.callback_url
+        if self.callback_url and not create_option(path, prepared, "callback_url"):
+            prepared = with_create_option(path, prepared, "callback_url", self.callback_url)
         return prepared
 
     def prepare(self, submission: Submission) -> _Prepared:
         """Quote and reserve; raises ``BudgetExceededError`` before anything is sent."""
         path = submission.path
         prepared = self._body(submission)
-        external = prepared.get("external_task_id")
+        external = create_option(path, prepared, "external_task_id")
         quote = self.quote(submission, prepared)
         self._priced_model(prepared, quote)
         key = external or uuid.uuid4().hex
-        prepared["external_task_id"] = key
+        prepared = with_create_option(path, prepared, "external_task_id", key)
         reservation = self.tracker.reserve_quote(
             quote,
             project_id=self.project_id,
@@ -483,7 +485,8 @@ class _EnforcedMethods(Generic[C]):
         enforcer = self._enforcer
         body, quote = enforcer.unbooked(submission)
         created = yield from self.client._create_flow(submission.path, body)
-        return self._new_job(submission.path, body["external_task_id"], quote, created.created_task, True)
+        external = create_option(submission.path, body, "external_task_id")
+        return self._new_job(submission.path, external, quote, created.created_task, True)
 
     def _submit_flow(self, submission: Submission) -> Flow[_JobBase]:
         if (yield from self._gateway_holds_budget()):

@@ -90,6 +90,10 @@ class _Products(_EnforcedMethods[C]):
     create_video_effects = job_operation(_submitting(bodies.video_effects))
     create_image_generation = job_operation(_submitting(bodies.image_generation))
     create_virtual_try_on = job_operation(_submitting(bodies.virtual_try_on))
+    create_video_from_text = job_operation(_submitting(bodies.video_from_text))
+    create_video_from_image = job_operation(_submitting(bodies.video_from_image))
+    create_omni_video = job_operation(_submitting(bodies.omni_video))
+    create_motion_control = job_operation(_submitting(bodies.motion_control))
 
     _client_class: ClassVar[Callable[..., Any]]
 

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,6 +23,7 @@ from enum import Enum, StrEnum
 from typing import Any
 from urllib.parse import quote
 
+from kling_budget.designs import create_option, is_model_in_path, with_create_option
 from kling_budget.errors import (
     ConfigurationError,
     InvalidInputError,
@@ -37,14 +38,17 @@ from kling_budget.errors import (
 from kling_budget.kling._codes import GATEWAY_HEADER, error_for_code, one_line
 from kling_budget.kling._flow import Flow, Notify, ProgressCallback, Reply, Send, Sleep
 from kling_budget.kling.auth import ENV_API_BASE, Auth
+from kling_budget.kling.billing import BillingRecord, parse_billing_record
 from kling_budget.kling.retry import Disposition, classify, delay_for, should_retry
 from kling_budget.kling.tasks import ResourcePack, Task, parse_resource_pack, parse_task
 
 __all__ = [
     "REGIONS",
+    "BillingPage",
     "Created",
     "Endpoint",
     "Outcome",
+    "TaskPage",
     "resolve_base_url",
 ]
 
@@ -72,7 +76,28 @@ class Endpoint(StrEnum):
 
 
 ACCOUNT_COSTS_PATH = "/account/costs"
+BILLING_PACKAGE_PATH = "/account/billing/package"
+BILLING_BALANCE_PATH = "/account/billing/balance"
+TASKS_PATH = "/tasks"
+_MAX_TASK_IDS = 50
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _not_found(what: str) -> KlingTaskNotFoundError:
+    error = error_for_code(1203, f"{what} does not exist", http_status=404, request_id=None, task_query=True)
+    assert isinstance(error, KlingTaskNotFoundError)
+    return error
+
+
+def _ids(values: str | Sequence[str] | None, what: str) -> list[str]:
+    if values is None:
+        return []
+    items = [values] if isinstance(values, str) else list(values)
+    if not all(isinstance(item, str) and item and "," not in item for item in items):
+        raise InvalidInputError(f"{what} must be non-empty strings without commas")
+    if len(items) > _MAX_TASK_IDS:
+        raise InvalidInputError(f"at most {_MAX_TASK_IDS} {what} per query, got {len(items)}")
+    return items
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +127,29 @@ class Created:
         """The task (a create on a task endpoint always has one)."""
         assert self.task is not None, "a synchronous answer has no task"
         return self.task
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    """One page of ``POST /tasks``: the tasks, and the cursor of the next page (``None`` at the end)."""
+
+    tasks: tuple[Task, ...]
+    next_cursor: str | None
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BillingPage:
+    """One page of a per-task billing ledger (``/account/billing/package`` or ``/balance``)."""
+
+    records: tuple[BillingRecord, ...]
+    next_cursor: str | None
+    has_more: bool
+
+
+def _cursor(data: Mapping[str, Any]) -> str | None:
+    cursor = data.get("next_cursor")
+    return str(cursor) if cursor not in (None, "") and data.get("has_more") else None
 
 
 class _Lookup(Enum):
@@ -155,7 +203,7 @@ def _ms(value: datetime | int, what: str) -> int:
     return value
 
 
-def _parsed(data: Any, endpoint: str, what: str) -> Task:
+def _parsed(data: Any, endpoint: str | None, what: str) -> Task:
     """Kling's ``data`` as a :class:`Task`; an unusable one is a transport error (Kling's answer is broken)."""
     try:
         return parse_task(data if isinstance(data, Mapping) else {}, endpoint=endpoint)
@@ -327,20 +375,32 @@ class _KlingCore:
     # -- tasks ------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _task_query(endpoint: str, task_id: str | None, external_task_id: str | None) -> str:
-        """The query path: Kling's ``/v1`` design takes either id in the path (``GET <endpoint>/<id>``)."""
+    def _task_query(endpoint: str, task_id: str | None, external_task_id: str | None) -> tuple[str, dict[str, str]]:
+        """Where one task is queried: ``GET <endpoint>/<id>`` on ``/v1`` (either id in the path), ``GET /tasks``
+        with ``task_ids`` or ``external_task_ids`` on the 2026 design."""
         if (task_id is None) == (external_task_id is None):
             raise InvalidInputError("give exactly one of task_id or external_task_id")
         ref = task_id if task_id is not None else external_task_id
         assert ref is not None
         if not ref:
             raise InvalidInputError("a task id must not be empty")
-        return f"{str(endpoint).rstrip('/')}/{quote(ref, safe='')}"
+        if is_model_in_path(str(endpoint)):
+            return TASKS_PATH, {"task_ids" if task_id is not None else "external_task_ids": ref}
+        return f"{str(endpoint).rstrip('/')}/{quote(ref, safe='')}", {}
+
+    def _one_task(self, ok: Ok, endpoint: str, what: str, ref: str) -> Task:
+        """The task in a query answer: ``data`` itself on ``/v1``, the one item of the list on the 2026 design."""
+        if not is_model_in_path(endpoint):
+            return _parsed(ok.data, endpoint, what)
+        items = ok.data if isinstance(ok.data, list) else []
+        if not items:
+            raise _not_found(f"task {ref!r}")
+        return _parsed(items[0], endpoint, what)
 
     def _get_task_flow(self, endpoint: str, task_id: str | None, external_task_id: str | None) -> Flow[Task]:
-        path = self._task_query(endpoint, task_id, external_task_id)
-        ok = yield from self._call("GET", path, task_query=True)
-        return _parsed(ok.data, str(endpoint), f"GET {path}")
+        path, params = self._task_query(endpoint, task_id, external_task_id)
+        ok = yield from self._call("GET", path, params=params or None, task_query=True)
+        return self._one_task(ok, str(endpoint), f"GET {path}", str(task_id or external_task_id))
 
     def _list_tasks_flow(self, endpoint: str, page_num: int, page_size: int) -> Flow[list[Task]]:
         if not 1 <= page_num <= 1000:
@@ -352,6 +412,35 @@ class _KlingCore:
         items = ok.data if isinstance(ok.data, list) else []
         return [_parsed(item, path, f"GET {path}") for item in items]
 
+    def _tasks_flow(self, task_ids: Sequence[str], external_task_ids: Sequence[str]) -> Flow[list[Task]]:
+        if bool(task_ids) == bool(external_task_ids):
+            raise InvalidInputError("give task_ids or external_task_ids (one kind, at least one id)")
+        key, ids = ("task_ids", task_ids) if task_ids else ("external_task_ids", external_task_ids)
+        ok = yield from self._call("GET", TASKS_PATH, params={key: ",".join(ids)}, task_query=True)
+        items = ok.data if isinstance(ok.data, list) else []
+        return [_parsed(item, None, f"GET {TASKS_PATH}") for item in items]
+
+    def _find_tasks_flow(self, body: Mapping[str, Any]) -> Flow[TaskPage]:
+        payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        ok = yield from self._call("POST", TASKS_PATH, body=payload)
+        data = ok.data if isinstance(ok.data, Mapping) else {}
+        found = data.get("result")
+        items = found if isinstance(found, list) else []
+        tasks = tuple(_parsed(item, None, f"POST {TASKS_PATH}") for item in items)
+        return TaskPage(tasks, _cursor(data), bool(data.get("has_more")))
+
+    def _billing_flow(self, path: str, body: Mapping[str, Any]) -> Flow[BillingPage]:
+        payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        ok = yield from self._call("POST", path, body=payload)
+        data = ok.data if isinstance(ok.data, Mapping) else {}
+        found = data.get("result")
+        rows = found if isinstance(found, list) else []
+        try:
+            records = tuple(parse_billing_record(row) for row in rows)
+        except InvalidInputError as exc:
+            raise KlingTransportError(f"Kling answered POST {path} with an unusable record: {exc}") from None
+        return BillingPage(records, _cursor(data), bool(data.get("has_more")))
+
     @staticmethod
     def _prepare_create(path: str, body: Mapping[str, Any]) -> tuple[str, bytes]:
         """The ``external_task_id`` a create is known by (the caller's, else a new uuid4 hex) and its body."""
@@ -359,13 +448,12 @@ class _KlingCore:
             raise InvalidInputError(f"create path must start with '/', got {path!r}")
         if not isinstance(body, Mapping):
             raise InvalidInputError(f"create body must be a mapping, got {type(body).__name__}")
-        prepared = dict(body)
-        external = prepared.get("external_task_id")
+        external = create_option(path, body, "external_task_id")
         if external is None or external == "":
             external = uuid.uuid4().hex
         elif not isinstance(external, str):
             raise InvalidInputError(f"external_task_id must be a string, got {type(external).__name__}")
-        prepared["external_task_id"] = external
+        prepared = with_create_option(path, body, "external_task_id", external)
         try:
             payload = json.dumps(prepared, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         except (TypeError, ValueError) as exc:
@@ -442,15 +530,17 @@ class _KlingCore:
 
     def _find_created(self, path: str, external: str) -> Flow[tuple[_Lookup, Created | None]]:
         """Look a maybe-created task up by ``external_task_id`` with bounded attempts and backoff."""
-        query_path = self._task_query(path, None, external)
+        query_path, params = self._task_query(path, None, external)
         attempts = self._max_retries + 1
         for attempt in range(1, attempts + 1):
             yield Sleep(delay_for(None, attempt, jitter=self._jitter))
-            outcome = yield from self._attempt("GET", query_path, task_query=True)
+            outcome = yield from self._attempt("GET", query_path, params=params or None, task_query=True)
             if isinstance(outcome, Ok):
                 try:
-                    task = parse_task(outcome.data if isinstance(outcome.data, Mapping) else {}, endpoint=path)
-                except InvalidInputError:
+                    task = self._one_task(outcome, path, f"GET {query_path}", external)
+                except KlingTaskNotFoundError:
+                    return _Lookup.ABSENT, None
+                except KlingTransportError:
                     continue
                 if task.external_task_id not in (None, external):
                     logger.error(
@@ -460,7 +550,7 @@ class _KlingCore:
                         task.external_task_id,
                     )
                     return _Lookup.UNKNOWN, None
-                return _Lookup.FOUND, Created(task, outcome.data, outcome.request_id)
+                return _Lookup.FOUND, Created(task, task.raw, outcome.request_id)
             if isinstance(outcome, KlingTaskNotFoundError):
                 return _Lookup.ABSENT, None
             if classify(outcome, idempotent=True) is not Disposition.RETRY:

@@ -1,5 +1,9 @@
 """One pure body builder per Kling create endpoint: the only place that knows each endpoint's fields.
 
+Both API designs are here: the ``/v1`` builders (``model_name`` in the body) and the 2026 ones
+(:func:`video_from_text`, :func:`video_from_image`, :func:`omni_video`, :func:`motion_control`: the model in
+the path, ``contents``/``settings``/``options`` in the body).
+
 A builder takes Kling's field names as keyword arguments and returns a :class:`Create` (the path and the JSON
 body, fields left at ``None`` omitted). Every client method is made from its builder: ``create_<name>`` on
 :class:`~kling_budget.kling.KlingClient` and :class:`~kling_budget.kling.AsyncKlingClient`, and on the
@@ -13,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kling_budget.designs import model_path
 from kling_budget.kling._core import Endpoint
 
 __all__ = [
@@ -22,10 +27,14 @@ __all__ = [
     "image_generation",
     "image_to_video",
     "lip_sync",
+    "motion_control",
     "multi_image_to_video",
+    "omni_video",
     "text_to_video",
     "video_effects",
     "video_extend",
+    "video_from_image",
+    "video_from_text",
     "virtual_try_on",
 ]
 
@@ -430,4 +439,248 @@ def virtual_try_on(
             external_task_id=external_task_id,
             **extra,
         ),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kling's 2026 design: the model is in the path; inputs are typed ``contents``, generation choices are
+# ``settings`` and the create's own options (callback, external id, watermark) are ``options``.
+
+
+def _new_design(
+    product: str,
+    model: str,
+    contents: list[dict[str, Any]],
+    *,
+    settings: JSON | None,
+    callback_url: str | None,
+    external_task_id: str | None,
+    watermark_info: JSON | None,
+    extra: Mapping[str, Any],
+    **choices: Any,
+) -> Create:
+    merged = {**compact(**choices), **(settings or {})}
+    options = compact(callback_url=callback_url, external_task_id=external_task_id, watermark_info=watermark_info)
+    body = compact(contents=contents or None, settings=merged or None, options=options or None, **extra)
+    return Create(model_path(product, model), body)
+
+
+def _content(kind: str, value: str | None, key: str = "url") -> list[dict[str, Any]]:
+    return [] if value is None else [{"type": kind, key: value}]
+
+
+def video_from_text(
+    model: str,
+    prompt: str,
+    *,
+    resolution: str | None = None,
+    duration: int | None = None,
+    aspect_ratio: str | None = None,
+    audio: str | None = None,
+    multi_shot: bool | None = None,
+    contents: Sequence[JSON] = (),
+    settings: JSON | None = None,
+    watermark_info: JSON | None = None,
+    callback_url: str | None = None,
+    external_task_id: str | None = None,
+    **extra: Any,
+) -> Create:
+    """Text to video on Kling's 2026 design (``POST /text-to-video/<model>``).
+
+    Args:
+        model: ``kling-3.0``, ``kling-3.0-turbo``, ``kling-2.6``, ``kling-2.5-turbo`` ... (in the path).
+        prompt: the prompt (sent as the first ``contents`` item).
+        resolution: ``720p``, ``1080p`` or ``4k``.
+        duration: whole seconds (5 or 10 on 2.x, 3-15 on 3.0).
+        aspect_ratio: ``16:9``, ``9:16`` or ``1:1``.
+        audio: ``native`` (generated sound) or ``off``.
+        multi_shot: let Kling split the video into shots.
+        contents: further typed inputs (``{"type": "element", ...}``).
+        settings: further ``settings`` fields, sent as given.
+        watermark_info: ``{"enabled": bool}``.
+        callback_url: where Kling posts status changes.
+        external_task_id: your unique id; generated when omitted.
+        **extra: further top-level body fields.
+    """
+    return _new_design(
+        "text-to-video",
+        model,
+        [{"type": "prompt", "text": prompt}, *map(dict, contents)],
+        settings=settings,
+        callback_url=callback_url,
+        external_task_id=external_task_id,
+        watermark_info=watermark_info,
+        extra=extra,
+        resolution=resolution,
+        duration=duration,
+        aspect_ratio=aspect_ratio,
+        audio=audio,
+        multi_shot=multi_shot,
+    )
+
+
+def video_from_image(
+    model: str,
+    first_frame: str,
+    *,
+    prompt: str | None = None,
+    last_frame: str | None = None,
+    resolution: str | None = None,
+    duration: int | None = None,
+    aspect_ratio: str | None = None,
+    audio: str | None = None,
+    multi_shot: bool | None = None,
+    contents: Sequence[JSON] = (),
+    settings: JSON | None = None,
+    watermark_info: JSON | None = None,
+    callback_url: str | None = None,
+    external_task_id: str | None = None,
+    **extra: Any,
+) -> Create:
+    """Image to video on Kling's 2026 design (``POST /image-to-video/<model>``).
+
+    Args:
+        model: ``kling-3.0``, ``kling-3.0-turbo``, ``kling-2.6``, ``kling-2.5-turbo`` ... (in the path).
+        first_frame: the first frame (URL or raw base64).
+        prompt: the prompt.
+        last_frame: the last frame.
+        resolution: ``720p``, ``1080p`` or ``4k``.
+        duration: whole seconds.
+        aspect_ratio: ``16:9``, ``9:16`` or ``1:1``.
+        audio: ``native`` or ``off``.
+        multi_shot: let Kling split the video into shots.
+        contents: further typed inputs (``{"type": "element", ...}``).
+        settings: further ``settings`` fields.
+        watermark_info: ``{"enabled": bool}``.
+        callback_url: where Kling posts status changes.
+        external_task_id: your unique id; generated when omitted.
+        **extra: further top-level body fields.
+    """
+    inputs = [
+        *_content("prompt", prompt, "text"),
+        *_content("first_frame", first_frame),
+        *_content("last_frame", last_frame),
+        *map(dict, contents),
+    ]
+    return _new_design(
+        "image-to-video",
+        model,
+        inputs,
+        settings=settings,
+        callback_url=callback_url,
+        external_task_id=external_task_id,
+        watermark_info=watermark_info,
+        extra=extra,
+        resolution=resolution,
+        duration=duration,
+        aspect_ratio=aspect_ratio,
+        audio=audio,
+        multi_shot=multi_shot,
+    )
+
+
+def omni_video(
+    model: str,
+    contents: Sequence[JSON],
+    *,
+    prompt: str | None = None,
+    resolution: str | None = None,
+    duration: int | None = None,
+    aspect_ratio: str | None = None,
+    audio: str | None = None,
+    multi_shot: bool | None = None,
+    settings: JSON | None = None,
+    watermark_info: JSON | None = None,
+    callback_url: str | None = None,
+    external_task_id: str | None = None,
+    **extra: Any,
+) -> Create:
+    """Omni video on Kling's 2026 design (``POST /omni-video/<model>``): any mix of typed inputs.
+
+    Args:
+        model: ``kling-3.0-omni`` or ``kling-o1`` (in the path).
+        contents: the typed inputs: ``prompt``, ``first_frame``, ``last_frame``, ``refer_image``, ``element``,
+            ``feature_video`` (a reference video) or ``base_video`` (a video to edit; the output then has its
+            length).
+        prompt: a prompt, sent as the first ``contents`` item.
+        resolution: ``720p``, ``1080p`` or ``4k``.
+        duration: whole seconds (ignored by Kling when editing a base video).
+        aspect_ratio: ``16:9``, ``9:16`` or ``1:1``.
+        audio: ``native``, ``original`` (keep the reference video's) or ``off``.
+        multi_shot: let Kling split the video into shots.
+        settings: further ``settings`` fields.
+        watermark_info: ``{"enabled": bool}``.
+        callback_url: where Kling posts status changes.
+        external_task_id: your unique id; generated when omitted.
+        **extra: further top-level body fields.
+    """
+    return _new_design(
+        "omni-video",
+        model,
+        [*_content("prompt", prompt, "text"), *map(dict, contents)],
+        settings=settings,
+        callback_url=callback_url,
+        external_task_id=external_task_id,
+        watermark_info=watermark_info,
+        extra=extra,
+        resolution=resolution,
+        duration=duration,
+        aspect_ratio=aspect_ratio,
+        audio=audio,
+        multi_shot=multi_shot,
+    )
+
+
+def motion_control(
+    model: str,
+    image: str,
+    video: str,
+    *,
+    prompt: str | None = None,
+    character_orientation: str | None = None,
+    resolution: str | None = None,
+    audio: str | None = None,
+    contents: Sequence[JSON] = (),
+    settings: JSON | None = None,
+    watermark_info: JSON | None = None,
+    callback_url: str | None = None,
+    external_task_id: str | None = None,
+    **extra: Any,
+) -> Create:
+    """Motion control on Kling's 2026 design (``POST /motion-control/<model>``): the character of ``image``
+    moves as in ``video``; the output is as long as the reference video (3-30 s).
+
+    Args:
+        model: ``kling-3.0`` or ``kling-2.6`` (in the path).
+        image: the character's appearance (URL or base64).
+        video: the motion reference video.
+        prompt: a prompt.
+        character_orientation: ``image`` or ``video``.
+        resolution: ``720p`` or ``1080p``.
+        audio: ``original`` or ``off``.
+        contents: further typed inputs (``{"type": "element", ...}``).
+        settings: further ``settings`` fields.
+        watermark_info: ``{"enabled": bool}``.
+        callback_url: where Kling posts status changes.
+        external_task_id: your unique id; generated when omitted.
+        **extra: further top-level body fields.
+    """
+    inputs = [
+        *_content("prompt", prompt, "text"),
+        *_content("image", image),
+        *_content("video", video),
+        *map(dict, contents),
+    ]
+    return _new_design(
+        "motion-control",
+        model,
+        inputs,
+        settings=settings,
+        callback_url=callback_url,
+        external_task_id=external_task_id,
+        watermark_info=watermark_info,
+        extra=extra,
+        character_orientation=character_orientation,
+        resolution=resolution,
+        audio=audio,
     )

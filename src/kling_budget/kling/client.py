@@ -44,7 +44,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self
@@ -52,8 +52,19 @@ from typing import Any, Concatenate, ParamSpec, Self
 import anyio
 import httpx
 
+from kling_budget.errors import ConfigurationError, InvalidInputError
 from kling_budget.kling import bodies
-from kling_budget.kling._core import Endpoint, _KlingCore, resolve_base_url
+from kling_budget.kling._core import (
+    BILLING_BALANCE_PATH,
+    BILLING_PACKAGE_PATH,
+    BillingPage,
+    Endpoint,
+    TaskPage,
+    _ids,
+    _KlingCore,
+    _ms,
+    resolve_base_url,
+)
 from kling_budget.kling._flow import AsyncDriver, Flow, ProgressCallback, Reply, Send, SyncDriver, operation
 from kling_budget.kling.auth import Auth, resolve_auth
 from kling_budget.kling.retry import DEFAULT_MAX_RETRIES
@@ -131,6 +142,10 @@ class _KlingMethods(_KlingCore):
     create_video_effects = operation(_creating(bodies.video_effects))
     create_image_generation = operation(_creating(bodies.image_generation))
     create_virtual_try_on = operation(_creating(bodies.virtual_try_on))
+    create_video_from_text = operation(_creating(bodies.video_from_text))
+    create_video_from_image = operation(_creating(bodies.video_from_image))
+    create_omni_video = operation(_creating(bodies.omni_video))
+    create_motion_control = operation(_creating(bodies.motion_control))
 
     # -- querying -------------------------------------------------------------------------------------------
 
@@ -227,6 +242,59 @@ class _KlingMethods(_KlingCore):
 
     wait = operation(_wait)
 
+    def _get_tasks(
+        self, task_ids: str | Sequence[str] | None = None, *, external_task_ids: str | Sequence[str] | None = None
+    ) -> Flow[list[Task]]:
+        """Query tasks of the 2026 design by id (``GET /tasks``): one kind of id, at most 50.
+
+        Args:
+            task_ids: Kling's ids, or
+            external_task_ids: the ids sent on create.
+
+        Returns:
+            The tasks that exist, in the order asked (ids Kling does not know are left out).
+
+        Raises:
+            InvalidInputError: both kinds, neither, or more than 50 ids.
+            KlingAPIError: after retries.
+        """
+        return self._tasks_flow(_ids(task_ids, "task_ids"), _ids(external_task_ids, "external_task_ids"))
+
+    get_tasks = operation(_get_tasks)
+
+    def _find_tasks(
+        self,
+        *,
+        start_time: datetime | int | None = None,
+        end_time: datetime | int | None = None,
+        status: str | Sequence[str] | None = None,
+        product_type: str | Sequence[str] | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Flow[TaskPage]:
+        """One page of the account's tasks of the 2026 design, newest first (``POST /tasks``).
+
+        Args:
+            start_time: range start (aware datetime or Unix ms; Kling's default is 30 days ago).
+            end_time: range end (Kling's default is now).
+            status: only these statuses (``submitted``, ``processing``, ``succeeded``, ``failed``).
+            product_type: only these products (``video``, ``image``, ``try_on``).
+            cursor: the ``next_cursor`` of the previous page (it overrides the other arguments).
+            limit: tasks per page, 1-500.
+
+        Returns:
+            The page; ``next_cursor`` is ``None`` on the last one.
+
+        Raises:
+            InvalidInputError: a limit out of range.
+            KlingAPIError: after retries.
+        """
+        return self._find_tasks_flow(
+            _list_body(start_time, end_time, cursor, limit, 500, status=status, product_type=product_type)
+        )
+
+    find_tasks = operation(_find_tasks)
+
     # -- account --------------------------------------------------------------------------------------------
 
     def _get_account_costs(
@@ -255,6 +323,77 @@ class _KlingMethods(_KlingCore):
 
     get_account_costs = operation(_get_account_costs)
 
+    def _get_billing_package(
+        self,
+        start_time: datetime | int | None = None,
+        end_time: datetime | int | None = None,
+        *,
+        api_key_name: str | Sequence[str] | None = None,
+        product_type: str | Sequence[str] | None = None,
+        package_name: str | Sequence[str] | None = None,
+        package_id: str | Sequence[str] | None = None,
+        cursor: str | None = None,
+        limit: int = 500,
+    ) -> Flow[BillingPage]:
+        """One page of the per-task resource-pack ledger (``POST /account/billing/package``): every task's units.
+
+        Args:
+            start_time: range start (required unless ``cursor`` is given), aware datetime or Unix ms.
+            end_time: range end (required unless ``cursor`` is given).
+            api_key_name / product_type / package_name / package_id: only these (package name and id are
+                exclusive).
+            cursor: the ``next_cursor`` of the previous page.
+            limit: rows per page, 1-500.
+
+        Raises:
+            InvalidInputError: no range and no cursor, a limit out of range, or both package filters.
+            KlingAPIError: after retries.
+        """
+        if package_name is not None and package_id is not None:
+            raise InvalidInputError("give package_name or package_id, not both")
+        body = _list_body(
+            start_time,
+            end_time,
+            cursor,
+            limit,
+            500,
+            required=True,
+            api_key_name=api_key_name,
+            product_type=product_type,
+            package_name=package_name,
+            package_id=package_id,
+        )
+        return self._billing_flow(BILLING_PACKAGE_PATH, body)
+
+    get_billing_package = operation(_get_billing_package)
+
+    def _get_billing_balance(
+        self,
+        start_time: datetime | int | None = None,
+        end_time: datetime | int | None = None,
+        *,
+        api_key_name: str | Sequence[str] | None = None,
+        cursor: str | None = None,
+        limit: int = 500,
+    ) -> Flow[BillingPage]:
+        """One page of the per-task cash-balance ledger (``POST /account/billing/balance``): every task's money.
+
+        Args:
+            start_time: range start (required unless ``cursor`` is given), aware datetime or Unix ms.
+            end_time: range end (required unless ``cursor`` is given).
+            api_key_name: only tasks made with these console API keys.
+            cursor: the ``next_cursor`` of the previous page.
+            limit: rows per page, 1-500.
+
+        Raises:
+            InvalidInputError: no range and no cursor, or a limit out of range.
+            KlingAPIError: after retries.
+        """
+        body = _list_body(start_time, end_time, cursor, limit, 500, required=True, api_key_name=api_key_name)
+        return self._billing_flow(BILLING_BALANCE_PATH, body)
+
+    get_billing_balance = operation(_get_billing_balance)
+
     # -- kling-budget gateway -------------------------------------------------------------------------------
 
     def _detect_gateway(self) -> Flow[bool | None]:
@@ -271,6 +410,38 @@ class _KlingMethods(_KlingCore):
     detect_gateway = operation(_detect_gateway)
 
 
+def _list_body(
+    start_time: datetime | int | None,
+    end_time: datetime | int | None,
+    cursor: str | None,
+    limit: int,
+    max_limit: int,
+    *,
+    required: bool = False,
+    **filters: str | Sequence[str] | None,
+) -> dict[str, Any]:
+    """The body of a cursor-paged list (``POST /tasks``, the billing ledgers)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= max_limit:
+        raise InvalidInputError(f"limit must be an integer from 1 to {max_limit}, got {limit!r}")
+    if cursor:
+        return {"cursor": cursor, "limit": limit}
+    if required and (start_time is None or end_time is None):
+        raise InvalidInputError("give start_time and end_time (or the cursor of a previous page)")
+    body: dict[str, Any] = {"limit": limit}
+    if start_time is not None:
+        body["start_time"] = _ms(start_time, "start_time")
+    if end_time is not None:
+        body["end_time"] = _ms(end_time, "end_time")
+    chosen = [
+        {"key": key, "values": [value] if isinstance(value, str) else list(value)}
+        for key, value in filters.items()
+        if value is not None
+    ]
+    if chosen:
+        body["filters"] = chosen
+    return body
+
+
 def _settings(
     access_key: str | None,
     secret_key: str | None,
@@ -280,8 +451,6 @@ def _settings(
     region: str | None,
 ) -> tuple[Auth, str]:
     if auth is not None and (access_key or secret_key or api_key):
-        from kling_budget.errors import ConfigurationError
-
         raise ConfigurationError("give either auth or access_key/secret_key/api_key, not several")
     resolved = auth if auth is not None else resolve_auth(access_key, secret_key, api_key, os.environ)
     return resolved, resolve_base_url(base_url, region, os.environ)

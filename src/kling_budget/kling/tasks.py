@@ -281,13 +281,17 @@ def _billing(items: Sequence[Any]) -> tuple[Charge, ...]:
         if not isinstance(item, Mapping):
             raise InvalidInputError("billing items must be objects")
         kind = item.get("charge_type")
+        amount = _amount(item.get("amount"), "billing amount")
+        if amount is None:
+            raise InvalidInputError("billing item has no amount")
+        if kind is None and amount == 0:
+            # Kling's row for a task that failed before generation, or a free (coupon) task: nothing taken.
+            charges.append(Charge(ChargeType.UNIT, amount))
+            continue
         try:
             charge_type = ChargeType(str(kind))
         except ValueError:
             raise InvalidInputError(f"billing charge_type must be 'unit' or 'cash', got {kind!r}") from None
-        amount = _amount(item.get("amount"), "billing amount")
-        if amount is None:
-            raise InvalidInputError("billing item has no amount")
         charges.append(
             Charge(
                 charge_type=charge_type,

@@ -16,8 +16,8 @@ transaction that caused it. This module hands those events to deliverers, possib
 Times here are wall-clock microseconds of the delivery machinery, not the ledger's business clock.
 
 Sink configuration lives in ``alert_sinks`` so every process and gateway instance delivers to the same
-places. The ``config`` column holds secrets (SMTP passwords, webhook URLs with tokens): only
-:mod:`kling_budget.alerts` turns it into something printable, masked.
+places. The secrets of a sink (webhook and Slack URLs, signing secrets, SMTP passwords) are stored
+encrypted with the master key (:mod:`kling_budget.alerts._secrets`); the rest of ``config`` is plain.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from kling_budget.errors import ConfigurationError
 from kling_budget.ledger.backend import Backend, Connection, Row
 from kling_budget.ledger.events import event_from_payload
 from kling_budget.ledger.locks import skip_locked
+from kling_budget.master_key import SecretBox, load_master_key
 from kling_budget.types import AlertEvent
 from kling_budget.windows import from_micros, to_micros
 
@@ -340,17 +341,30 @@ class Outbox:
         budget: str = "",
         kinds: Sequence[str] = (),
         now: datetime | None = None,
+        box: SecretBox | None = None,
     ) -> SinkConfig:
-        """Store a sink; returns it with its id."""
+        """Store a sink; returns it with its id.
+
+        Its secrets (URL, signing secret, SMTP password) are stored encrypted with the master key (``box``,
+        default: this process's), which must be the key the ledger's other secrets are encrypted with.
+        """
+        from kling_budget.alerts._secrets import check_master_key, is_sealed, seal
+
         if kind not in SINK_KINDS:
             raise ConfigurationError(f"unknown sink kind {kind!r}; accepted: {', '.join(SINK_KINDS)}")
         at = _micros(now)
+        if not is_sealed(config) and box is None:
+            box = load_master_key()
 
         def tx(conn: Connection) -> SinkConfig:
+            stored = dict(config)
+            if box is not None and not is_sealed(config):
+                check_master_key(conn, box)
+                stored = seal(config, box)
             row = conn.fetchone(
                 "INSERT INTO alert_sinks (kind, budget, kinds, config, enabled, created_at) "
                 f"VALUES (?, ?, ?, ?, 1, ?) RETURNING {_SINK_COLUMNS}",
-                (kind, budget, ",".join(kinds), json.dumps(dict(config), sort_keys=True), at),
+                (kind, budget, ",".join(kinds), json.dumps(stored, sort_keys=True), at),
             )
             assert row is not None
             return _sink_from_row(row)

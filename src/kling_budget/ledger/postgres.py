@@ -38,7 +38,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from kling_budget.errors import ConfigurationError, LedgerUnavailableError
 from kling_budget.ledger.backend import Connection, Row, T
-from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS, Migration, statements_for
+from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS, Migration, apply_migration
 
 __all__ = ["PostgresBackend", "translate"]
 
@@ -387,8 +387,7 @@ def _apply(conn: Connection, *, migration: Migration) -> bool:
     )
     if conn.fetchone("SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)):
         return False  # another process applied it while we waited for the lock
-    for statement in statements_for(migration, "postgresql"):
-        conn.execute(statement)
+    apply_migration(conn, migration, "postgresql")
     conn.execute(
         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
         (migration.version, migration.name, int(time.time())),

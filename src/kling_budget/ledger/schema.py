@@ -1,15 +1,19 @@
 """Versioned schema migrations for every ledger backend.
 
-Each migration is a numbered list of statements per dialect, applied in order inside one transaction
-together with the row in ``schema_migrations`` that records it. ``{id}`` in a statement stands for the
-dialect's auto-incrementing primary key column type.
+Each migration is a numbered list of statements per dialect, plus optionally a data step (Python, for what
+SQL cannot do, such as encrypting), applied in order inside one transaction together with the row in
+``schema_migrations`` that records it. ``{id}`` in a statement stands for the dialect's auto-incrementing
+primary key column type.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["MIGRATIONS", "Migration", "statements_for"]
+from kling_budget.ledger.backend import Connection
+
+__all__ = ["MIGRATIONS", "Migration", "apply_migration", "statements_for"]
 
 _ID_TYPE = {
     "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
@@ -25,6 +29,7 @@ class Migration:
     name: str
     common: tuple[str, ...]
     per_dialect: dict[str, tuple[str, ...]]
+    data_step: Callable[[Connection], object] | None = None
 
 
 _M1_COMMON = (
@@ -238,10 +243,19 @@ _M3_COMMON = (
     """CREATE INDEX gateway_tasks_open ON gateway_tasks (next_check_at) WHERE settled = 0""",
 )
 
+
+def _seal_alert_sink_secrets(conn: Connection) -> None:
+    """Encrypt the webhook/Slack URLs, signing secrets and SMTP passwords stored in plaintext."""
+    from kling_budget.alerts._secrets import seal_stored_sinks
+
+    seal_stored_sinks(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial ledger", _M1_COMMON, {"sqlite": _M1_SQLITE, "postgresql": _M1_POSTGRESQL}),
     Migration(2, "alert delivery leases and sinks", _M2_COMMON, {}),
     Migration(3, "gateway virtual keys and task ownership", _M3_COMMON, {}),
+    Migration(4, "alert sink secrets encrypted with the master key", (), {}, _seal_alert_sink_secrets),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -252,3 +266,11 @@ def statements_for(migration: Migration, dialect: str) -> list[str]:
     id_type = _ID_TYPE[dialect]
     common = [sql.format(id=id_type) for sql in migration.common]
     return common + list(migration.per_dialect.get(dialect, ()))
+
+
+def apply_migration(conn: Connection, migration: Migration, dialect: str) -> None:
+    """Run the statements of ``migration`` for ``dialect``, then its data step, in the caller's transaction."""
+    for sql in statements_for(migration, dialect):
+        conn.execute(sql)
+    if migration.data_step is not None:
+        migration.data_step(conn)

@@ -20,7 +20,14 @@ from typing import Any
 
 from kling_budget.errors import ConfigurationError, LedgerUnavailableError
 from kling_budget.ledger.backend import Connection, Row, T
-from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS, statements_for
+from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS, apply_migration
+from kling_budget.private_files import (
+    SQLITE_SIDE_FILES,
+    make_private_dir,
+    private_umask,
+    tighten_files,
+    with_side_files,
+)
 
 __all__ = ["SQLiteBackend"]
 
@@ -80,18 +87,21 @@ class SQLiteBackend:
         if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
             raise ConfigurationError(f"synchronous must be FULL, EXTRA or NORMAL, got {synchronous!r}")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            raw = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+            make_private_dir(self.path.parent)
+            with private_umask():  # the file, and the -wal/-shm files SQLite creates with its mode, are 0600
+                raw = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise LedgerUnavailableError(f"cannot open ledger {self.path}: {exc}") from None
         self._lock = threading.RLock()
         self._busy_timeout = busy_timeout
         try:
             raw.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            mode = raw.execute("PRAGMA journal_mode = WAL").fetchone()
+            with private_umask():
+                mode = raw.execute("PRAGMA journal_mode = WAL").fetchone()
             if mode is None or str(mode[0]).lower() != "wal":
                 raise LedgerUnavailableError(f"cannot enable WAL on {self.path} (is it on a network filesystem?)")
             raw.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            tighten_files(with_side_files(self.path, SQLITE_SIDE_FILES))  # a ledger from before they were 0600
             raw.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as exc:
             raw.close()
@@ -188,8 +198,7 @@ class SQLiteBackend:
                     )
                     if conn.fetchone("SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)):
                         return
-                    for sql in statements_for(migration, "sqlite"):
-                        conn.execute(sql)
+                    apply_migration(conn, migration, "sqlite")
                     conn.execute(
                         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                         (migration.version, migration.name, int(time.time())),

@@ -12,22 +12,17 @@ from urllib.parse import parse_qs, urlsplit
 from kling_budget.errors import ConfigurationError
 from kling_budget.ledger.backend import Backend
 from kling_budget.ledger.core import Ledger
+from kling_budget.private_files import data_dir
 from kling_budget.types import PackType
 
 __all__ = ["DB_ENV", "default_db_path", "open_backend", "open_ledger", "resolve_db_url"]
 
 DB_ENV = "KLING_BUDGET_DB"
-HOME_ENV = "KLING_BUDGET_HOME"
 
 
 def default_db_path() -> Path:
     """``$KLING_BUDGET_HOME/ledger.db``, else ``ledger.db`` in the platform's user data directory."""
-    home = os.environ.get(HOME_ENV)
-    if home:
-        return Path(home) / "ledger.db"
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("kling-budget", appauthor=False)) / "ledger.db"
+    return data_dir() / "ledger.db"
 
 
 def resolve_db_url(url: str | os.PathLike[str] | None) -> str:
@@ -53,6 +48,8 @@ def open_backend(url: str | os.PathLike[str] | None = None) -> Backend:
         path = parts.path
         if parts.netloc:  # sqlite://relative/path.db
             path = parts.netloc + path
+        elif path.startswith("//"):  # sqlite:////abs/path.db, as resolve_db_url writes an absolute path
+            path = path[1:]
         if not path or path == "/":
             raise ConfigurationError("a sqlite URL needs a file path, e.g. sqlite:///home/me/ledger.db")
         timeout = _float_option(options, "timeout", 10.0)

@@ -15,7 +15,9 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
+from kling_budget.designs import split_model_path
 from kling_budget.errors import UnsupportedOptionError
+from kling_budget.pricing._model_in_path import quote_model_in_path
 from kling_budget.pricing._table import PriceTable
 from kling_budget.types import Quote, QuoteLine
 
@@ -35,7 +37,10 @@ def quote_kling_request(
     *,
     input_duration: int | str | Decimal | None = None,
 ) -> Quote:
-    """Price a Kling ``/v1`` create request exactly as it would be sent.
+    """Price a Kling create request exactly as it would be sent, on either API design.
+
+    ``/v1`` paths are mapped field by field (below); 2026-design paths (``/text-to-video/kling-3.0`` ...)
+    by :mod:`kling_budget.pricing._model_in_path`, which refuses any field it does not price.
 
     Args:
         table: the price table to use.
@@ -50,6 +55,10 @@ def quote_kling_request(
         UnknownModelError: ``model_name`` (or ``effect_scene``) is not priced.
     """
     endpoint = _endpoint(path)
+    if split_model_path(endpoint) is not None:
+        if not isinstance(body, Mapping):
+            raise UnsupportedOptionError(f"the body of {endpoint} must be a JSON object, got {type(body).__name__}")
+        return quote_model_in_path(table, endpoint, body, input_duration=input_duration)
     handler = _HANDLERS.get(endpoint)
     if handler is None:
         raise UnsupportedOptionError(f"cannot price {path!r}; supported paths: {', '.join(SUPPORTED_PATHS)}")

@@ -1,6 +1,6 @@
 """``kling-budget serve``: a drop-in Kling API gateway with virtual keys, enforced budgets and settlement.
 
-Needs the ``server`` extra (Starlette, uvicorn, cryptography). See ``docs/gateway.md``.
+Needs the ``server`` extra (Starlette, uvicorn). See ``docs/gateway.md``.
 """
 
 from kling_budget.server.app import create_app

@@ -11,9 +11,8 @@ Either goes in ``Authorization: Bearer <token>``; the scheme is matched case-ins
 
 At rest (table ``gateway_keys``): an API key is stored only as its SHA-256 (it has 256 bits of entropy, so
 a plain hash is enough); a secret key — which HS256 verification needs in plaintext — and the per-key
-webhook secret are encrypted with the master key (Fernet: AES-128-CBC + HMAC-SHA256). The master key comes
-from ``KLING_BUDGET_MASTER_KEY`` or, when that is unset, from ``master.key`` in the data directory, created
-with mode 0600 on first use. Every instance sharing a database must use the same master key.
+webhook secret are encrypted with the master key (:mod:`kling_budget.master_key`: ``KLING_BUDGET_MASTER_KEY``
+or ``master.key`` in the data directory). Every instance sharing a database must use the same master key.
 
 Secrets are returned once, by :meth:`KeyStore.create` and :meth:`KeyStore.rotate` (an :class:`IssuedKey`),
 and never appear in a ``repr``, a listing or an error. Authentication results are cached for
@@ -25,20 +24,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from kling_budget.errors import ConfigurationError, KlingBudgetError
+from kling_budget.errors import ConfigurationError, KeyDecryptionError, KlingBudgetError
 from kling_budget.kling.jwt import TokenError, decode_token, peek_issuer
 from kling_budget.ledger.backend import Backend, Connection, Row
+from kling_budget.master_key import MASTER_KEY_ENV, MASTER_KEY_FILE, SecretBox, load_master_key
+from kling_budget.private_files import data_dir
 from kling_budget.windows import from_micros, to_micros
 
 __all__ = [
@@ -54,8 +53,6 @@ __all__ = [
     "load_master_key",
 ]
 
-MASTER_KEY_ENV = "KLING_BUDGET_MASTER_KEY"
-MASTER_KEY_FILE = "master.key"
 KINDS = ("jwt", "api", "both")
 DEFAULT_CACHE_SECONDS = 1.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
@@ -75,90 +72,6 @@ class CredentialError(KlingBudgetError):
         super().__init__(message)
         self.code = code
         self.http_status = 401
-
-
-class KeyDecryptionError(KlingBudgetError):
-    """A stored secret cannot be decrypted: the master key differs from the one that encrypted it."""
-
-
-def data_dir() -> Path:
-    """``$KLING_BUDGET_HOME``, else the platform's user data directory for kling-budget."""
-    home = os.environ.get("KLING_BUDGET_HOME")
-    if home:
-        return Path(home)
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("kling-budget", appauthor=False))
-
-
-class SecretBox:
-    """Encrypts and decrypts secrets with the master key (Fernet). The key never shows in ``repr``."""
-
-    __slots__ = ("_fernet",)
-
-    def __init__(self, master_key: str | bytes) -> None:
-        try:
-            from cryptography.fernet import Fernet
-        except ImportError:  # pragma: no cover - the server extra installs it
-            raise ConfigurationError("the gateway needs the server extra: pip install 'kling-budget[server]'") from None
-        try:
-            self._fernet = Fernet(master_key)
-        except (ValueError, TypeError):
-            raise ConfigurationError(
-                f"{MASTER_KEY_ENV} must be 32 url-safe base64-encoded bytes (generate one with "
-                "'python -c \"import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())\"')"
-            ) from None
-
-    @staticmethod
-    def generate() -> str:
-        """A new random master key (url-safe base64 of 32 bytes)."""
-        return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
-
-    def encrypt(self, plaintext: str) -> str:
-        """The encrypted form of ``plaintext``, as text."""
-        return self._fernet.encrypt(plaintext.encode("utf-8")).decode("ascii")
-
-    def decrypt(self, token: str) -> str:
-        """The plaintext of ``token`` (:class:`KeyDecryptionError` with a wrong master key)."""
-        from cryptography.fernet import InvalidToken
-
-        try:
-            return self._fernet.decrypt(token.encode("ascii")).decode("utf-8")
-        except (InvalidToken, ValueError):
-            raise KeyDecryptionError(
-                f"a stored secret cannot be decrypted: {MASTER_KEY_ENV} (or master.key) is not the key it was "
-                "encrypted with; use the same master key on every instance"
-            ) from None
-
-    def __repr__(self) -> str:
-        return "SecretBox(master_key=[REDACTED])"
-
-
-def load_master_key(environ: Mapping[str, str] | None = None, home: Path | None = None) -> SecretBox:
-    """The master key from ``KLING_BUDGET_MASTER_KEY``, else ``<home>/master.key`` (created 0600 if absent).
-
-    Args:
-        environ: where to read the variable (``os.environ`` by default).
-        home: the data directory (default :func:`data_dir`).
-    """
-    env = os.environ if environ is None else environ
-    given = env.get(MASTER_KEY_ENV, "").strip()
-    if given:
-        return SecretBox(given)
-    path = (home or data_dir()) / MASTER_KEY_FILE
-    try:
-        return SecretBox(path.read_text(encoding="ascii").strip())
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = SecretBox.generate()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first: use theirs
-        return SecretBox(path.read_text(encoding="ascii").strip())
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(key + "\n")
-    return SecretBox(key)
 
 
 @dataclass(frozen=True, slots=True)
