@@ -19,7 +19,6 @@ import httpx
 import jwt as pyjwt
 import pytest
 
-from kling_budget.cli import main
 from kling_budget.enforced import AsyncBudgetEnforcedClient, BudgetEnforcedClient
 from kling_budget.errors import BudgetExceededError, GatewayBudgetExceededError, KlingAPIError
 from kling_budget.kling import AsyncKlingClient, KlingClient
@@ -29,6 +28,7 @@ from kling_budget.simulator import SimulatorConfig, running_simulator
 from kling_budget.tracker import CostTracker
 from kling_budget.types import Denial
 from tests.gatewayutil import RunningGateway, running_gateway, wait_until
+from tests.jobfixtures import run_cli
 
 T2V = "/v1/videos/text2video"
 BODY = {"model_name": "kling-v2-6", "mode": "std", "duration": "5", "prompt": "a red fox in the snow"}
@@ -313,15 +313,6 @@ def test_gateway_option_overrides_detection(kling: Any, tmp_path: Path) -> None:
         assert sent.gateway_held and len(local.ledger.list_reservations()) == 1
 
 
-def _kb(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return int(exited.value.code or 0), out, err
-
-
 def test_generate_pointed_at_a_gateway_books_nothing_locally_and_reports_its_denial(
     gw: RunningGateway,
     issued: Any,
@@ -339,14 +330,16 @@ def test_generate_pointed_at_a_gateway_books_nothing_locally_and_reports_its_den
     args = ["--db", db, "generate", "video", "a red fox", "-m", "kling-v2-6", "--mode", "std", "-d", "5"]
     gateway = ["--api-base", gw.base_url, "--poll-interval", "0.02"]
     with caplog.at_level(logging.WARNING, logger="kling_budget"):
-        code, out, err = _kb(capsys, *args, *gateway, "--json")
+        result = run_cli(capsys, *args, *gateway, "--json")
+    code, out, err = result.code, result.out, result.err
     assert code == 0, err
     shown = json.loads(out)
     assert shown["status"] == "succeeded" and shown["gateway_held"] is True and shown["reservation"] is None
     with CostTracker(db) as local:
         assert local.ledger.list_reservations() == []
     assert not [r for r in caplog.records if "ALERT" in r.getMessage() and "local-daily" in r.getMessage()]
-    code, _, err = _kb(capsys, *args, *gateway, "--no-wait")
+    result = run_cli(capsys, *args, *gateway, "--no-wait")
+    code, err = result.code, result.err
     assert code == 1 and err.startswith("error: denied: Kling error 1190") and "team-daily" in err
 
 

@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from kling_budget.cli import main
 from kling_budget.ledger import open_backend
 from kling_budget.server.keys import KeyStore, load_master_key
 from kling_budget.simulator import SimulatorConfig, running_simulator
+from tests.jobfixtures import run_cli
 
 T2V = "/v1/videos/text2video"
 BODY = {"model_name": "kling-v2-6", "mode": "std", "duration": "5", "prompt": "a heron at dawn"}
@@ -111,15 +111,6 @@ def test_serve_answers_https_with_the_given_certificate(tmp_path: Path) -> None:
     assert "--public-url (KLING_BUDGET_PUBLIC_URL) is not set" in (tmp_path / "gateway.log").read_text()
 
 
-def _kb(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return int(exited.value.code or 0), err
-
-
 def test_bad_tls_options_are_one_line_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -136,5 +127,6 @@ def test_bad_tls_options_are_one_line_errors(
         (["--ssl-certfile", str(key), "--ssl-keyfile", str(key)], "expected a PEM certificate chain"),
     ]
     for options, expected in cases:
-        code, err = _kb(capsys, *serve, *options)
+        result = run_cli(capsys, *serve, *options)
+        code, err = result.code, result.err
         assert code == 2 and expected in err and err.strip().count("\n") == 0, (options, err)

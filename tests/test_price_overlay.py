@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from kling_budget.cli import main
 from kling_budget.errors import PriceTableError, UnknownModelError, UnsupportedOptionError
 from kling_budget.ledger import ReservationState
 from kling_budget.pricing import PriceTable, quote_kling_request
 from kling_budget.simulator import SimulatorConfig, running_simulator
 from kling_budget.tracker import CostTracker
 from tests.gatewayutil import ADMIN_TOKEN, running_gateway, wait_until
+from tests.jobfixtures import run_cli
 
 EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "kling-4-overlay.toml"
 T2V = "/v1/videos/text2video"
@@ -155,32 +155,27 @@ def test_tracker_takes_the_overlay_from_the_argument_or_the_environment(
 # ---------------------------------------------------------------------------------------------- CLI
 
 
-def _kb(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return int(exited.value.code or 0), out, err
-
-
 def test_price_says_which_table_and_which_overlay_priced_the_request(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """`price` text and --json name the table version and the overlay (from the option or the variable)."""
     db = f"sqlite:///{tmp_path / 'x.db'}"
-    code, out, _ = _kb(capsys, "--db", db, "--prices-overlay", str(EXAMPLE), "price", "-m", "kling-v4", "-d", "10")
+    result = run_cli(capsys, "--db", db, "--prices-overlay", str(EXAMPLE), "price", "-m", "kling-v4", "-d", "10")
+    code, out = result.code, result.out
     assert code == 0 and "12 units = $1.68" in out
     assert f"(price table 2026-11-27, overlay {LABEL})" in " ".join(out.split())
     monkeypatch.setenv("KLING_BUDGET_PRICES_OVERLAY", str(EXAMPLE))
-    code, out, _ = _kb(capsys, "--db", db, "price", "-m", "kling-v4-flash", "-d", "5", "--json")
+    result = run_cli(capsys, "--db", db, "price", "-m", "kling-v4-flash", "-d", "5", "--json")
+    code, out = result.code, result.out
     shown = json.loads(out)
     assert code == 0 and shown["units"] == "3.6" and shown["price_version"] == "2026-11-27"
     assert shown["price_overlay"] == LABEL
     assert shown["price_table"] == {"version": "2026-11-27", "path": "<packaged>", "overlay": LABEL}
-    code, out, _ = _kb(capsys, "--db", db, "price", "-m", "kling-v2-6", "-d", "5", "--json")
+    result = run_cli(capsys, "--db", db, "price", "-m", "kling-v2-6", "-d", "5", "--json")
+    code, out = result.code, result.out
     assert code == 0 and json.loads(out)["price_overlay"] is None  # the table priced this one
-    code, out, _ = _kb(capsys, "--db", db, "price", "--list", "--json")
+    result = run_cli(capsys, "--db", db, "price", "--list", "--json")
+    code, out = result.code, result.out
     assert json.loads(out)["price_overlay"] == LABEL and "kling-v4" in json.loads(out)["products"]["video"]
 
 
@@ -189,10 +184,12 @@ def test_price_of_an_unknown_model_and_a_bad_overlay_are_one_line_errors(
 ) -> None:
     """An unknown model names the overlay option; a bad overlay file is exit 2 with one line naming it."""
     db = f"sqlite:///{tmp_path / 'x.db'}"
-    code, _, err = _kb(capsys, "--db", db, "price", "-m", "kling-v4", "-d", "5")
+    result = run_cli(capsys, "--db", db, "price", "-m", "kling-v4", "-d", "5")
+    code, err = result.code, result.err
     assert code == 2 and "unknown model 'kling-v4'" in err and "--prices-overlay" in err
     bad = _write(tmp_path, 'version = "v"\n')
-    code, _, err = _kb(capsys, "--db", db, "--prices-overlay", str(bad), "price", "-m", "kling-v2-6")
+    result = run_cli(capsys, "--db", db, "--prices-overlay", str(bad), "price", "-m", "kling-v2-6")
+    code, err = result.code, result.err
     assert code == 2 and err.count("\n") == 1 and f"{bad}: top level: an overlay needs" in err
 
 
@@ -203,7 +200,8 @@ def test_serve_with_a_bad_overlay_stops_with_one_line(
     monkeypatch.setenv("KLING_API_KEY", "real-key-not-used")
     bad = _write(tmp_path, '[[prices]]\nmodel = "m"\nunits = 1.5\n')
     db = f"sqlite:///{tmp_path / 'x.db'}"
-    code, _, err = _kb(capsys, "--db", db, "--prices-overlay", str(bad), "serve", "--port", "0", "--log-level", "error")
+    result = run_cli(capsys, "--db", db, "--prices-overlay", str(bad), "serve", "--port", "0", "--log-level", "error")
+    code, err = result.code, result.err
     assert code == 2 and "units = 1.5 is a float" in err and err.strip().count("\n") == 0
 
 
