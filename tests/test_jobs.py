@@ -144,3 +144,60 @@ def test_task_paths(ledger: Ledger, product: str, detail: dict[str, str], expect
     """The recorded create path wins; otherwise every path of the product is a candidate."""
     ledger.reserve("p", units_milli=1000, pack_type="video", attribution=Attribution(), product=product, detail=detail)
     assert task_paths(ledger.get_reservation("p")) == expected
+
+
+def new_design(status: str, billing: list[dict[str, Any]] | None = None, *, task_id: str = "n1") -> Any:
+    body: dict[str, Any] = {"id": task_id, "status": status, "external_id": "r1"}
+    if billing is not None:
+        body["billing"] = billing
+    return parse_task(body)
+
+
+def test_unit_rows_of_another_pack_type_are_not_booked_on_this_pack(ledger: Ledger) -> None:
+    """Only the reservation's pack type is committed; another pack's row is named in the outcome."""
+    reserve(ledger)
+    rows = [
+        {"charge_type": "unit", "amount": "2", "package_type": "video"},
+        {"charge_type": "unit", "amount": "1", "package_type": "video"},
+        {"charge_type": "unit", "amount": "4", "package_type": "image"},
+    ]
+    outcome = JobSettler(ledger).settle(new_design("succeeded", rows))
+    assert (outcome.action, outcome.charged_milli) == (SettleAction.COMMITTED, 3000)
+    assert "4 units from its image pack" in outcome.message
+
+
+def test_a_cash_charge_commits_the_dollars_paid(ledger: Ledger) -> None:
+    """A task paid from a USD cash balance costs exactly that in dollars; its units are the held list units."""
+    reserve(ledger, units_milli=6000)
+    rows = [{"charge_type": "cash", "cash_type": "balance", "amount": "0.56", "currency": "USD", "list_price": "0.84"}]
+    outcome = JobSettler(ledger).settle(new_design("succeeded", rows))
+    info = ledger.get_reservation("r1")
+    assert outcome.action is SettleAction.COMMITTED and not outcome.assumed_charge
+    assert (info.actual_milli, info.actual_nano) == (6000, 560_000_000)
+    assert ledger.verify().ok
+
+
+def test_a_cash_charge_in_another_currency_is_named(ledger: Ledger) -> None:
+    """A CNY cash charge cannot be counted in dollars: the held units are committed at list price and it is said."""
+    reserve(ledger, units_milli=6000)
+    rows = [{"charge_type": "cash", "amount": "4.06", "currency": "CNY"}]
+    outcome = JobSettler(ledger).settle(new_design("succeeded", rows))
+    assert outcome.charged_milli == 6000 and "4.06 CNY" in outcome.message
+
+
+def test_a_zero_row_is_a_free_task_and_missing_billing_is_not_yet(ledger: Ledger) -> None:
+    """[{"amount": "0"}] on success commits nothing; a running task without billing keeps its hold."""
+    reserve(ledger)
+    settler = JobSettler(ledger)
+    assert settler.settle(new_design("processing")).action is SettleAction.RUNNING
+    assert ledger.get_reservation("r1").state is ReservationState.SUBMITTED
+    outcome = settler.settle(new_design("succeeded", [{"amount": "0"}]))
+    assert (outcome.action, outcome.charged_milli, outcome.assumed_charge) == (SettleAction.COMMITTED, 0, False)
+
+
+def test_a_failure_before_generation_releases_the_hold(ledger: Ledger) -> None:
+    """Kling's zero row on a failed task: the hold is released (failed tasks are free)."""
+    reserve(ledger)
+    outcome = JobSettler(ledger).settle(new_design("failed", [{"amount": "0"}]))
+    assert outcome.action is SettleAction.RELEASED
+    assert ledger.get_reservation("r1").state is ReservationState.RELEASED

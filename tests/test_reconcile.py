@@ -16,8 +16,9 @@ import pytest
 from kling_budget import CostTracker
 from kling_budget.enforced import BudgetEnforcedClient
 from kling_budget.errors import KlingAmbiguousCreateError
+from kling_budget.kling.billing import BillingRecord, parse_billing_record
 from kling_budget.ledger import ReservationState
-from kling_budget.reconcile import ReconcileAction, reconcile, reconcile_jobs
+from kling_budget.reconcile import ReconcileAction, compare_tasks, reconcile, reconcile_jobs
 from kling_budget.simulator import FaultKind, RunningSimulator, SimulatorConfig
 from tests.jobfixtures import (
     T2V,
@@ -245,4 +246,82 @@ def test_held_reservation_sent_without_marking_is_settled_not_expired(tmp_path: 
     assert item.action is ReconcileAction.COMMITTED
     assert (info.state, info.actual_milli) == (ReservationState.COMMITTED, 1500)
     assert Decimal(kling.sim.tasks()[0].charged_units) == Decimal("1.5")
+    tracker.close()
+
+
+def _billing(task_id: str, amount: str, **extra: str) -> BillingRecord:
+    return parse_billing_record({"task_id": task_id, "deduction_amount": amount, **extra})
+
+
+def test_per_task_billing_names_each_task_that_drifts(tmp_path: Path) -> None:
+    """Kling's per-task ledgers against the ledger's commits: each disagreement is named with its task."""
+    tracker = tracker_at(tmp_path)
+    ledger = tracker.ledger
+    quote = tracker.quote("kling-v2-6", mode="pro", duration=5)  # 2.5 units
+    for key, task in (("agree", "t-ok"), ("less", "t-less"), ("gone", "t-released"), ("cash", "t-cash")):
+        tracker.reserve_quote(quote, key=key, project_id="p").mark_submitted(task)
+    ledger.commit("agree", units_milli=2500)
+    ledger.commit("less", units_milli=2000)
+    ledger.release("gone", reason="test")
+    ledger.commit("cash", units_milli=2500, cash_usd_nano=280_000_000)
+    records = [
+        _billing("t-ok", "2.5", package_id="p1"),
+        _billing("t-less", "2.5", package_id="p1"),
+        _billing("t-released", "2.5", package_id="p1"),
+        _billing("t-cash", "0.28", currency="USD", cash_type="balance"),
+        _billing("t-stranger", "5", package_id="p1"),
+        _billing("t-free", "0", package_id="p1"),
+    ]
+    checked, drift, alerts = compare_tasks(tracker, records)
+    by_task = {d.task_id: d for d in drift}
+    assert checked == 6 and sorted(by_task) == ["t-less", "t-released", "t-stranger"]
+    assert "committed 2 units; Kling deducted 2.5" in by_task["t-less"].message
+    assert "released" in by_task["t-released"].message
+    assert by_task["t-stranger"].reservation_id is None and "bypassed" in by_task["t-stranger"].message
+    assert len(alerts) == 3
+    tracker.close()
+
+
+def test_reconcile_compares_tasks_when_the_account_has_billing_ledgers(tmp_path: Path) -> None:
+    """reconcile reads both billing ledgers (paged) and reports per-task drift; an account without them falls back."""
+    import httpx
+
+    from kling_budget.kling import KlingClient
+
+    tracker = tracker_at(tmp_path)
+    pages = {
+        "/account/billing/package": [
+            {
+                "result": [{"task_id": "a", "deduction_amount": "1", "package_id": "p"}],
+                "next_cursor": "n",
+                "has_more": True,
+            },
+            {
+                "result": [{"task_id": "b", "deduction_amount": "2", "package_id": "p"}],
+                "next_cursor": "",
+                "has_more": False,
+            },
+        ],
+        "/account/billing/balance": [{"result": [], "next_cursor": "", "has_more": False}],
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/account/costs":
+            return httpx.Response(200, json={"code": 0, "data": {"code": 0, "resource_pack_subscribe_infos": []}})
+        data = pages[request.url.path].pop(0)
+        return httpx.Response(200, json={"code": 0, "message": "SUCCEED", "request_id": "r", "data": data})
+
+    client = KlingClient(api_key="k", base_url="http://kling.test", transport=httpx.MockTransport(answer))
+    report = reconcile(tracker, client)
+    assert report.tasks_checked == 2 and [d.task_id for d in report.task_drift] == ["a", "b"]
+    assert not report.ok and report.to_dict()["task_drift"][0]["kling_units"] == "1"
+
+    def no_ledgers(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/account/costs":
+            return httpx.Response(200, json={"code": 0, "data": {"code": 0, "resource_pack_subscribe_infos": []}})
+        return httpx.Response(404, json={"code": 1202, "message": "no such method", "request_id": "r", "data": None})
+
+    plain = KlingClient(api_key="k", base_url="http://kling.test", transport=httpx.MockTransport(no_ledgers))
+    fallback = reconcile(tracker, plain)
+    assert fallback.tasks_checked is None and fallback.costs_checked and fallback.ok
     tracker.close()

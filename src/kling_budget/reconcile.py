@@ -41,10 +41,11 @@ from kling_budget.alerts import reconcile_drift_event
 from kling_budget.enforced.lookup import lookup_task
 from kling_budget.enforced.settle import JobSettler, SettleAction
 from kling_budget.errors import KlingAPIError, KlingTaskNotFoundError, ReservationResolvedError
+from kling_budget.kling.billing import BillingRecord
 from kling_budget.kling.client import KlingClient
-from kling_budget.kling.tasks import ResourcePack
+from kling_budget.kling.tasks import ChargeType, ResourcePack
 from kling_budget.ledger import Ledger, ReservationInfo, ReservationState
-from kling_budget.money import format_units, units_text
+from kling_budget.money import format_units, units_text, units_to_milli, usd_text, usd_to_nano
 from kling_budget.types import AlertEvent, PackType
 
 if TYPE_CHECKING:
@@ -57,7 +58,9 @@ __all__ = [
     "ReconcileAction",
     "ReconcileItem",
     "ReconcileReport",
+    "TaskDrift",
     "compare_costs",
+    "compare_tasks",
     "reconcile",
     "reconcile_jobs",
 ]
@@ -69,6 +72,7 @@ COSTS_LAG = timedelta(hours=12)
 DEFAULT_HELD_GRACE = timedelta(minutes=15)
 DEFAULT_LOOKBACK = timedelta(days=90)
 DEFAULT_DRIFT_THRESHOLD_MILLI = 1000
+DEFAULT_BILLING_LOOKBACK = timedelta(days=7)
 LAG_NOTE = (
     "Kling's /account/costs figures lag up to 12 h: units committed in the last 12 h may not show there yet "
     "and are not counted as drift"
@@ -211,6 +215,39 @@ class PackDrift:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskDrift:
+    """One task on which Kling's billing ledger and this ledger disagree.
+
+    Attributes:
+        task_id: Kling's task id.
+        reservation_id: the reservation it was submitted for (``None``: the ledger has none).
+        kling_units_milli / kling_usd_nano: what Kling's billing ledgers say it took (units, cash dollars).
+        ledger_units_milli / ledger_usd_nano: what the ledger committed (``None`` when not committed).
+        message: one line for people.
+    """
+
+    task_id: str
+    reservation_id: str | None
+    kling_units_milli: int
+    kling_usd_nano: int
+    ledger_units_milli: int | None
+    ledger_usd_nano: int | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; amounts as exact decimal strings."""
+        return {
+            "task_id": self.task_id,
+            "reservation_id": self.reservation_id,
+            "kling_units": units_text(self.kling_units_milli),
+            "kling_usd": usd_text(self.kling_usd_nano),
+            "ledger_units": units_text(self.ledger_units_milli),
+            "ledger_usd": usd_text(self.ledger_usd_nano),
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ReconcileReport:
     """Everything one reconcile run did and found."""
 
@@ -219,6 +256,8 @@ class ReconcileReport:
     costs_checked: bool = False
     costs_error: str | None = None
     alerts: tuple[AlertEvent, ...] = field(default=(), compare=False)
+    tasks_checked: int | None = None
+    task_drift: tuple[TaskDrift, ...] = ()
 
     @property
     def unresolved(self) -> tuple[ReconcileItem, ...]:
@@ -232,8 +271,8 @@ class ReconcileReport:
 
     @property
     def ok(self) -> bool:
-        """Nothing unresolved, no drift, and the costs check (if asked for) ran."""
-        return not self.unresolved and not self.drifting and self.costs_error is None
+        """Nothing unresolved, no drift (per pack type or per task), and the costs check (if asked for) ran."""
+        return not self.unresolved and not self.drifting and not self.task_drift and self.costs_error is None
 
     def counts(self) -> dict[str, int]:
         """How many items ended in each action."""
@@ -254,6 +293,8 @@ class ReconcileReport:
             "drift": [d.to_dict() for d in self.drift],
             "unresolved": len(self.unresolved),
             "drifting": [d.pack_type for d in self.drifting],
+            "tasks_checked": self.tasks_checked,
+            "task_drift": [d.to_dict() for d in self.task_drift],
         }
 
 
@@ -501,6 +542,113 @@ def _committed(ledger: Ledger, kind: PackType, start: datetime, end: datetime) -
     return sum(row.committed_milli for row in rows)
 
 
+_MAX_BILLING_PAGES = 200
+
+
+def _billing_records(client: KlingClient, start: datetime, end: datetime) -> list[BillingRecord] | None:
+    """Every row of both per-task billing ledgers in ``[start, end)``; ``None`` when the account has none."""
+    records: list[BillingRecord] = []
+    for read in (client.get_billing_package, client.get_billing_balance):
+        cursor: str | None = None
+        for _ in range(_MAX_BILLING_PAGES):
+            try:
+                page = read(start, end, cursor=cursor) if cursor is None else read(cursor=cursor)
+            except KlingAPIError as exc:
+                if exc.code in (1202, 1203) or exc.http_status == 404:
+                    return None  # an account (or Kling region) without per-task billing ledgers
+                raise
+            records.extend(page.records)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    return records
+
+
+def compare_tasks(
+    tracker_or_ledger: CostTracker | Ledger, records: list[BillingRecord]
+) -> tuple[int, list[TaskDrift], list[AlertEvent]]:
+    """Compare Kling's per-task deductions with what the ledger committed for each task; alert on drift.
+
+    Each task Kling charged is looked up by its task id: no reservation (spend that bypassed this ledger), a
+    reservation released although Kling charged, and a commit with other units (or, for a cash charge in US
+    dollars, other dollars) are drift, named per task. Reservations still open are left to
+    :func:`reconcile_jobs`.
+
+    Returns:
+        How many tasks were compared, the drift per task, and the alerts newly raised.
+    """
+    settler = _settler(tracker_or_ledger)
+    ledger = settler.ledger
+    units: dict[str, int] = {}
+    dollars: dict[str, int] = {}
+    for record in records:
+        if record.charge_type is ChargeType.UNIT:
+            units[record.task_id] = units.get(record.task_id, 0) + units_to_milli(record.amount, "deduction")
+        elif (record.currency or "").upper() == "USD":
+            dollars[record.task_id] = dollars.get(record.task_id, 0) + usd_to_nano(record.amount, "deduction")
+        else:
+            units.setdefault(record.task_id, 0)
+    drift: list[TaskDrift] = []
+    alerts: list[AlertEvent] = []
+    tasks = sorted(set(units) | set(dollars))
+    for task_id in tasks:
+        kling_units, kling_usd = units.get(task_id, 0), dollars.get(task_id, 0)
+        info = ledger.find_by_task(task_id)
+        message = _task_mismatch(task_id, info, kling_units, kling_usd)
+        if message is None:
+            continue
+        item = TaskDrift(
+            task_id,
+            None if info is None else info.id,
+            kling_units,
+            kling_usd,
+            None if info is None else info.actual_milli,
+            None if info is None else info.actual_nano,
+            message,
+        )
+        drift.append(item)
+        stored = settler.emit(
+            reconcile_drift_event(
+                at=ledger.now(),
+                period_label=f"task {task_id}",
+                ledger_units_milli=item.ledger_units_milli or 0,
+                kling_units_milli=kling_units,
+                pack_type=(info.pack_type.value if info is not None else ""),
+            )
+        )
+        if stored is not None:
+            alerts.append(stored)
+    return len(tasks), drift, alerts
+
+
+def _task_mismatch(task_id: str, info: ReservationInfo | None, kling_units: int, kling_usd: int) -> str | None:
+    """Why Kling's deduction for ``task_id`` and the ledger's disagree, or ``None`` when they agree."""
+    charged = f"{format_units(kling_units)} units" + (f" and ${usd_text(kling_usd)}" if kling_usd else "")
+    if info is None:
+        if kling_units == 0 and kling_usd == 0:
+            return None
+        return (
+            f"Kling charged task {task_id} {charged} but no reservation has this task (spend that bypassed the ledger)"
+        )
+    if info.state.is_open:
+        return None  # still being settled: reconcile_jobs decides it
+    if info.state is not ReservationState.COMMITTED:
+        if kling_units == 0 and kling_usd == 0:
+            return None
+        return f"reservation {info.id} is {info.state.value} but Kling charged task {task_id} {charged}"
+    if kling_usd:
+        if info.actual_nano == kling_usd:
+            return None
+        committed = usd_text(info.actual_nano or 0)
+        return f"reservation {info.id} committed ${committed}; Kling charged task {task_id} {charged}"
+    if info.actual_milli == kling_units:
+        return None
+    return (
+        f"reservation {info.id} committed {format_units(info.actual_milli or 0)} units; "
+        f"Kling deducted {format_units(kling_units)} for task {task_id}"
+    )
+
+
 def reconcile(
     tracker_or_ledger: CostTracker | Ledger,
     client: KlingClient,
@@ -511,9 +659,12 @@ def reconcile(
     lookback: timedelta = DEFAULT_LOOKBACK,
     costs_lag: timedelta = COSTS_LAG,
     drift_threshold_milli: int = DEFAULT_DRIFT_THRESHOLD_MILLI,
+    billing_lookback: timedelta = DEFAULT_BILLING_LOOKBACK,
     on_progress: Progress | None = None,
 ) -> ReconcileReport:
-    """Settle unsettled jobs from Kling's answers, then compare spend with ``/account/costs``.
+    """Settle unsettled jobs from Kling's answers, then compare spend with Kling's own account data: task by
+    task with the per-task billing ledgers when the account has them, and per pack type with
+    ``/account/costs``.
 
     Args:
         tracker_or_ledger: whose ledger to reconcile.
@@ -522,6 +673,7 @@ def reconcile(
         check_costs: also compare with ``/account/costs`` (free, but Kling asks for at most 1 query/s).
         lookback: ask ``/account/costs`` for packs valid within this long before now.
         costs_lag / drift_threshold_milli: see :func:`compare_costs`.
+        billing_lookback: compare the tasks Kling billed within this long before now (:func:`compare_tasks`).
 
     Returns:
         The report; ``report.ok`` is false when something needs attention or drifts.
@@ -538,10 +690,32 @@ def reconcile(
     ledger = tracker_or_ledger if isinstance(tracker_or_ledger, Ledger) else tracker_or_ledger.ledger
     now = ledger.now()
     try:
+        records = _billing_records(client, now - billing_lookback, now)
+    except KlingAPIError as exc:
+        return ReconcileReport(items=tuple(items), costs_error=f"could not read Kling's billing ledgers: {exc}")
+    checked: int | None = None
+    task_drift: list[TaskDrift] = []
+    alerts: list[AlertEvent] = []
+    if records is not None:
+        checked, task_drift, alerts = compare_tasks(tracker_or_ledger, records)
+    try:
         packs = client.get_account_costs(now - lookback, now)
     except KlingAPIError as exc:
-        return ReconcileReport(items=tuple(items), costs_error=f"could not read /account/costs: {exc}")
-    drift, alerts = compare_costs(
+        return ReconcileReport(
+            items=tuple(items),
+            costs_error=f"could not read /account/costs: {exc}",
+            tasks_checked=checked,
+            task_drift=tuple(task_drift),
+            alerts=tuple(alerts),
+        )
+    drift, pack_alerts = compare_costs(
         tracker_or_ledger, packs, costs_lag=costs_lag, drift_threshold_milli=drift_threshold_milli, lookback=lookback
     )
-    return ReconcileReport(items=tuple(items), drift=tuple(drift), costs_checked=True, alerts=tuple(alerts))
+    return ReconcileReport(
+        items=tuple(items),
+        drift=tuple(drift),
+        costs_checked=True,
+        alerts=(*alerts, *pack_alerts),
+        tasks_checked=checked,
+        task_drift=tuple(task_drift),
+    )

@@ -532,6 +532,25 @@ def _print_report(report: ReconcileReport) -> None:
         )
     else:
         click.echo("no open reservations to reconcile")
+    if report.tasks_checked is not None:
+        if report.task_drift:
+            print_table(
+                "Ledger vs Kling's per-task billing",
+                ["task", "reservation", "Kling units", "Kling USD", "ledger units", "message"],
+                [
+                    [
+                        d.task_id,
+                        d.reservation_id or "-",
+                        format_units(d.kling_units_milli),
+                        format_usd(d.kling_usd_nano) if d.kling_usd_nano else "",
+                        "-" if d.ledger_units_milli is None else format_units(d.ledger_units_milli),
+                        d.message,
+                    ]
+                    for d in report.task_drift
+                ],
+            )
+        else:
+            click.echo(f"per-task billing: {report.tasks_checked} task(s) billed by Kling match the ledger")
     if report.costs_error:
         click.echo(f"costs: {report.costs_error}")
     elif report.costs_checked:

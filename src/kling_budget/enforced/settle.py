@@ -9,9 +9,11 @@ these rules:
   ``task_id``. No reservation → :attr:`SettleAction.UNKNOWN`, nothing changes.
 * Task not finished → its ``task_id`` is recorded (``mark_submitted``) and nothing else happens: a
   running task holds its budget until Kling says how it ended.
-* ``succeeded`` → ``commit`` with Kling's charge (``final_unit_deduction`` or ``billing[]``). Above the
-  hold is overage: recorded, and alerted by the ledger. If Kling reports no charge at all, the held
-  amount is committed and the outcome says so (``assumed_charge``).
+* ``succeeded`` → ``commit`` with Kling's charge (``final_unit_deduction`` or ``billing[]``, read by
+  :func:`kling_charge`: unit rows of the reservation's pack type; a charge from a cash balance commits the
+  held units at the dollars actually paid; a zero row is free). Above the hold is overage: recorded, and
+  alerted by the ledger. If Kling reports no charge at all, the held amount is committed and the outcome
+  says so (``assumed_charge``).
 * ``failed`` → ``release`` (Kling never charges failed tasks). Should Kling nevertheless report a charge
   on a failed task, that charge is committed instead: Kling's own number wins.
 * Already settled the same way → an idempotent no-op (``ALREADY_COMMITTED`` / ``ALREADY_RELEASED``), so
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +45,9 @@ from kling_budget.errors import (
     ReservationNotFoundError,
     ReservationResolvedError,
 )
+from kling_budget.kling.tasks import ChargeType
 from kling_budget.ledger import Ledger, ReservationInfo, ReservationState
-from kling_budget.money import format_units, units_text
+from kling_budget.money import format_units, units_text, usd_to_nano
 from kling_budget.types import AlertEvent, AlertKind, PackType
 
 if TYPE_CHECKING:
@@ -51,7 +55,15 @@ if TYPE_CHECKING:
     from kling_budget.kling.tasks import Task
     from kling_budget.tracker import CostTracker
 
-__all__ = ["DETAIL_PATH_KEY", "JobSettler", "SettleAction", "SettleOutcome", "task_paths"]
+__all__ = [
+    "DETAIL_PATH_KEY",
+    "JobSettler",
+    "KlingCharge",
+    "SettleAction",
+    "SettleOutcome",
+    "kling_charge",
+    "task_paths",
+]
 
 logger = logging.getLogger("kling_budget.enforced.settle")
 
@@ -86,6 +98,58 @@ def task_paths(info: ReservationInfo) -> tuple[str, ...]:
     if isinstance(recorded, str) and recorded.startswith("/"):
         return (recorded,)
     return _PRODUCT_PATHS.get(info.product, ())
+
+
+@dataclass(frozen=True, slots=True)
+class KlingCharge:
+    """What Kling took for a finished task, as the ledger records it.
+
+    Attributes:
+        units_milli: pack units to commit; ``None`` when Kling reported no charge at all (the hold is assumed).
+        cash_usd_nano: dollars taken from a cash balance instead of pack units (``None``: priced from packs).
+        notes: what was not booked as reported (other pack types, other currencies), for the outcome message.
+    """
+
+    units_milli: int | None
+    cash_usd_nano: int | None = None
+    notes: tuple[str, ...] = ()
+
+
+_PACKAGE_TYPES = {"try-on": "try_on", "tryon": "try_on"}
+
+
+def kling_charge(task: Task, pack_type: PackType, held_milli: int) -> KlingCharge:
+    """Read a finished task's charge for a reservation of ``pack_type`` holding ``held_milli``. Pure.
+
+    * unit rows of the reservation's pack type (or with no type, e.g. ``final_unit_deduction`` or a zero row)
+      are committed; rows of another pack type are named in ``notes`` (that pack is not this budget's);
+    * a charge taken only from a cash balance commits the held (list-price) units, and the money itself
+      when it is in US dollars; another currency is named in ``notes`` and priced as units;
+    * no charge reported at all: ``units_milli`` is ``None`` (the caller commits the hold and says so).
+    """
+    if not task.charges:
+        return KlingCharge(task.charged_units_milli)
+    units: int | None = None
+    notes: list[str] = []
+    cash_usd: list[Decimal] = []
+    for charge in task.charges:
+        if charge.charge_type is ChargeType.UNIT:
+            kind = charge.package_type.lower() if charge.package_type else None
+            kind = _PACKAGE_TYPES.get(kind, kind) if kind else None
+            if kind is None or kind == pack_type.value:
+                units = (units or 0) + (charge.units_milli or 0)
+            else:
+                notes.append(f"Kling also took {format_units(charge.units_milli or 0)} units from its {kind} pack")
+        elif charge.currency is not None and charge.currency.upper() == "USD":
+            cash_usd.append(charge.amount)
+        else:
+            currency = charge.currency or "balance currency"
+            notes.append(f"Kling charged {charge.amount} {currency} from the cash balance (recorded at list price)")
+    if units is None and cash_usd:
+        return KlingCharge(held_milli, usd_to_nano(sum(cash_usd, Decimal(0)), "cash charge"), tuple(notes))
+    if units is not None and cash_usd:
+        notes.append(f"Kling also charged {sum(cash_usd, Decimal(0))} USD from the cash balance")
+    return KlingCharge(held_milli if units is None else units, None, tuple(notes))
 
 
 class SettleAction(StrEnum):
@@ -288,7 +352,8 @@ class JobSettler:
         )
 
     def _commit(self, info: ReservationInfo, task: Task) -> SettleOutcome:
-        units = task.charged_units_milli
+        charge = kling_charge(task, info.pack_type, info.units_milli)
+        units = charge.units_milli
         assumed = units is None
         if units is None:
             units = info.units_milli
@@ -297,7 +362,7 @@ class JobSettler:
                 info = self._record_task(info, task)
             if info.state.is_open:
                 try:
-                    done = self.ledger.commit(info.id, units_milli=units)
+                    done = self.ledger.commit(info.id, units_milli=units, cash_usd_nano=charge.cash_usd_nano)
                 except ReservationResolvedError:
                     info = self.ledger.get_reservation(info.id)  # settled by someone else meanwhile
                 else:
@@ -305,6 +370,9 @@ class JobSettler:
                     if done.replayed:
                         return self._already_committed(done, task)
                     note = " (Kling reported no charge: committed the held amount)" if assumed else ""
+                    note += "".join(f"; {n}" for n in charge.notes)
+                    if charge.notes:
+                        logger.warning("task %s: %s", task.task_id, "; ".join(charge.notes))
                     over = f", {format_units(done.overage_milli)} above the hold" if done.overage_milli else ""
                     return SettleOutcome(
                         SettleAction.COMMITTED,

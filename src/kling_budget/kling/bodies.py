@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from kling_budget.designs import model_path
 from kling_budget.kling._core import Endpoint
 
 __all__ = [
     "Create",
+    "VideoOptions",
     "compact",
     "duration_text",
     "image_generation",
@@ -444,24 +445,47 @@ def virtual_try_on(
 
 # ---------------------------------------------------------------------------------------------------------
 # Kling's 2026 design: the model is in the path; inputs are typed ``contents``, generation choices are
-# ``settings`` and the create's own options (callback, external id, watermark) are ``options``.
+# ``settings`` and the create's own options (callback, external id, watermark) are ``options``. Anything else
+# in the body would go unpriced, so these builders take no further top-level fields.
 
 
-def _new_design(
-    product: str,
-    model: str,
-    contents: list[dict[str, Any]],
-    *,
-    settings: JSON | None,
-    callback_url: str | None,
-    external_task_id: str | None,
-    watermark_info: JSON | None,
-    extra: Mapping[str, Any],
-    **choices: Any,
-) -> Create:
-    merged = {**compact(**choices), **(settings or {})}
-    options = compact(callback_url=callback_url, external_task_id=external_task_id, watermark_info=watermark_info)
-    body = compact(contents=contents or None, settings=merged or None, options=options or None, **extra)
+class VideoOptions(TypedDict, total=False):
+    """The choices every 2026-design video create takes (all optional).
+
+    Attributes:
+        resolution: ``720p``, ``1080p`` or ``4k`` (where the model has it).
+        duration: whole seconds (5 or 10 on 2.x, 3-15 on 3.0 and omni; motion control follows its video).
+        aspect_ratio: ``16:9``, ``9:16`` or ``1:1``.
+        audio: ``native`` (generated sound), ``original`` (keep a reference video's) or ``off``.
+        multi_shot: let Kling split the video into shots.
+        character_orientation: motion control: ``image`` or ``video``.
+        settings: further ``settings`` fields, sent as given.
+        watermark_info: ``{"enabled": bool}``.
+        callback_url: where Kling posts status changes.
+        external_task_id: your unique id; generated when omitted.
+    """
+
+    resolution: str
+    duration: int
+    aspect_ratio: str
+    audio: str
+    multi_shot: bool
+    character_orientation: str
+    settings: JSON
+    watermark_info: JSON
+    callback_url: str
+    external_task_id: str
+
+
+_OPTION_KEYS = ("callback_url", "external_task_id", "watermark_info")
+
+
+def _new_design(product: str, model: str, contents: list[dict[str, Any]], options: VideoOptions) -> Create:
+    chosen: dict[str, Any] = dict(options)
+    create_options = {k: chosen.pop(k) for k in _OPTION_KEYS if chosen.get(k) is not None}
+    extra_settings = chosen.pop("settings", None) or {}
+    settings = {**compact(**chosen), **extra_settings}
+    body = compact(contents=contents or None, settings=settings or None, options=create_options or None)
     return Create(model_path(product, model), body)
 
 
@@ -470,53 +494,17 @@ def _content(kind: str, value: str | None, key: str = "url") -> list[dict[str, A
 
 
 def video_from_text(
-    model: str,
-    prompt: str,
-    *,
-    resolution: str | None = None,
-    duration: int | None = None,
-    aspect_ratio: str | None = None,
-    audio: str | None = None,
-    multi_shot: bool | None = None,
-    contents: Sequence[JSON] = (),
-    settings: JSON | None = None,
-    watermark_info: JSON | None = None,
-    callback_url: str | None = None,
-    external_task_id: str | None = None,
-    **extra: Any,
+    model: str, prompt: str, *, contents: Sequence[JSON] = (), **options: Unpack[VideoOptions]
 ) -> Create:
     """Text to video on Kling's 2026 design (``POST /text-to-video/<model>``).
 
     Args:
         model: ``kling-3.0``, ``kling-3.0-turbo``, ``kling-2.6``, ``kling-2.5-turbo`` ... (in the path).
         prompt: the prompt (sent as the first ``contents`` item).
-        resolution: ``720p``, ``1080p`` or ``4k``.
-        duration: whole seconds (5 or 10 on 2.x, 3-15 on 3.0).
-        aspect_ratio: ``16:9``, ``9:16`` or ``1:1``.
-        audio: ``native`` (generated sound) or ``off``.
-        multi_shot: let Kling split the video into shots.
         contents: further typed inputs (``{"type": "element", ...}``).
-        settings: further ``settings`` fields, sent as given.
-        watermark_info: ``{"enabled": bool}``.
-        callback_url: where Kling posts status changes.
-        external_task_id: your unique id; generated when omitted.
-        **extra: further top-level body fields.
+        **options: see :class:`VideoOptions` (``resolution``, ``duration``, ``audio`` ...).
     """
-    return _new_design(
-        "text-to-video",
-        model,
-        [{"type": "prompt", "text": prompt}, *map(dict, contents)],
-        settings=settings,
-        callback_url=callback_url,
-        external_task_id=external_task_id,
-        watermark_info=watermark_info,
-        extra=extra,
-        resolution=resolution,
-        duration=duration,
-        aspect_ratio=aspect_ratio,
-        audio=audio,
-        multi_shot=multi_shot,
-    )
+    return _new_design("text-to-video", model, [*_content("prompt", prompt, "text"), *map(dict, contents)], options)
 
 
 def video_from_image(
@@ -525,17 +513,8 @@ def video_from_image(
     *,
     prompt: str | None = None,
     last_frame: str | None = None,
-    resolution: str | None = None,
-    duration: int | None = None,
-    aspect_ratio: str | None = None,
-    audio: str | None = None,
-    multi_shot: bool | None = None,
     contents: Sequence[JSON] = (),
-    settings: JSON | None = None,
-    watermark_info: JSON | None = None,
-    callback_url: str | None = None,
-    external_task_id: str | None = None,
-    **extra: Any,
+    **options: Unpack[VideoOptions],
 ) -> Create:
     """Image to video on Kling's 2026 design (``POST /image-to-video/<model>``).
 
@@ -544,17 +523,8 @@ def video_from_image(
         first_frame: the first frame (URL or raw base64).
         prompt: the prompt.
         last_frame: the last frame.
-        resolution: ``720p``, ``1080p`` or ``4k``.
-        duration: whole seconds.
-        aspect_ratio: ``16:9``, ``9:16`` or ``1:1``.
-        audio: ``native`` or ``off``.
-        multi_shot: let Kling split the video into shots.
         contents: further typed inputs (``{"type": "element", ...}``).
-        settings: further ``settings`` fields.
-        watermark_info: ``{"enabled": bool}``.
-        callback_url: where Kling posts status changes.
-        external_task_id: your unique id; generated when omitted.
-        **extra: further top-level body fields.
+        **options: see :class:`VideoOptions`.
     """
     inputs = [
         *_content("prompt", prompt, "text"),
@@ -562,38 +532,11 @@ def video_from_image(
         *_content("last_frame", last_frame),
         *map(dict, contents),
     ]
-    return _new_design(
-        "image-to-video",
-        model,
-        inputs,
-        settings=settings,
-        callback_url=callback_url,
-        external_task_id=external_task_id,
-        watermark_info=watermark_info,
-        extra=extra,
-        resolution=resolution,
-        duration=duration,
-        aspect_ratio=aspect_ratio,
-        audio=audio,
-        multi_shot=multi_shot,
-    )
+    return _new_design("image-to-video", model, inputs, options)
 
 
 def omni_video(
-    model: str,
-    contents: Sequence[JSON],
-    *,
-    prompt: str | None = None,
-    resolution: str | None = None,
-    duration: int | None = None,
-    aspect_ratio: str | None = None,
-    audio: str | None = None,
-    multi_shot: bool | None = None,
-    settings: JSON | None = None,
-    watermark_info: JSON | None = None,
-    callback_url: str | None = None,
-    external_task_id: str | None = None,
-    **extra: Any,
+    model: str, contents: Sequence[JSON], *, prompt: str | None = None, **options: Unpack[VideoOptions]
 ) -> Create:
     """Omni video on Kling's 2026 design (``POST /omni-video/<model>``): any mix of typed inputs.
 
@@ -603,32 +546,9 @@ def omni_video(
             ``feature_video`` (a reference video) or ``base_video`` (a video to edit; the output then has its
             length).
         prompt: a prompt, sent as the first ``contents`` item.
-        resolution: ``720p``, ``1080p`` or ``4k``.
-        duration: whole seconds (ignored by Kling when editing a base video).
-        aspect_ratio: ``16:9``, ``9:16`` or ``1:1``.
-        audio: ``native``, ``original`` (keep the reference video's) or ``off``.
-        multi_shot: let Kling split the video into shots.
-        settings: further ``settings`` fields.
-        watermark_info: ``{"enabled": bool}``.
-        callback_url: where Kling posts status changes.
-        external_task_id: your unique id; generated when omitted.
-        **extra: further top-level body fields.
+        **options: see :class:`VideoOptions` (``audio="original"`` keeps a reference video's sound).
     """
-    return _new_design(
-        "omni-video",
-        model,
-        [*_content("prompt", prompt, "text"), *map(dict, contents)],
-        settings=settings,
-        callback_url=callback_url,
-        external_task_id=external_task_id,
-        watermark_info=watermark_info,
-        extra=extra,
-        resolution=resolution,
-        duration=duration,
-        aspect_ratio=aspect_ratio,
-        audio=audio,
-        multi_shot=multi_shot,
-    )
+    return _new_design("omni-video", model, [*_content("prompt", prompt, "text"), *map(dict, contents)], options)
 
 
 def motion_control(
@@ -637,15 +557,8 @@ def motion_control(
     video: str,
     *,
     prompt: str | None = None,
-    character_orientation: str | None = None,
-    resolution: str | None = None,
-    audio: str | None = None,
     contents: Sequence[JSON] = (),
-    settings: JSON | None = None,
-    watermark_info: JSON | None = None,
-    callback_url: str | None = None,
-    external_task_id: str | None = None,
-    **extra: Any,
+    **options: Unpack[VideoOptions],
 ) -> Create:
     """Motion control on Kling's 2026 design (``POST /motion-control/<model>``): the character of ``image``
     moves as in ``video``; the output is as long as the reference video (3-30 s).
@@ -655,15 +568,8 @@ def motion_control(
         image: the character's appearance (URL or base64).
         video: the motion reference video.
         prompt: a prompt.
-        character_orientation: ``image`` or ``video``.
-        resolution: ``720p`` or ``1080p``.
-        audio: ``original`` or ``off``.
         contents: further typed inputs (``{"type": "element", ...}``).
-        settings: further ``settings`` fields.
-        watermark_info: ``{"enabled": bool}``.
-        callback_url: where Kling posts status changes.
-        external_task_id: your unique id; generated when omitted.
-        **extra: further top-level body fields.
+        **options: see :class:`VideoOptions` (``character_orientation``, ``resolution``, ``audio``).
     """
     inputs = [
         *_content("prompt", prompt, "text"),
@@ -671,16 +577,4 @@ def motion_control(
         *_content("video", video),
         *map(dict, contents),
     ]
-    return _new_design(
-        "motion-control",
-        model,
-        inputs,
-        settings=settings,
-        callback_url=callback_url,
-        external_task_id=external_task_id,
-        watermark_info=watermark_info,
-        extra=extra,
-        character_orientation=character_orientation,
-        resolution=resolution,
-        audio=audio,
-    )
+    return _new_design("motion-control", model, inputs, options)

@@ -434,14 +434,24 @@ class Ledger(BudgetStore, PackStore):
 
         return self.backend.run(tx)
 
-    def commit(self, key: str, *, units_milli: int | None = None, now: datetime | None = None) -> ReservationInfo:
+    def commit(
+        self,
+        key: str,
+        *,
+        units_milli: int | None = None,
+        cash_usd_nano: int | None = None,
+        now: datetime | None = None,
+    ) -> ReservationInfo:
         """Settle a reservation with what Kling charged (default: the held amount).
 
         Units above the hold are recorded as overage (they count against the budgets and raise an alert);
-        units below it return the difference to the budgets.
+        units below it return the difference to the budgets. ``cash_usd_nano``: Kling took money from a cash
+        balance instead of pack units; the job costs exactly that, and any pack holds are released.
         """
         if units_milli is not None:
             validate_amount(units_milli, "charged units")
+        if cash_usd_nano is not None:
+            validate_amount(cash_usd_nano, "charged dollars")
         at_dt = now or self.now()
         at = to_micros(at_dt)
 
@@ -457,7 +467,11 @@ class Ledger(BudgetStore, PackStore):
             if not info.state.is_open:
                 raise ReservationResolvedError(f"reservation {key} is {info.state.value} and cannot be committed")
             config = self._load_config(conn)
-            actual_nano = self._settle_allocs(conn, config, info, actual, at)
+            if cash_usd_nano is None:
+                actual_nano = self._settle_allocs(conn, config, info, actual, at)
+            else:
+                self._settle_allocs(conn, config, info, 0, at)  # no pack units were drawn
+                actual_nano = cash_usd_nano
             overage = max(0, actual - info.units_milli)
             overage_nano = max(0, actual_nano - info.usd_nano)
             _write_all(
