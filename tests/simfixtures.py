@@ -10,10 +10,11 @@ from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 
-from kling_budget.simulator import RunningSimulator
+from kling_budget.simulator import ManualClock, RunningSimulator, SimulatorConfig, running_simulator
 
 
 class SimAuth(httpx.Auth):
@@ -25,6 +26,30 @@ class SimAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = f"Bearer {self.kling.token()}"
         yield request
+
+
+@contextmanager
+def serve(config: SimulatorConfig | None = None, **options: Any) -> Iterator[tuple[RunningSimulator, ManualClock]]:
+    """A simulator on a manual clock (``options`` as for :meth:`SimulatorConfig.single`), and its clock."""
+    clock = ManualClock()
+    with running_simulator(config or SimulatorConfig.single(**options), clock=clock) as kling:
+        yield kling, clock
+
+
+@contextmanager
+def api_client(kling: RunningSimulator, key: str | None = None) -> Iterator[httpx.Client]:
+    """An httpx client on the simulator sending an API key (the first account's by default)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else kling.api_key_headers()
+    with httpx.Client(base_url=kling.base_url, headers=headers, timeout=10, verify=False) as client:
+        yield client
+
+
+def expect_error(answer: httpx.Response, http_status: int, code: int) -> str:
+    """Assert a Kling error envelope with this HTTP status and business code; return its message."""
+    payload = answer.json()
+    assert (answer.status_code, payload["code"]) == (http_status, code), payload
+    assert set(payload) == {"code", "message", "request_id", "data"} and payload["data"] is None
+    return str(payload["message"])
 
 
 @contextmanager

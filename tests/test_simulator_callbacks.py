@@ -7,6 +7,7 @@ import json
 import time
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from standardwebhooks import Webhook
 
@@ -120,3 +121,46 @@ def test_failed_deliveries_are_retried_when_configured() -> None:
         ("processing", 1, 500),
         ("processing", 2, 500),
     ]
+
+
+NEW_T2V = "/text-to-video/kling-3.0"
+NEW_BODY = {"prompt": "a fox", "settings": {"resolution": "1080p", "duration": 5, "audio": "native"}}
+
+
+def test_new_design_callbacks_carry_the_task_item_signed() -> None:
+    """A 2026 task calls back on every status change with the task item (billing once ended), signed."""
+    clock = ManualClock()
+    config = SimulatorConfig.single(webhook_secret=SECRET)
+    with callback_receiver() as receiver, running_simulator(config, clock=clock) as kling:
+        headers = kling.api_key_headers()
+        options = {"callback_url": receiver.url, "external_task_id": "cb-new"}
+        with httpx.Client(base_url=kling.base_url, headers=headers, verify=False) as client:
+            task_id = client.post(NEW_T2V, json={**NEW_BODY, "options": options}).json()["data"]["id"]
+            receiver.wait_for(1)
+            clock.advance(0.2)
+            receiver.wait_for(2)
+            clock.advance(0.5)
+            got = receiver.wait_for(3)
+            [final] = client.get("/tasks", params={"task_ids": task_id}).json()["data"]
+    payloads = [Webhook(SECRET).verify(r.body, r.headers) for r in got]
+    assert [p["status"] for p in payloads] == ["submitted", "processing", "succeeded"]
+    assert all(p["id"] == task_id and p["external_id"] == "cb-new" for p in payloads)
+    assert ["billing" in p for p in payloads] == [False, False, True]
+    assert payloads[-1] == final
+    assert final["billing"] == [{"charge_type": "unit", "amount": "6", "package_type": "video"}]
+    assert len({r.headers["webhook-id"] for r in got}) == 3
+
+
+def test_new_design_early_failure_callbacks() -> None:
+    """A 2026 task failing before generation calls back submitted then failed, with billing [{"amount": "0"}]."""
+    clock = ManualClock()
+    with callback_receiver() as receiver, running_simulator(clock=clock) as kling:
+        with httpx.Client(base_url=kling.base_url, headers=kling.api_key_headers(), verify=False) as client:
+            body = {**NEW_BODY, "prompt": "a fox [sim:fail_early=bad image]", "options": {"callback_url": receiver.url}}
+            client.post(NEW_T2V, json=body)
+        clock.advance(1)
+        got = receiver.wait_for(2)
+    payloads = [json.loads(r.body) for r in got]
+    assert [p["status"] for p in payloads] == ["submitted", "failed"]
+    assert (payloads[1]["message"], payloads[1]["billing"]) == ("bad image", [{"amount": "0"}])
+    assert "webhook-signature" not in got[0].headers

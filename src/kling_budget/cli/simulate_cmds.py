@@ -40,7 +40,11 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
     help="Secret key (JWT signing) the simulator accepts: a test credential, never a real Kling key.",
 )
 @click.option(
-    "--api-key", "api_keys", multiple=True, help="Also accept 'Bearer <API key>' (repeatable; a test credential)."
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    help="An API key ('Bearer <API key>', the only credential of the 2026 routes; a test credential); "
+    "repeatable. Default: sim-api-key.",
 )
 @click.option(
     "--webhook-secret", default=None, help="whsec_... test secret; callbacks are then signed (Standard Webhooks)."
@@ -53,6 +57,15 @@ def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
     help="A resource pack: video, image or try_on with its units (repeatable). Default: "
     + ", ".join(_DEFAULT_PACKS)
     + ".",
+)
+@click.option("--no-packs", is_flag=True, help="No resource packs: every task is paid from the cash balance.")
+@click.option("--balance", default=None, metavar="AMOUNT", help="Cash balance tasks are paid from when packs cannot.")
+@click.option("--test-balance", default=None, metavar="AMOUNT", help="Test money, drawn before --balance.")
+@click.option(
+    "--currency", default="USD", show_default=True, type=click.Choice(["USD", "CNY"]), help="Currency of the balance."
+)
+@click.option(
+    "--discount", default="0", show_default=True, help="Share of the list price taken off cash charges (0.25 = 25%)."
 )
 @click.option(
     "--concurrency",
@@ -78,6 +91,11 @@ def simulate(
     api_keys: tuple[str, ...],
     webhook_secret: str | None,
     packs: tuple[str, ...],
+    no_packs: bool,
+    balance: str | None,
+    test_balance: str | None,
+    currency: str,
+    discount: str,
     concurrency: tuple[str, ...],
     queued_seconds: float,
     running_seconds: float,
@@ -91,14 +109,15 @@ def simulate(
 ) -> None:
     """Run a local Kling API simulator until Ctrl-C.
 
-        It speaks Kling's legacy /v1 API (JWT or API-key auth, task lifecycle, resource packs, concurrency
-        limits, /account/costs, signed callbacks). The credentials it prints belong to the simulator only; its
+    It speaks Kling's legacy /v1 API (JWT or API-key auth) and its 2026 design (/text-to-video/kling-3.0 ...,
+    /tasks; API key only): task lifecycle, resource packs, a cash balance, concurrency limits, /account/costs,
+    the billing ledgers, signed callbacks. The credentials it prints belong to the simulator only; its
     --secret-key, --api-key and --webhook-secret are test credentials that guard nothing, so unlike real
     secrets they may be options (never pass a real Kling key to it).
 
-        Example:
+    Example:
 
-            kling-budget simulate --port 8750 --pack video=500 --concurrency video=5
+        kling-budget simulate --port 8750 --pack video=500 --concurrency video=5 --balance 20
     """
     from kling_budget.simulator import (
         AccountConfig,
@@ -107,15 +126,27 @@ def simulate(
         SimulatorConfig,
         run_simulator,
     )
-    from kling_budget.simulator.config import parse_pack_type
+    from kling_budget.simulator.config import DEFAULT_API_KEY, parse_pack_type
 
+    if no_packs and packs:
+        raise click.UsageError("--no-packs and --pack cannot be combined")
+    api_keys = api_keys or (DEFAULT_API_KEY,)
     try:
         quotas = {parse_pack_type(name): int(value) for name, value in _pairs(concurrency, "--concurrency")}
         pack_configs = tuple(
             PackConfig(kind, units, concurrency=quotas.get(kind, 10))
             for kind, units in ((parse_pack_type(n), u) for n, u in _pairs(packs or _DEFAULT_PACKS, "--pack"))
+            if not no_packs
         )
-        account = AccountConfig(key_pairs=((access_key, secret_key),), api_keys=api_keys, packs=pack_configs)
+        account = AccountConfig(
+            key_pairs=((access_key, secret_key),),
+            api_keys=api_keys,
+            packs=pack_configs,
+            balance=balance,
+            test_balance=test_balance,
+            currency=currency,
+            discount=discount,
+        )
         config = SimulatorConfig(
             accounts=(account,),
             webhook_secret=webhook_secret,
@@ -144,6 +175,8 @@ def simulate(
                 f"  pack:           {pack.display_name()} ({pack.pack_type}, "
                 f"{format_units(pack.total_milli)} units, concurrency {pack.concurrency})"
             )
+        for cash_type, amount in account.cash_balances().items():
+            click.echo(f"  {cash_type + ':':<15} {amount} {currency}, discount {discount}")
         click.echo("Press Ctrl-C to stop.")
 
     try:

@@ -1,6 +1,7 @@
 """Simulated accounts: who a request belongs to (API keys, JWTs), the rate limit, and each account's records.
 
-Pure: the :class:`~.state.Simulator` holds the lock.
+Legacy ``/v1`` routes take an access-key JWT or an API key; the 2026 design's routes take only an API key
+(a JWT there is 1002, as on Kling). Pure: the :class:`~.state.Simulator` holds the lock.
 """
 
 from __future__ import annotations
@@ -11,27 +12,41 @@ from dataclasses import dataclass, field
 from kling_budget.kling.jwt import TokenError, decode_token, peek_issuer
 from kling_budget.simulator.clock import Clock
 from kling_budget.simulator.config import AccountConfig
+from kling_budget.simulator.funding import LedgerEntry, Wallet
 from kling_budget.simulator.packs import Pack
 from kling_budget.simulator.protocol import SimError
 from kling_budget.simulator.task_model import Task
 from kling_budget.types import PackType
 
-__all__ = ["Account", "KeyRing", "rate_limit"]
+__all__ = ["Account", "Caller", "KeyRing", "rate_limit"]
 
 log = logging.getLogger("kling_budget.simulator")
 
 _TOKEN_CODES = {"malformed": 1002, "signature": 1000, "not_yet_valid": 1003, "expired": 1004}
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request: the account, and the console name of the API key used (``""`` for a JWT)."""
+
+    account: str
+    api_key_name: str = ""
+
+
 @dataclass(slots=True)
 class Account:
-    """One account's packs, tasks (with their indexes), generated videos, held slots and units, rate counter."""
+    """One account's packs, cash wallet, tasks (with their indexes), generated videos, held slots and units,
+    deduction ledgers and rate counter."""
 
     name: str
     packs: list[Pack]
+    wallet: Wallet | None = None
     tasks: dict[str, Task] = field(default_factory=dict)
     by_external: dict[str, str] = field(default_factory=dict)
     by_path: dict[str, dict[str, None]] = field(default_factory=dict)
+    model_in_path: dict[str, None] = field(default_factory=dict)
+    package_ledger: list[LedgerEntry] = field(default_factory=list)
+    balance_ledger: list[LedgerEntry] = field(default_factory=list)
     videos: dict[str, dict[str, str]] = field(default_factory=dict)
     active_slots: dict[PackType, int] = field(default_factory=dict)
     held_milli: dict[PackType, int] = field(default_factory=dict)
@@ -42,28 +57,46 @@ class Account:
     def add_task(self, task: Task) -> None:
         """Index a new task by id, endpoint path and external task id."""
         self.tasks[task.task_id] = task
-        self.by_path.setdefault(task.endpoint.path, {})[task.task_id] = None
+        if task.legacy:
+            self.by_path.setdefault(task.path, {})[task.task_id] = None
+        else:
+            self.model_in_path[task.task_id] = None
         if task.external_task_id is not None:
             self.by_external[task.external_task_id] = task.task_id
 
     def find_task(self, path: str, ref: str) -> Task | None:
         """The task of ``path`` whose ``task_id`` or, failing that, ``external_task_id`` is ``ref``."""
         task = self.tasks.get(ref)
-        if task is None or task.endpoint.path != path:
+        if task is None or task.path != path:
             by_external = self.by_external.get(ref)
             task = self.tasks.get(by_external) if by_external else None
-        if task is None or task.endpoint.path != path:
+        if task is None or task.path != path:
             return None
         return task
+
+    def find_model_in_path(self, ref: str, *, external: bool) -> Task | None:
+        """The 2026-design task whose ``id`` (or, with ``external``, external id) is ``ref``."""
+        task_id = self.by_external.get(ref) if external else ref
+        task = self.tasks.get(task_id) if task_id else None
+        return None if task is None or task.legacy else task
 
     def forget_task(self, task: Task) -> None:
         """Drop a task from every index, with the videos it generated."""
         del self.tasks[task.task_id]
-        self.by_path[task.endpoint.path].pop(task.task_id, None)
+        if task.legacy:
+            self.by_path[task.path].pop(task.task_id, None)
+        else:
+            self.model_in_path.pop(task.task_id, None)
         if task.external_task_id is not None and self.by_external.get(task.external_task_id) == task.task_id:
             del self.by_external[task.external_task_id]
         for output in task.outputs:
             self.videos.pop(str(output.get("id", "")), None)
+
+    def forget_deductions_before(self, cutoff: int) -> None:
+        """Drop deduction-ledger rows older than ``cutoff`` (Unix ms)."""
+        for ledger in (self.package_ledger, self.balance_ledger):
+            keep = next((i for i, entry in enumerate(ledger) if entry.time >= cutoff), len(ledger))
+            del ledger[:keep]
 
 
 class KeyRing:
@@ -71,34 +104,51 @@ class KeyRing:
 
     def __init__(self) -> None:
         self._access_keys: dict[str, tuple[str, str]] = {}
-        self._api_keys: dict[str, str] = {}
+        self._api_keys: dict[str, Caller] = {}
 
     def add(self, account: AccountConfig) -> None:
         """Accept the account's key pairs and API keys."""
         for access_key, secret_key in account.key_pairs:
             self._access_keys[access_key] = (account.name, secret_key)
         for api_key in account.api_keys:
-            self._api_keys[api_key] = account.name
+            self._api_keys[api_key] = Caller(account.name, account.api_key_name(api_key))
 
-    def authenticate(self, authorization: str | None, clock: Clock, leeway: int) -> str:
-        """Check an ``Authorization`` header; return the account name.
+    def authenticate(
+        self,
+        authorization: str | None,
+        clock: Clock,
+        leeway: int,
+        *,
+        api_key_only: bool = False,
+        any_case: bool = False,
+    ) -> Caller:
+        """Check an ``Authorization`` header; return who sent it.
+
+        Legacy routes want the scheme spelled ``Bearer``; with ``any_case`` (the 2026 routes) it may be
+        spelled in any case; ``api_key_only`` routes (the 2026 design) refuse JWTs.
 
         Raises:
-            SimError: 1001 empty (or no token), 1002 not ``Bearer <token>`` or a malformed JWT, 1000 unknown
-                key or bad signature, 1003 ``nbf`` in the future, 1004 expired.
+            SimError: 1001 empty (or no token), 1002 not ``Bearer <token>``, a malformed JWT or (with
+                ``api_key_only``) any JWT, 1000 unknown key or bad signature, 1003 ``nbf`` in the future,
+                1004 expired.
         """
         if authorization is None or not authorization.strip():
             raise SimError(1001)
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
-        if scheme == "Bearer" and not token:
+        bearer = scheme.lower() == "bearer" if any_case or api_key_only else scheme == "Bearer"
+        if bearer and not token:
             raise SimError(1001, "no token after 'Bearer'")
-        if scheme != "Bearer" or " " in token:
+        if not bearer or " " in token:
             raise SimError(1002, "expected 'Bearer <token>'")
-        account = self._api_keys.get(token)
-        if account is None:
-            account = self._verify_jwt(token, clock, leeway)
-        return account
+        caller = self._api_keys.get(token)
+        if caller is not None:
+            return caller
+        if api_key_only:
+            if "." in token:
+                raise SimError(1002, "this API takes an API key; access-key JWTs are for the legacy /v1 API")
+            raise SimError(1000, "unknown API key")
+        return Caller(self._verify_jwt(token, clock, leeway))
 
     def _verify_jwt(self, token: str, clock: Clock, leeway: int) -> str:
         if "." not in token:

@@ -1,14 +1,25 @@
-"""The simulator's HTTP face: a Starlette app speaking Kling's legacy ``/v1`` protocol, and callbacks.
+"""The simulator's HTTP face: a Starlette app speaking both of Kling's API designs, and callbacks.
 
-Routes, for every create path ``P`` in :data:`~.endpoints.ENDPOINTS` (``/v1/videos/text2video`` ...):
+Legacy ``/v1`` routes (a JWT or an API key), for every create path ``P`` in :data:`~.endpoints.ENDPOINTS`
+(``/v1/videos/text2video`` ...):
 
 * ``POST P`` creates a task;
 * ``GET P/{id}`` queries one task, ``{id}`` being its ``task_id`` or its ``external_task_id`` (Kling lists
   both as path parameters, "choose one"; a task id wins if both could match);
 * ``GET P?external_task_id=...`` (or ``?task_id=...``) also queries one task, unless the
   ``external_id_query`` switch is off;
-* ``GET P?pageNum=&pageSize=`` lists the account's tasks on ``P``, newest first;
-* ``GET /account/costs?start_time=&end_time=[&resource_pack_name=]`` reports resource packs.
+* ``GET P?pageNum=&pageSize=`` lists the account's tasks on ``P``, newest first.
+
+The 2026 design's routes (an API key only; a JWT is 1002), see :mod:`.products` and :mod:`.listings`:
+
+* ``POST /{product}/{model}`` creates a task (``text-to-video``, ``image-to-video``, ``omni-video``,
+  ``motion-control``);
+* ``GET /tasks?task_ids=a,b`` or ``?external_task_ids=x,y`` queries tasks; ``POST /tasks`` lists them.
+
+Account routes (either credential):
+
+* ``GET /account/costs?start_time=&end_time=[&resource_pack_name=]`` reports resource packs;
+* ``POST /account/billing/package`` and ``POST /account/billing/balance`` page the deduction ledgers.
 
 Callbacks are POSTed by a small scheduler running in the server's event loop; it sleeps until the next
 transition is due (or until woken by a create or a manual clock) and never busy-loops.
@@ -36,8 +47,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kling_budget.kling.webhooks import sign_webhook
 from kling_budget.simulator.endpoints import ENDPOINTS
 from kling_budget.simulator.faults import Fault, FaultKind
+from kling_budget.simulator.products import PRODUCTS
 from kling_budget.simulator.protocol import SimError, dumps, envelope, new_request_id
-from kling_budget.simulator.state import CallbackEvent, Delivery, Simulator
+from kling_budget.simulator.state import CallbackEvent, Caller, Delivery, Simulator
 
 __all__ = ["CallbackDispatcher", "create_app"]
 
@@ -45,7 +57,7 @@ log = logging.getLogger("kling_budget.simulator")
 
 _ABORT_KEY = "kling_budget.simulator.abort"
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-Action = Callable[[Request, str], Awaitable[Any]]
+Action = Callable[[Request, Caller], Awaitable[Any]]
 
 
 def _json(status: int, payload: Any) -> Response:
@@ -125,10 +137,21 @@ class _Handlers:
     async def costs(self, request: Request) -> Response:
         return await self._run(request, self._costs)
 
+    async def create(self, request: Request) -> Response:
+        return await self._run(request, self._create, api_key_only=True)
+
+    async def tasks(self, request: Request) -> Response:
+        return await self._run(request, self._tasks, api_key_only=True)
+
+    async def billing(self, request: Request) -> Response:
+        return await self._run(request, self._billing, any_case=True)
+
     async def unknown(self, request: Request) -> Response:
         return await self._run(request, self._unknown)
 
-    async def _run(self, request: Request, action: Action) -> Response:
+    async def _run(
+        self, request: Request, action: Action, *, api_key_only: bool = False, any_case: bool = False
+    ) -> Response:
         request_id = new_request_id()
         fault = self.sim.faults.pick(request.method, request.url.path)
         if fault is not None and fault.delay > 0:
@@ -138,13 +161,16 @@ class _Handlers:
             await asyncio.sleep(fault.delay)
         if fault is not None and not fault.process and fault.kind is not FaultKind.SLOW:
             return _fault_response(fault, request_id, None)
-        response = await self._answer(request, action, request_id)
+        response = await self._answer(request, action, request_id, api_key_only, any_case)
         return response if fault is None else _fault_response(fault, request_id, response)
 
-    async def _answer(self, request: Request, action: Action, request_id: str) -> Response:
+    async def _answer(
+        self, request: Request, action: Action, request_id: str, api_key_only: bool, any_case: bool
+    ) -> Response:
         try:
-            account = self.sim.authorize(request.headers.get("authorization"))
-            data = await action(request, account)
+            header = request.headers.get("authorization")
+            caller = self.sim.authorize(header, api_key_only=api_key_only, any_case=any_case)
+            data = await action(request, caller)
         except SimError as err:
             return _error(err, request_id)
         except Exception:
@@ -152,17 +178,13 @@ class _Handlers:
             return _error(SimError(5000), request_id)
         return _json(200, envelope(0, "SUCCEED", request_id, data))
 
-    async def _collection(self, request: Request, account: str) -> Any:
+    async def _collection(self, request: Request, caller: Caller) -> Any:
         path = request.url.path.rstrip("/")
         if request.method == "POST":
-            raw = await request.body()
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                raise SimError(1200, "the request body is not valid JSON") from None
-            return self.sim.create_task(account, path, body)
+            return self.sim.create_task(caller, path, await _json_body(request))
         if request.method in ("GET", "HEAD"):
             query = request.query_params
+            account = caller.account
             if self.sim.config.external_id_query and ("task_id" in query or "external_task_id" in query):
                 if "task_id" in query and "external_task_id" in query:
                     raise SimError(1201, "give task_id or external_task_id, not both")
@@ -170,23 +192,51 @@ class _Handlers:
             return self.sim.list_tasks(account, path, query.get("pageNum"), query.get("pageSize"))
         raise SimError(1202, f"{request.method} is not supported on {path}")
 
-    async def _item(self, request: Request, account: str) -> Any:
+    async def _item(self, request: Request, caller: Caller) -> Any:
         if request.method not in ("GET", "HEAD"):
             raise SimError(1202, f"{request.method} is not supported on {request.url.path}")
         ref = str(request.path_params["ref"])
         base = request.url.path.removesuffix("/" + ref)
-        return self.sim.get_task(account, base, ref)
+        return self.sim.get_task(caller.account, base, ref)
 
-    async def _costs(self, request: Request, account: str) -> Any:
+    async def _costs(self, request: Request, caller: Caller) -> Any:
         if request.method not in ("GET", "HEAD"):
             raise SimError(1202, f"{request.method} is not supported on /account/costs")
         query = request.query_params
         return self.sim.account_costs(
-            account, query.get("start_time"), query.get("end_time"), query.get("resource_pack_name")
+            caller.account, query.get("start_time"), query.get("end_time"), query.get("resource_pack_name")
         )
 
-    async def _unknown(self, request: Request, account: str) -> Any:
+    async def _create(self, request: Request, caller: Caller) -> Any:
+        if request.method != "POST":
+            raise SimError(1202, f"{request.method} is not supported on {request.url.path}")
+        return self.sim.create_task(caller, request.url.path, await _json_body(request))
+
+    async def _tasks(self, request: Request, caller: Caller) -> Any:
+        if request.method in ("GET", "HEAD"):
+            return self.sim.query_tasks(caller.account, request.query_params)
+        if request.method == "POST":
+            return self.sim.list_model_in_path(caller.account, await _json_body(request, empty_is_object=True))
+        raise SimError(1202, f"{request.method} is not supported on /tasks")
+
+    async def _billing(self, request: Request, caller: Caller) -> Any:
+        if request.method != "POST":
+            raise SimError(1202, f"{request.method} is not supported on {request.url.path}")
+        kind = request.url.path.rsplit("/", 1)[-1]
+        return self.sim.billing_ledger(caller.account, kind, await _json_body(request))
+
+    async def _unknown(self, request: Request, caller: Caller) -> Any:
         raise SimError(1202, f"no such API: {request.method} {request.url.path}")
+
+
+async def _json_body(request: Request, *, empty_is_object: bool = False) -> Any:
+    raw = await request.body()
+    if empty_is_object and not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise SimError(1200, "the request body is not valid JSON") from None
 
 
 class CallbackDispatcher:
@@ -296,7 +346,13 @@ class CallbackDispatcher:
 def create_app(sim: Simulator) -> ASGIApp:
     """The ASGI app serving ``sim`` (Starlette inside a thin connection-control layer)."""
     handlers = _Handlers(sim)
-    routes = [Route("/account/costs", handlers.costs, methods=_ALL_METHODS)]
+    routes = [
+        Route("/account/costs", handlers.costs, methods=_ALL_METHODS),
+        Route("/account/billing/package", handlers.billing, methods=_ALL_METHODS),
+        Route("/account/billing/balance", handlers.billing, methods=_ALL_METHODS),
+        Route("/tasks", handlers.tasks, methods=_ALL_METHODS),
+    ]
+    routes += [Route(f"/{product}/{{model}}", handlers.create, methods=_ALL_METHODS) for product in PRODUCTS]
     for path in ENDPOINTS:
         routes.append(Route(path, handlers.collection, methods=_ALL_METHODS))
         routes.append(Route(path + "/", handlers.collection, methods=_ALL_METHODS))

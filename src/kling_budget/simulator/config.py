@@ -10,12 +10,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from kling_budget.errors import ConfigurationError
-from kling_budget.money import units_to_milli
+from kling_budget.errors import ConfigurationError, InvalidInputError
+from kling_budget.money import parse_decimal, units_to_milli
 from kling_budget.types import PackType
 
 __all__ = [
+    "CASH_TYPES",
+    "CURRENCIES",
     "DEFAULT_ACCESS_KEY",
+    "DEFAULT_API_KEY",
     "DEFAULT_SECRET_KEY",
     "AccountConfig",
     "PackConfig",
@@ -25,6 +28,14 @@ __all__ = [
 
 DEFAULT_ACCESS_KEY = "sim-access-key"
 DEFAULT_SECRET_KEY = "sim-secret-key"
+DEFAULT_API_KEY = "sim-api-key"
+
+#: Currencies of a cash balance, as Kling reports them in ``billing[].currency``.
+CURRENCIES = ("USD", "CNY")
+#: Cash balances in the order a task draws on them: test money (测试金) first, then the real balance.
+CASH_TYPES = ("test_balance", "balance")
+# Kling publishes no CNY unit prices: a CNY account's default list price is the USD one times this.
+_CNY_PER_USD = Decimal(7)
 
 _PACK_ALIASES = {
     "video": PackType.VIDEO,
@@ -112,21 +123,50 @@ def _default_packs() -> tuple[PackConfig, ...]:
     )
 
 
+def _money(value: Decimal | int | str, what: str) -> Decimal:
+    try:
+        amount = parse_decimal(value, what)
+    except InvalidInputError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if amount < 0:
+        raise ConfigurationError(f"{what} must not be negative, got {value!r}")
+    return amount
+
+
 @dataclass(frozen=True, slots=True)
 class AccountConfig:
-    """One Kling account: its credentials and resource packs.
+    """One Kling account: its credentials, resource packs and (optionally) a cash balance.
+
+    A task is paid from the packs of its type when they cover it, else from the cash balance (test money
+    first) when that covers its discounted list price, else refused: 1101 on an account with a cash
+    balance, 1102 on one without.
 
     Attributes:
         name: label used in inspection helpers and logs.
-        key_pairs: ``(access_key, secret_key)`` pairs; each signs JWTs for this account.
-        api_keys: plain API keys accepted as ``Authorization: Bearer <api key>``.
+        key_pairs: ``(access_key, secret_key)`` pairs; each signs JWTs for this account (legacy ``/v1`` only).
+        api_keys: plain API keys accepted as ``Authorization: Bearer <api key>`` on every route.
+        api_key_names: the console name of each API key (``api_key_name`` in the billing ledgers); a key
+            without one is named ``api-key-<n>`` by its position in ``api_keys``.
         packs: the account's resource packs.
+        balance / test_balance: cash in ``currency`` (``None``: the account has no such balance).
+        currency: ``"USD"`` or ``"CNY"``.
+        discount: share of the list price taken off cash charges (``"0.25"``: a task listed at 0.84 costs 0.63).
+        unit_prices: list price of one unit of each pack type in ``currency`` (``{"video": "0.14"}``);
+            defaults to the packaged price table's USD prices, times 7 for CNY.
+        cash_concurrency: parallel-task quota the cash balance grants (packs grant their own).
     """
 
     name: str = "default"
     key_pairs: tuple[tuple[str, str], ...] = ((DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY),)
     api_keys: tuple[str, ...] = ()
     packs: tuple[PackConfig, ...] = field(default_factory=_default_packs)
+    api_key_names: Mapping[str, str] = field(default_factory=dict)
+    balance: Decimal | int | str | None = None
+    test_balance: Decimal | int | str | None = None
+    currency: str = "USD"
+    discount: Decimal | int | str = 0
+    unit_prices: Mapping[str, Decimal | int | str] | None = None
+    cash_concurrency: int = 10
 
     def __post_init__(self) -> None:
         if not self.key_pairs and not self.api_keys:
@@ -134,6 +174,41 @@ class AccountConfig:
         for access_key, secret_key in self.key_pairs:
             if not access_key or not secret_key:
                 raise ConfigurationError("access and secret keys must not be empty")
+        unknown = set(self.api_key_names) - set(self.api_keys)
+        if unknown:
+            raise ConfigurationError("api_key_names names a key that is not in api_keys")
+        if self.currency not in CURRENCIES:
+            raise ConfigurationError(f"currency must be one of {', '.join(CURRENCIES)}; got {self.currency!r}")
+        if not 0 <= _money(self.discount, "discount") < 1:
+            raise ConfigurationError(f"discount must be at least 0 and below 1, got {self.discount!r}")
+        self.cash_balances()
+        for pack_name, price in (self.unit_prices or {}).items():
+            parse_pack_type(pack_name)
+            _money(price, f"unit price of {pack_name}")
+        if self.cash_concurrency < 1:
+            raise ConfigurationError("cash_concurrency must be at least 1")
+
+    def cash_balances(self) -> dict[str, Decimal]:
+        """The configured cash balances by ``cash_type``, in drawing order (test money first)."""
+        given = {"test_balance": self.test_balance, "balance": self.balance}
+        balances: dict[str, Decimal] = {}
+        for kind in CASH_TYPES:
+            amount = given[kind]
+            if amount is not None:
+                balances[kind] = _money(amount, kind)
+        return balances
+
+    def api_key_name(self, api_key: str) -> str:
+        """The console name of one of this account's API keys."""
+        return self.api_key_names.get(api_key) or f"api-key-{self.api_keys.index(api_key) + 1}"
+
+    def unit_price(self, pack_type: PackType, usd_prices: Mapping[PackType, Decimal]) -> Decimal:
+        """List price of one unit of ``pack_type`` in the account's currency."""
+        for name, price in (self.unit_prices or {}).items():
+            if parse_pack_type(name) is pack_type:
+                return _money(price, f"unit price of {name}")
+        usd = usd_prices[pack_type]
+        return usd if self.currency == "USD" else usd * _CNY_PER_USD
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +216,8 @@ class SimulatorConfig:
     """How the simulated Kling behaves.
 
     Attributes:
-        accounts: the accounts; the first one's credentials are the defaults handed to tests.
+        accounts: the accounts; the first one's credentials are the defaults handed to tests (by default one
+            account with the key pair ``sim-access-key``/``sim-secret-key`` and the API key ``sim-api-key``).
         webhook_secret: ``whsec_...``; when set, callbacks carry Standard Webhooks signature headers.
         queued_seconds: time a task stays ``submitted``.
         running_seconds: time a task stays ``processing`` before it ends.
@@ -164,12 +240,12 @@ class SimulatorConfig:
             templates, for one); ``None`` refuses such requests with 1201/1203 instead.
         retention_seconds: forget tasks this long after they end (their ids and external ids too), to bound
             memory in long benchmarks; ``None`` keeps every task (Kling keeps results 30 days).
-        extra_models: model names accepted on every endpoint that takes ``model_name``, beyond the built-in
-            lists: a model Kling released after this simulator (e.g. ``kling-v4``); pass a ``pricer`` that
-            prices it, or it is charged ``unpriced_units``.
+        extra_models: model names accepted on every ``/v1`` endpoint that takes ``model_name``, beyond the
+            built-in lists: a model Kling released after this simulator (e.g. ``kling-v4``); pass a ``pricer``
+            that prices it, or it is charged ``unpriced_units``.
     """
 
-    accounts: tuple[AccountConfig, ...] = (AccountConfig(),)
+    accounts: tuple[AccountConfig, ...] = (AccountConfig(api_keys=(DEFAULT_API_KEY,)),)
     webhook_secret: str | None = None
     queued_seconds: float = 0.2
     running_seconds: float = 0.5
@@ -217,14 +293,21 @@ class SimulatorConfig:
         *,
         access_key: str = DEFAULT_ACCESS_KEY,
         secret_key: str = DEFAULT_SECRET_KEY,
-        api_keys: tuple[str, ...] = (),
+        api_keys: tuple[str, ...] = (DEFAULT_API_KEY,),
         packs: Mapping[str, Decimal | int | str] | None = None,
         concurrency: Mapping[str, int] | int | None = None,
+        api_key_names: Mapping[str, str] | None = None,
+        balance: Decimal | int | str | None = None,
+        test_balance: Decimal | int | str | None = None,
+        currency: str = "USD",
+        discount: Decimal | int | str = 0,
         **options: object,
     ) -> SimulatorConfig:
         """One account with these credentials and packs (``{"video": "1000"}``); other options as keywords.
 
-        ``concurrency`` is one quota for every pack or a quota per pack type (default 10).
+        ``concurrency`` is one quota for every pack or a quota per pack type (default 10). ``balance``,
+        ``test_balance``, ``currency`` and ``discount`` give the account a cash balance (see
+        :class:`AccountConfig`); ``packs={}`` makes it a cash-only account.
         """
         pack_units = packs if packs is not None else {"video": 1000, "image": 10000, "try_on": 1000}
         pack_configs = []
@@ -239,6 +322,13 @@ class SimulatorConfig:
                 quota = by_type.get(pack_type, 10)
             pack_configs.append(PackConfig(pack_type, units, concurrency=quota))
         account = AccountConfig(
-            key_pairs=((access_key, secret_key),), api_keys=tuple(api_keys), packs=tuple(pack_configs)
+            key_pairs=((access_key, secret_key),),
+            api_keys=tuple(api_keys),
+            packs=tuple(pack_configs),
+            api_key_names=dict(api_key_names or {}),
+            balance=balance,
+            test_balance=test_balance,
+            currency=currency,
+            discount=discount,
         )
         return cls(accounts=(account,), **options)  # type: ignore[arg-type]

@@ -9,88 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from kling_budget.simulator.fields import Body
+from kling_budget.simulator.fields import bad as _bad
+from kling_budget.simulator.fields import enum as _enum
+from kling_budget.simulator.fields import fraction as _fraction
+from kling_budget.simulator.fields import integer as _int
+from kling_budget.simulator.fields import items as _list
+from kling_budget.simulator.fields import obj as _object
+from kling_budget.simulator.fields import present as _present
+from kling_budget.simulator.fields import string as _string
 from kling_budget.simulator.protocol import SimError
 from kling_budget.types import PackType
 
 __all__ = ["ENDPOINTS", "Endpoint", "endpoint_for"]
-
-Body = Mapping[str, Any]
 
 _MAX_PROMPT = 2500
 _VIDEO_ASPECTS = ("16:9", "9:16", "1:1")
 _IMAGE_ASPECTS = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9")
 _DUAL_PERSON_EFFECTS = ("cheers_2026", "kiss_pro", "fight_pro", "hug_pro", "heart_gesture_pro")
 _CLASSIC_DUAL_EFFECTS = ("hug", "kiss", "heart_gesture", "fight")
-
-
-def _bad(field: str, problem: str) -> SimError:
-    return SimError(1201, f"{field} {problem}")
-
-
-def _present(body: Body, field: str) -> bool:
-    value = body.get(field)
-    return value is not None and value != ""
-
-
-def _string(body: Body, field: str, *, required: bool = False, max_len: int | None = None) -> str | None:
-    value = body.get(field)
-    if value is None or value == "":
-        if required:
-            raise _bad(field, "is required")
-        return None
-    if not isinstance(value, str):
-        raise _bad(field, "must be a string")
-    if max_len is not None and len(value) > max_len:
-        raise _bad(field, f"must not exceed {max_len} characters")
-    return value
-
-
-def _enum(body: Body, field: str, allowed: tuple[str, ...], *, required: bool = False) -> str | None:
-    value = _string(body, field, required=required)
-    if value is not None and value not in allowed:
-        raise _bad(field, f"must be one of {', '.join(allowed)}; got {value!r}")
-    return value
-
-
-def _fraction(body: Body, field: str, low: int = 0, high: int = 1) -> None:
-    value = body.get(field)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise _bad(field, f"must be a number in [{low}, {high}]")
-
-
-def _int(body: Body, field: str, low: int, high: int) -> int | None:
-    value = body.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _bad(field, f"must be an integer in [{low}, {high}]")
-    return value
-
-
-def _object(body: Body, field: str, *, required: bool = False) -> Mapping[str, Any] | None:
-    value = body.get(field)
-    if value is None:
-        if required:
-            raise _bad(field, "is required")
-        return None
-    if not isinstance(value, dict):
-        raise _bad(field, "must be an object")
-    return value
-
-
-def _list(body: Body, field: str, *, required: bool = False, low: int = 0, high: int = 1000) -> list[Any] | None:
-    value = body.get(field)
-    if value is None:
-        if required:
-            raise _bad(field, "is required")
-        return None
-    if not isinstance(value, list) or not low <= len(value) <= high:
-        raise _bad(field, f"must be a list of {low} to {high} items")
-    return value
 
 
 def _common(body: Body) -> None:
@@ -288,6 +226,11 @@ class Endpoint:
     video_ref: str | None = None
 
     @property
+    def function(self) -> str:
+        """What the billing ledgers call this endpoint's product (``product_function``: "Text to Video")."""
+        return _FUNCTIONS[self.path]
+
+    @property
     def pack_type(self) -> PackType:
         """The pack this endpoint's tasks draw from, by Kling's billing page (try-on, image or video)."""
         if self.path.endswith("kolors-virtual-try-on"):
@@ -334,6 +277,23 @@ _I2V_MODELS = (
 )
 _IMAGE_MODELS = ("kling-v1", "kling-v1-5", "kling-v2", "kling-v2-new", "kling-v2-1")
 _EFFECT_MODELS = ("kling-v1", "kling-v1-5", "kling-v1-6")
+
+_FUNCTIONS = {
+    "/v1/videos/text2video": "Text to Video",
+    "/v1/videos/image2video": "Image to Video",
+    "/v1/videos/multi-image2video": "Multi-Image to Video",
+    "/v1/videos/video-extend": "Video Extension",
+    "/v1/videos/lip-sync": "Lip Sync",
+    "/v1/videos/effects": "Video Effects",
+    "/v1/videos/motion-control": "Motion Control",
+    "/v1/videos/omni-video": "Omni Video",
+    "/v1/videos/avatar/image2video": "Avatar",
+    "/v1/images/generations": "Image Generation",
+    "/v1/images/multi-image2image": "Multi-Image to Image",
+    "/v1/images/editing/expand": "Image Expansion",
+    "/v1/images/omni-image": "Omni Image",
+    "/v1/images/kolors-virtual-try-on": "Virtual Try-On",
+}
 
 ENDPOINTS: Mapping[str, Endpoint] = {
     e.path: e

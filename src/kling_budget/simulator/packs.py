@@ -1,65 +1,28 @@
-"""Resource packs: pricing a request, admitting a task (1102, 1303), charging packs, ``/account/costs``.
+"""Resource packs: their state, drawing a charge from them, and ``/account/costs``.
 
-A create needs an online pack of its type whose remaining units, minus the charges of tasks still running,
-cover the charge (else 1102), and a free concurrency slot (else 1303); the charge and the slots are held
-until the task ends. A task that succeeds draws its charge from the packs, earliest expiry first. Pure: the
-:class:`~.state.Simulator` holds the lock.
+A task that succeeds draws its charge from the online packs of its type, earliest expiry first (admission
+and holds are in :mod:`.funding`). Pure: the :class:`~.state.Simulator` holds the lock.
 """
 
 from __future__ import annotations
 
-import logging
 import random
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from kling_budget.errors import InvalidInputError, UnknownModelError
-from kling_budget.money import format_units, milli_to_units, units_to_milli
+from kling_budget.money import milli_to_units
 from kling_budget.simulator.config import PackConfig
-from kling_budget.simulator.endpoints import Endpoint
-from kling_budget.simulator.protocol import SimError
-from kling_budget.types import PackType, Quote
+from kling_budget.types import PackType
 
 if TYPE_CHECKING:
     from kling_budget.simulator.accounts import Account
 
-__all__ = [
-    "Pack",
-    "PackView",
-    "Pricer",
-    "admit",
-    "cost_infos",
-    "default_pricer",
-    "draw",
-    "hold",
-    "new_pack",
-    "pack_view",
-    "price_request",
-    "release",
-]
-
-log = logging.getLogger("kling_budget.simulator")
-
-#: Prices one create request: ``(path, body) -> Quote``.
-Pricer = Callable[[str, Mapping[str, Any]], Quote]
+__all__ = ["Pack", "PackView", "cost_infos", "draw", "new_pack", "pack_view"]
 
 _DAY_MS = 86_400_000
-
-
-def default_pricer() -> Pricer:
-    """Price requests with :mod:`kling_budget.pricing` and its default price table."""
-    from kling_budget.pricing import PriceTable, quote_kling_request
-
-    table = PriceTable.default()
-
-    def price(path: str, body: Mapping[str, Any]) -> Quote:
-        return quote_kling_request(table, path, body)
-
-    return price
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,78 +100,16 @@ def pack_view(account: str, pack: Pack, now: int) -> PackView:
     )
 
 
-def price_request(
-    pricer: Pricer,
-    endpoint: Endpoint,
-    body: Mapping[str, Any],
-    unpriced_units: Decimal | int | str | None,
-    warned: set[tuple[str, str]],
-) -> tuple[int, bool]:
-    """The quote of a create in milli-units, and whether the pricer priced it (else ``unpriced_units``).
+def draw(
+    acct: Account, pack_type: PackType, amount: int, due: int, *, record: bool
+) -> tuple[list[tuple[Pack, int, int]], int]:
+    """Take ``amount`` from the packs online at ``due``, earliest expiry first.
 
-    ``warned`` remembers the ``(path, model)`` pairs already logged as unpriced.
-
-    Raises:
-        SimError: 1203 (unknown model) or 1201 when the pricer refuses and ``unpriced_units`` is ``None``.
+    Returns ``(drawn, left)``: each pack drawn on with its remaining milli-units before and the milli-units
+    taken, and what no pack could cover. With ``record``, each deduction is remembered for the
+    ``/account/costs`` reporting lag.
     """
-    try:
-        quote = pricer(endpoint.path, body)
-    except InvalidInputError as exc:
-        fallback = unpriced_units
-        if fallback is None:
-            raise SimError(1203 if isinstance(exc, UnknownModelError) else 1201, str(exc)) from None
-        key = (endpoint.path, str(body.get("model_name", "")))
-        if key not in warned:
-            warned.add(key)
-            log.warning("no price for %s %s (%s); charging %s units", key[0], key[1] or "-", exc, fallback)
-        return units_to_milli(fallback, "unpriced_units"), False
-    if quote.pack_type is not endpoint.pack_type:
-        log.warning(
-            "pricing bills %s from the %s pack; Kling uses %s",
-            endpoint.path,
-            quote.pack_type,
-            endpoint.pack_type,
-        )
-    return quote.units_milli, True
-
-
-def admit(acct: Account, pack_type: PackType, charge: int, slots: int, now: int) -> None:
-    """Check that the account can start a task of ``pack_type`` charging ``charge`` and holding ``slots``.
-
-    Raises:
-        SimError: 1102 when the online packs, less the charges held, cannot cover ``charge``; 1303 when the
-            pack type's concurrency quota (the largest of its online packs) has no ``slots`` left.
-    """
-    online = [p for p in acct.packs if p.pack_type is pack_type and p.online(now)]
-    available = sum(p.remaining_milli for p in online) - acct.held_milli.get(pack_type, 0)
-    if not online or available < charge:
-        raise SimError(
-            1102,
-            f"{pack_type} packs have {format_units(max(available, 0))} units available, "
-            f"the task needs {format_units(charge)}",
-        )
-    quota = max(p.config.concurrency for p in online)
-    if acct.active_slots.get(pack_type, 0) + slots > quota:
-        raise SimError(1303)
-
-
-def hold(acct: Account, pack_type: PackType, charge: int, slots: int) -> None:
-    """Hold a new task's concurrency slots and planned charge until it ends."""
-    acct.active_slots[pack_type] = acct.active_slots.get(pack_type, 0) + slots
-    acct.held_milli[pack_type] = acct.held_milli.get(pack_type, 0) + charge
-
-
-def release(acct: Account, pack_type: PackType, charge: int, slots: int) -> None:
-    """Give back what :func:`hold` took, when the task ends."""
-    acct.active_slots[pack_type] -= slots
-    acct.held_milli[pack_type] -= charge
-
-
-def draw(acct: Account, pack_type: PackType, amount: int, due: int, *, record: bool) -> int:
-    """Take ``amount`` from the packs online at ``due``, earliest expiry first; return what none could cover.
-
-    With ``record``, each deduction is remembered for the ``/account/costs`` reporting lag.
-    """
+    drawn: list[tuple[Pack, int, int]] = []
     left = amount
     packs = sorted(
         (p for p in acct.packs if p.pack_type is pack_type and p.online(due)),
@@ -217,11 +118,12 @@ def draw(acct: Account, pack_type: PackType, amount: int, due: int, *, record: b
     for pack in packs:
         take = min(left, pack.remaining_milli)
         if take:
+            drawn.append((pack, pack.remaining_milli, take))
             pack.remaining_milli -= take
             if record:
                 pack.deductions.append((due, take))
             left -= take
-    return left
+    return drawn, left
 
 
 def cost_infos(

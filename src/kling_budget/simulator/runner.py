@@ -60,6 +60,12 @@ class RunningSimulator:
             return {"Authorization": f"Bearer {self.api_key}"}
         return {"Authorization": f"Bearer {self.token()}"}
 
+    def api_key_headers(self) -> dict[str, str]:
+        """``Authorization`` header with the first API key (the 2026 design's routes take nothing else)."""
+        if self.api_key is None:
+            raise RuntimeError("the first account has no API key")
+        return {"Authorization": f"Bearer {self.api_key}"}
+
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -3,27 +3,35 @@
 No I/O happens here: the HTTP layer (:mod:`.app`) calls :class:`Simulator` methods, which either return the
 ``data`` of a Kling envelope or raise :class:`~.protocol.SimError` with Kling's business code.
 
-Tasks move ``submitted`` -> ``processing`` -> ``succeed`` | ``failed`` by the clock. Nothing runs in the
-background: every call first applies the transitions that are due (in time order, from a heap), so a task
-read late shows exactly the state and ``updated_at`` it would have had. A pack is charged at the moment its
-task succeeds; a failed task is never charged. A task holds ``slots`` (1, or ``n`` for image generation) of
-its pack type's concurrency quota from creation until it ends, failure included.
+Tasks of both designs move ``submitted`` -> ``processing`` -> ``succeed`` | ``failed`` by the clock (a
+failure before generation skips ``processing``). Nothing runs in the background: every call first applies
+the transitions that are due (in time order, from a heap), so a task read late shows exactly the state and
+``updated_at`` it would have had. A task is paid (packs, else the cash balance) at the moment it succeeds; a
+failed task is never charged. A task holds ``slots`` (1, or ``n`` for image generation) of its pack type's
+concurrency quota from creation until it ends, failure included.
 
 Outcome control for tests (:class:`Script`) and prompt markers::
 
     sim.script.fail_next(2, "content moderation")   # the next two created tasks fail
+    sim.script.fail_early_next()                     # the next task fails before generation
     sim.script.charge_next("7")                      # the next task succeeds but is charged 7 units
+    sim.script.coupon_next()                         # the next task succeeds and is free (a coupon)
     sim.script.time_next(queued=0, running=30)       # the next task runs for 30 s
 
     {"prompt": "a cat [sim:fail=nsfw]"}              # this task fails with message "nsfw"
+    {"prompt": "a cat [sim:fail_early=nsfw]"}        # ... before generation: billing [{"amount": "0"}]
     {"prompt": "a cat [sim:charge=2.5]"}             # this task is charged 2.5 units ("price drift")
+    {"prompt": "a cat [sim:coupon]"}                 # this task is free: billing amount "0"
     {"prompt": "a cat [sim:running=3]"}              # this task stays processing 3 s ([sim:queued=..] too)
     {"prompt": "a cat [sim:reject=1301]"}            # the create is refused with this business code
 
 :class:`Simulator` is the facade holding the lock; the parts live beside it: :mod:`.accounts` (keys, rate
-limit, per-account records), :mod:`.packs` (pricing, 1102/1303 admission, charging, ``/account/costs``),
-:mod:`.tasks` (task records, the transition schedule, rendering), :mod:`.validation` (request parameters),
-:mod:`.scripting` (:class:`Script`, prompt markers) and :mod:`.callbacks` (the notification outbox).
+limit, per-account records), :mod:`.creation` (validation and pricing of both designs, with
+:mod:`.endpoints` and :mod:`.products`), :mod:`.funding` (packs or cash, 1101/1102/1303 admission,
+payment, the deduction ledgers, ``billing[]``), :mod:`.packs` (pack state, ``/account/costs``),
+:mod:`.task_model` (task records, the transition schedule, rendering), :mod:`.listings` and :mod:`.paging`
+(the 2026 list routes), :mod:`.validation` (query parameters), :mod:`.scripting` (:class:`Script`, prompt
+markers) and :mod:`.callbacks` (the notification outbox).
 """
 
 from __future__ import annotations
@@ -35,31 +43,22 @@ import random
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
 from kling_budget.errors import ConfigurationError
-from kling_budget.money import format_units
-from kling_budget.simulator.accounts import Account, KeyRing, rate_limit
+from kling_budget.money import format_units, parse_decimal
+from kling_budget.simulator.accounts import Account, Caller, KeyRing, rate_limit
 from kling_budget.simulator.callbacks import CallbackControl, CallbackEvent, Delivery, Outbox
 from kling_budget.simulator.clock import Clock, SystemClock
-from kling_budget.simulator.config import PackConfig, SimulatorConfig, parse_pack_type
-from kling_budget.simulator.endpoints import endpoint_for
+from kling_budget.simulator.config import CASH_TYPES, PackConfig, SimulatorConfig, parse_pack_type
+from kling_budget.simulator.creation import Pricer, default_pricer, prepare
 from kling_budget.simulator.faults import Faults
-from kling_budget.simulator.packs import (
-    PackView,
-    Pricer,
-    admit,
-    cost_infos,
-    default_pricer,
-    draw,
-    hold,
-    new_pack,
-    pack_view,
-    price_request,
-    release,
-)
+from kling_budget.simulator.funding import admit, hold, new_wallet, pay, release
+from kling_budget.simulator.listings import BALANCE, PACKAGE, list_ledger
+from kling_budget.simulator.listings import list_tasks as list_model_in_path
+from kling_budget.simulator.packs import PackView, cost_infos, new_pack, pack_view
 from kling_budget.simulator.protocol import SimError, dumps
 from kling_budget.simulator.scripting import Script, plan_task, read_markers
 from kling_budget.simulator.task_model import (
@@ -71,17 +70,20 @@ from kling_budget.simulator.task_model import (
     Task,
     TaskView,
     Timeline,
+    created_data,
     make_outputs,
+    render,
     task_data,
-    task_info,
+    task_item,
     task_view,
 )
-from kling_budget.simulator.validation import ms_param, output_duration, page_param, parent_video
+from kling_budget.simulator.validation import ms_param, output_duration, page_param, parent_video, task_refs
 from kling_budget.types import PackType
 
 __all__ = [
     "CallbackControl",
     "CallbackEvent",
+    "Caller",
     "Delivery",
     "PackView",
     "Pricer",
@@ -129,11 +131,12 @@ class Simulator:
         self._keys = KeyRing()
         self._accounts: dict[str, Account] = {}
         start = self.clock.now_ms()
+        usd_prices = _usd_unit_prices()
         for account in self._config.accounts:
             if account.name in self._accounts:
                 raise ConfigurationError(f"two accounts are named {account.name!r}")
             packs = [new_pack(p, start, self._id_rng) for p in account.packs]
-            self._accounts[account.name] = Account(account.name, packs)
+            self._accounts[account.name] = Account(account.name, packs, new_wallet(account, usd_prices))
             self._keys.add(account)
         add_listener = getattr(self.clock, "add_listener", None)
         if callable(add_listener):
@@ -176,97 +179,118 @@ class Simulator:
             acct.packs.append(new)
             return pack_view(acct.name, new, self.clock.now_ms())
 
+    def add_cash(
+        self, amount: Decimal | int | str, *, cash_type: str = "balance", account: str | None = None
+    ) -> Decimal:
+        """Top up (or, negative, take from) an account's cash balance; return the new balance.
+
+        Raises:
+            ConfigurationError: the account has no cash balance of that type.
+        """
+        delta = parse_decimal(amount, "amount")
+        with self._lock:
+            wallet = self._account(account).wallet
+            if wallet is None or cash_type not in wallet.balances:
+                raise ConfigurationError(f"the account has no {cash_type} (configure one on AccountConfig)")
+            wallet.balances[cash_type] += delta
+            return wallet.balances[cash_type]
+
     # ----------------------------------------------------------------- requests
 
-    def authorize(self, authorization: str | None) -> str:
-        """Check an ``Authorization`` header (and the account's rate limit); return the account name.
+    def authorize(self, authorization: str | None, *, api_key_only: bool = False, any_case: bool = False) -> Caller:
+        """Check an ``Authorization`` header (and the account's rate limit); return who sent it.
+
+        ``api_key_only`` is for the 2026 design's routes, which take an API key and refuse JWTs; ``any_case``
+        accepts the ``Bearer`` scheme in any case (implied by ``api_key_only``).
 
         Raises:
-            SimError: 1001 empty (or no token), 1002 not ``Bearer <token>`` or a malformed JWT, 1000 unknown
-                key or bad signature, 1003 ``nbf`` in the future, 1004 expired, 1302 over the rate limit.
+            SimError: 1001 empty (or no token), 1002 not ``Bearer <token>``, a malformed JWT or a JWT where
+                only API keys are taken, 1000 unknown key or bad signature, 1003 ``nbf`` in the future, 1004
+                expired, 1302 over the rate limit.
         """
-        account = self._keys.authenticate(authorization, self.clock, self._config.jwt_leeway_seconds)
+        caller = self._keys.authenticate(
+            authorization, self.clock, self._config.jwt_leeway_seconds, api_key_only=api_key_only, any_case=any_case
+        )
         if self._config.rate_limit_per_second is not None:
             with self._lock:
-                rate_limit(self._accounts[account], self.clock.now_ms(), self._config.rate_limit_per_second)
-        return account
+                rate_limit(self._accounts[caller.account], self.clock.now_ms(), self._config.rate_limit_per_second)
+        return caller
 
-    def create_task(self, account: str, path: str, body: Any) -> dict[str, Any]:
-        """Create a task from a POST body; return the create response's ``data``.
+    def create_task(self, caller: Caller, path: str, body: Any) -> dict[str, Any]:
+        """Create a task of either design from a POST body; return the create response's ``data``.
 
         Raises:
-            SimError: 1200 body not a JSON object, 1201 bad parameter or duplicate ``external_task_id``,
-                1203 unknown model, 1102 not enough units in the pack type, 1303 concurrency quota used up.
+            SimError: 1202 no create route at ``path``, 1200 body not a JSON object, 1201 bad parameter or
+                duplicate external task id, 1203 unknown model, 1102 the packs cannot cover the task (1101
+                when a cash balance cannot either), 1303 concurrency quota used up.
         """
-        endpoint = endpoint_for(path)
-        if endpoint is None:
-            raise SimError(1202, f"no task endpoint at {path}")
-        if not isinstance(body, dict):
-            raise SimError(1200, "the request body must be a JSON object")
-        model = endpoint.check(body, self._config.extra_models)
-        quote_milli, priced = price_request(
-            self._pricer, endpoint, body, self._config.unpriced_units, self._unpriced_warned
+        config = self._config
+        creation = prepare(
+            path, body, self._pricer, config.unpriced_units, self._unpriced_warned, extra_models=config.extra_models
         )
-        markers = read_markers(body, enabled=self._config.prompt_markers)
-        external = body.get("external_task_id") or None
+        markers = read_markers(creation.prompt, enabled=config.prompt_markers)
+        external = creation.external_task_id
         with self._lock:
             now = self.clock.now_ms()
             self._advance(now)
-            acct = self._accounts[account]
+            acct = self._accounts[caller.account]
             if external is not None and external in acct.by_external:
                 raise SimError(1201, f"external_task_id {external!r} already exists for this account")
-            parent = parent_video(
-                acct.videos,
-                endpoint,
-                body,
-                strict=self._config.strict_video_refs,
-                media_base_url=self._config.media_base_url,
-            )
-            plan = plan_task(markers, self.script, self._config.failure_probability, self._rng)
-            charge = quote_milli if plan.charge_milli is None else plan.charge_milli
-            pack_type = endpoint.pack_type
-            count = int(body.get("n") or 1) if pack_type is PackType.IMAGE else 1
-            slots = count
-            admit(acct, pack_type, charge, slots, now)
+            parent = None
+            if creation.endpoint is not None:
+                parent = parent_video(
+                    acct.videos,
+                    creation.endpoint,
+                    creation.body,
+                    strict=config.strict_video_refs,
+                    media_base_url=config.media_base_url,
+                )
+                duration = output_duration(creation.endpoint, creation.body, parent)
+            else:
+                duration = creation.output_duration()
+            plan = plan_task(markers, self.script, config.failure_probability, self._rng)
+            charge = creation.quote_milli if plan.charge_milli is None else plan.charge_milli
+            funding = admit(acct, creation.pack_type, charge, creation.count, now)
             self.script._consume()
-            queued = plan.queued_ms if plan.queued_ms is not None else round(self._config.queued_seconds * 1000)
-            running = plan.running_ms if plan.running_ms is not None else round(self._config.running_seconds * 1000)
+            queued = plan.queued_ms if plan.queued_ms is not None else round(config.queued_seconds * 1000)
+            running = plan.running_ms if plan.running_ms is not None else round(config.running_seconds * 1000)
             task = Task(
                 task_id=self._new_task_id(),
-                account=account,
-                endpoint=endpoint,
-                model=model,
+                account=caller.account,
+                legacy=creation.legacy,
+                path=creation.path,
+                result=creation.result,
+                function=creation.function,
+                model=creation.model,
                 external_task_id=external,
-                callback_url=body.get("callback_url") or None,
-                pack_type=pack_type,
-                quote_milli=quote_milli,
-                priced=priced,
+                callback_url=creation.callback_url,
+                pack_type=creation.pack_type,
+                quote_milli=creation.quote_milli,
+                priced=creation.priced,
                 charge_milli=charge,
-                slots=slots,
+                slots=creation.count,
                 fail_message=plan.fail,
+                fail_early=plan.fail_early,
+                coupon=plan.coupon,
+                funding=funding,
+                facts=creation.facts(duration),
+                api_key_name=caller.api_key_name,
                 created_ms=now,
                 processing_ms=now + queued,
                 finish_ms=now + queued + running,
-                watermark=bool((body.get("watermark_info") or {}).get("enabled", False)),
-                duration=output_duration(endpoint, body, parent),
-                count=count,
+                watermark=creation.watermark,
+                duration=duration,
+                count=creation.count,
                 parent_video=parent,
                 updated_ms=now,
             )
             self._tasks[task.task_id] = task
             acct.add_task(task)
-            hold(acct, pack_type, charge, slots)
+            hold(acct, task)
             self._schedule(task.processing_ms, task)
-            if self._config.callback_on_submit:
+            if config.callback_on_submit:
                 self._emit(task)
-            data: dict[str, Any] = {
-                "task_id": task.task_id,
-                "task_status": SUBMITTED,
-                "task_info": task_info(task),
-                "created_at": task.created_ms,
-                "updated_at": task.updated_ms,
-            }
-            return data
+            return created_data(task)
 
     def _new_task_id(self) -> str:
         self._next_id += self._id_rng.randrange(1, 5000)
@@ -299,6 +323,47 @@ class Simulator:
             newest_first = reversed(acct.by_path.get(path, {}))
             page = itertools.islice(newest_first, (number - 1) * size, number * size)
             return [task_data(acct.tasks[i], self._config) for i in page]
+
+    def query_tasks(self, account: str, query: Mapping[str, str]) -> list[dict[str, Any]]:
+        """``GET /tasks``: the account's 2026-design tasks named by ``task_ids`` or ``external_task_ids``.
+
+        One item per id that exists, in the order asked; ids that do not exist (or name a legacy task) are
+        left out.
+
+        Raises:
+            SimError: 1201 for both parameters or neither, or a bad id list.
+        """
+        refs, external = task_refs(query)
+        with self._lock:
+            self._advance(self.clock.now_ms())
+            acct = self._accounts[account]
+            found = (acct.find_model_in_path(ref, external=external) for ref in refs)
+            return [task_item(task) for task in found if task is not None]
+
+    def list_model_in_path(self, account: str, body: Any) -> dict[str, Any]:
+        """``POST /tasks``: one page of the account's 2026-design tasks, newest first.
+
+        Raises:
+            SimError: 1200 body not a JSON object; 1201 naming a bad window, limit, filter or cursor.
+        """
+        with self._lock:
+            now = self.clock.now_ms()
+            self._advance(now)
+            return list_model_in_path(self._accounts[account], body, now)
+
+    def billing_ledger(self, account: str, kind: str, body: Any) -> dict[str, Any]:
+        """``POST /account/billing/package`` (``kind`` ``"package"``) or ``.../balance``: one ledger page.
+
+        Raises:
+            SimError: 1200 body not a JSON object; 1201 naming a missing window, a bad limit, filter or cursor.
+        """
+        with self._lock:
+            now = self.clock.now_ms()
+            self._advance(now)
+            acct = self._accounts[account]
+            if kind == "package":
+                return list_ledger(PACKAGE, acct.package_ledger, body, now)
+            return list_ledger(BALANCE, acct.balance_ledger, body, now)
 
     def account_costs(
         self, account: str, start_time: str | None, end_time: str | None, pack_name: str | None
@@ -357,7 +422,7 @@ class Simulator:
         while (entry := self._timeline.pop_due(now)) is not None:
             due, task_id = entry
             task = self._tasks[task_id]
-            if task.status == SUBMITTED:
+            if task.status == SUBMITTED and not (task.fail_early and task.fail_message is not None):
                 task.status, task.updated_ms = PROCESSING, due
                 self._schedule(task.finish_ms, task)
             else:
@@ -373,20 +438,21 @@ class Simulator:
             if task is None:
                 continue
             self._accounts[task.account].forget_task(task)
+        for acct in self._accounts.values():
+            acct.forget_deductions_before(cutoff)
 
     def _finish(self, task: Task, due: int) -> None:
         acct = self._accounts[task.account]
-        release(acct, task.pack_type, task.charge_milli, task.slots)
+        release(acct, task)
         task.updated_ms = due
         if self._config.retention_seconds is not None:
             self._finished.append((due, task.task_id))
         if task.fail_message is not None:
             task.status = FAILED
             return
-        left = draw(acct, task.pack_type, task.charge_milli, due, record=self._config.costs_lag_seconds > 0)
+        left = pay(acct, task, due, record_lag=self._config.costs_lag_seconds > 0)
         if left:
             log.warning("task %s charged %s units more than its packs held", task.task_id, format_units(left))
-        task.charged_milli = task.charge_milli
         task.status = SUCCEED
         task.outputs = make_outputs(task, self._config.media_base_url, self._id_rng, acct.videos)
 
@@ -408,7 +474,7 @@ class Simulator:
             url=task.callback_url,
             status=task.status,
             terminal=task.status in TERMINAL,
-            body=dumps(task_data(task, self._config)),
+            body=dumps(render(task, self._config)),
         )
         self._outbox.push(event)
 
@@ -475,9 +541,32 @@ class Simulator:
         kind = parse_pack_type(pack_type)
         return sum((p.remaining for p in self.packs(account=account) if p.pack_type is kind), Decimal(0))
 
+    def cash(self, cash_type: str = "balance", *, account: str | None = None) -> Decimal:
+        """An account's cash balance of one type right now (``balance`` or ``test_balance``).
+
+        Raises:
+            ConfigurationError: the account has no such balance.
+        """
+        if cash_type not in CASH_TYPES:
+            raise ConfigurationError(f"cash_type must be one of {', '.join(CASH_TYPES)}; got {cash_type!r}")
+        with self._lock:
+            self._advance(self.clock.now_ms())
+            wallet = self._account(account).wallet
+            if wallet is None or cash_type not in wallet.balances:
+                raise ConfigurationError(f"the account has no {cash_type}")
+            return wallet.balances[cash_type]
+
     def active_slots(self, pack_type: PackType | str, *, account: str | None = None) -> int:
         """Concurrency slots held by unfinished tasks of one pack type."""
         kind = parse_pack_type(pack_type)
         with self._lock:
             self._advance(self.clock.now_ms())
             return self._account(account).active_slots.get(kind, 0)
+
+
+def _usd_unit_prices() -> dict[PackType, Decimal]:
+    """List USD price of one unit of each pack type, from the packaged price table."""
+    from kling_budget.pricing import PriceTable
+
+    table = PriceTable.default()
+    return {kind: table.list_usd_per_unit(kind) for kind in PackType}

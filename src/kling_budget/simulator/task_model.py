@@ -1,8 +1,10 @@
 """Simulated tasks: their record, their schedule of due transitions, and how Kling's envelopes show them.
 
-A task moves ``submitted`` -> ``processing`` -> ``succeed`` | ``failed``; :class:`Timeline` orders the due
-transitions. :func:`task_data` renders a task as the ``data`` of a query response or callback. Pure: the
-:class:`~.state.Simulator` holds the lock and drives the transitions.
+A task moves ``submitted`` -> ``processing`` -> ``succeed`` | ``failed`` (a failure before generation goes
+straight from ``submitted`` to ``failed``); :class:`Timeline` orders the due transitions. :func:`task_data`
+renders a legacy task as the ``data`` of a query response or callback, :func:`task_item` a 2026-design one
+as an item of ``GET /tasks`` or a callback. Pure: the :class:`~.state.Simulator` holds the lock and drives
+the transitions.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import heapq
 import random
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from kling_budget.money import format_units
 from kling_budget.simulator.config import SimulatorConfig
-from kling_budget.simulator.endpoints import Endpoint
+from kling_budget.simulator.creation import Facts
+from kling_budget.simulator.funding import CASH, Funding, billing_rows, money_text
 from kling_budget.types import PackType
 
 __all__ = [
@@ -27,9 +31,13 @@ __all__ = [
     "Task",
     "TaskView",
     "Timeline",
+    "created_data",
     "make_outputs",
+    "new_status",
+    "render",
     "task_data",
     "task_info",
+    "task_item",
     "task_view",
 ]
 
@@ -41,8 +49,10 @@ TERMINAL = (SUCCEED, FAILED)
 class TaskView:
     """A read-only snapshot of one task, for tests and inspection.
 
-    ``status`` uses the legacy words (``succeed``); unit amounts are exact decimal strings. ``priced`` is
-    false when the pricing module had no price and ``unpriced_units`` was charged instead.
+    ``status`` uses the legacy words (``succeed``) for both designs; amounts are exact decimal strings.
+    ``priced`` is false when the pricing module had no price and ``unpriced_units`` was charged instead.
+    ``charge_type`` says what pays for the task (``unit``: packs, ``cash``: ``cash_type`` in ``currency``);
+    ``charged_units`` and ``cash_charged`` are what was taken once it succeeded (``"0"`` for a coupon).
     """
 
     task_id: str
@@ -61,15 +71,29 @@ class TaskView:
     slots: int
     created_at: int
     updated_at: int
+    legacy: bool = True
+    api_key_name: str = ""
+    charge_type: str = "unit"
+    cash_type: str | None = None
+    cash_charged: str = "0"
+    currency: str | None = None
 
 
 @dataclass(slots=True)
 class Task:
-    """One task's mutable record (amounts in milli-units, times in Unix ms)."""
+    """One task's mutable record (units in milli-units, cash as ``Decimal``, times in Unix ms).
+
+    ``path`` is its create path (``/v1/videos/text2video`` or ``/text-to-video/kling-3.0``); ``legacy`` tells
+    the two designs apart. ``fail_message`` set means it will fail (before generation with ``fail_early``);
+    a ``coupon`` task succeeds and pays nothing.
+    """
 
     task_id: str
     account: str
-    endpoint: Endpoint
+    legacy: bool
+    path: str
+    result: str
+    function: str
     model: str
     external_task_id: str | None
     callback_url: str | None
@@ -79,6 +103,11 @@ class Task:
     charge_milli: int
     slots: int
     fail_message: str | None
+    fail_early: bool
+    coupon: bool
+    funding: Funding
+    facts: Facts
+    api_key_name: str
     created_ms: int
     processing_ms: int
     finish_ms: int
@@ -89,7 +118,13 @@ class Task:
     status: str = SUBMITTED
     updated_ms: int = 0
     charged_milli: int = 0
+    cash_charged: Decimal = Decimal(0)
     outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ended(self) -> bool:
+        """Whether the task succeeded or failed."""
+        return self.status in TERMINAL
 
 
 class Timeline:
@@ -136,7 +171,7 @@ def make_outputs(
     task: Task, media_base_url: str, id_rng: random.Random, videos: dict[str, dict[str, str]]
 ) -> list[dict[str, Any]]:
     """The result entries of a task that succeeded; a generated video is also recorded in ``videos``."""
-    if task.endpoint.result == "images":
+    if task.result == "images":
         return [{"index": i, "url": f"{media_base_url}/images/{task.task_id}-{i}.png"} for i in range(task.count)]
     video_id = str(uuid.UUID(int=id_rng.getrandbits(128), version=4))
     video = {"id": video_id, "url": f"{media_base_url}/videos/{video_id}.mp4", "duration": task.duration}
@@ -151,7 +186,7 @@ def task_view(task: Task) -> TaskView:
     return TaskView(
         task_id=task.task_id,
         account=task.account,
-        path=task.endpoint.path,
+        path=task.path,
         model=task.model,
         status=task.status,
         status_msg=(task.fail_message or "") if task.status == FAILED else "",
@@ -165,6 +200,12 @@ def task_view(task: Task) -> TaskView:
         slots=task.slots,
         created_at=task.created_ms,
         updated_at=task.updated_ms,
+        legacy=task.legacy,
+        api_key_name=task.api_key_name,
+        charge_type=task.funding.charge_type,
+        cash_type=task.funding.cash_type,
+        cash_charged=money_text(task.cash_charged),
+        currency=task.funding.currency,
     )
 
 
@@ -183,8 +224,11 @@ def _status_word(status: str, config: SimulatorConfig) -> str:
 
 
 def task_data(task: Task, config: SimulatorConfig) -> dict[str, Any]:
-    """The task as Kling shows it: the ``data`` of a query response, and the body of a callback."""
-    ended = task.status in TERMINAL
+    """A legacy task as Kling shows it: the ``data`` of a query response, and the body of a callback.
+
+    A task paid in cash reports ``final_unit_deduction`` ``"0"`` and, once it succeeded,
+    ``final_balance_deduction`` (``quota``: the discounted amount, ``list_price``).
+    """
     data: dict[str, Any] = {
         "task_id": task.task_id,
         "task_status": _status_word(task.status, config),
@@ -192,25 +236,75 @@ def task_data(task: Task, config: SimulatorConfig) -> dict[str, Any]:
         "task_info": task_info(task),
     }
     if task.status == SUCCEED:
-        data["task_result"] = {task.endpoint.result: [dict(o) for o in task.outputs]}
-    if task.endpoint.pack_type is not PackType.TRY_ON:
+        data["task_result"] = {task.result: [dict(o) for o in task.outputs]}
+    if task.pack_type is not PackType.TRY_ON:
         data["watermark_info"] = {"enabled": task.watermark}
-    if ended:
+    if task.ended:
         data["final_unit_deduction"] = format_units(task.charged_milli)
     elif config.pending_deduction is not None:
         data["final_unit_deduction"] = config.pending_deduction
-    if config.report_billing:
-        data["billing"] = (
-            [
-                {
-                    "charge_type": "unit",
-                    "amount": format_units(task.charged_milli),
-                    "package_type": str(task.pack_type),
-                }
-            ]
-            if task.status == SUCCEED
-            else []
-        )
+    if task.status == SUCCEED and task.funding.charge_type == CASH:
+        data["final_balance_deduction"] = {
+            "quota": money_text(task.cash_charged),
+            "list_price": money_text(task.funding.list_price),
+        }
+    billing = billing_rows(task)
+    if config.report_billing and billing is not None:
+        data["billing"] = billing
     data["created_at"] = task.created_ms
     data["updated_at"] = task.updated_ms
     return data
+
+
+_NEW_STATUS = {SUBMITTED: "submitted", PROCESSING: "processing", SUCCEED: "succeeded", FAILED: "failed"}
+
+
+def new_status(task: Task) -> str:
+    """The task's status in the 2026 design's words (``succeeded``)."""
+    return _NEW_STATUS[task.status]
+
+
+def task_item(task: Task) -> dict[str, Any]:
+    """A 2026-design task as Kling shows it: an item of ``GET /tasks`` / ``POST /tasks``, a callback body.
+
+    ``billing`` is absent while the task runs; ``outputs`` is empty until it succeeds.
+    """
+    item: dict[str, Any] = {
+        "id": task.task_id,
+        "status": new_status(task),
+        "message": (task.fail_message or "") if task.status == FAILED else "",
+        "create_time": task.created_ms,
+        "update_time": task.updated_ms,
+        "external_id": task.external_task_id or "",
+        "outputs": [{"type": "video", "url": o["url"], "duration": o["duration"]} for o in task.outputs]
+        if task.status == SUCCEED
+        else [],
+    }
+    billing = billing_rows(task)
+    if billing is not None:
+        item["billing"] = billing
+    return item
+
+
+def render(task: Task, config: SimulatorConfig) -> dict[str, Any]:
+    """The task in its own design's shape (a query answer or callback body)."""
+    return task_data(task, config) if task.legacy else task_item(task)
+
+
+def created_data(task: Task) -> dict[str, Any]:
+    """The ``data`` of the create answer, in the task's design."""
+    if task.legacy:
+        return {
+            "task_id": task.task_id,
+            "task_status": SUBMITTED,
+            "task_info": task_info(task),
+            "created_at": task.created_ms,
+            "updated_at": task.updated_ms,
+        }
+    return {
+        "id": task.task_id,
+        "status": "submitted",
+        "create_time": task.created_ms,
+        "update_time": task.updated_ms,
+        "external_id": task.external_task_id or "",
+    }

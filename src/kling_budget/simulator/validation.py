@@ -1,8 +1,8 @@
 """Request parameters the task endpoints' own checks (:mod:`.endpoints`) leave to the simulator's state.
 
-Query parameters (``pageNum``/``pageSize``, ``/account/costs`` times) and the fields that depend on what an
-account generated before (the ``video_id`` of video-extend and lip-sync) or set a task's output (its
-duration). Raise :class:`~.protocol.SimError` 1201 naming the parameter.
+Query parameters (``pageNum``/``pageSize``, ``/account/costs`` times, the ids of ``GET /tasks``) and the
+fields that depend on what an account generated before (the ``video_id`` of video-extend and lip-sync) or
+set a task's output (its duration). Raise :class:`~.protocol.SimError` 1201 naming the parameter.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from kling_budget.simulator.endpoints import Endpoint
 from kling_budget.simulator.protocol import SimError
 
-__all__ = ["ms_param", "output_duration", "page_param", "parent_video"]
+__all__ = ["ms_param", "output_duration", "page_param", "parent_video", "task_refs"]
 
 
 def page_param(name: str, raw: str | None, default: int, low: int, high: int) -> int:
@@ -86,3 +86,31 @@ def output_duration(endpoint: Endpoint, body: Mapping[str, Any], parent: dict[st
     holder = body.get("input") if endpoint.path.endswith("effects") else body
     duration = holder.get("duration") if isinstance(holder, dict) else None
     return duration if isinstance(duration, str) and duration else "5"
+
+
+_MAX_IDS = 50
+_MAX_ID_LEN = 255
+
+
+def task_refs(query: Mapping[str, str]) -> tuple[list[str], bool]:
+    """The ids ``GET /tasks`` asks for and whether they are external ids.
+
+    Exactly one of ``task_ids`` and ``external_task_ids``, comma-separated, 1 to 50 ids (repeats are
+    answered once).
+
+    Raises:
+        SimError: 1201 for both or neither parameter, an empty id, more than 50 ids or an id too long.
+    """
+    given = [name for name in ("task_ids", "external_task_ids") if name in query]
+    if len(given) != 1:
+        raise SimError(1201, "give exactly one of task_ids and external_task_ids")
+    name = given[0]
+    raw = query[name]
+    ids = [part.strip() for part in raw.split(",")] if raw.strip() else []
+    if not ids or any(not part for part in ids):
+        raise SimError(1201, f"{name} must list 1 to {_MAX_IDS} comma-separated ids")
+    if len(ids) > _MAX_IDS:
+        raise SimError(1201, f"{name} lists {len(ids)} ids; at most {_MAX_IDS} are accepted")
+    if any(len(part) > _MAX_ID_LEN for part in ids):
+        raise SimError(1201, f"{name} has an id longer than {_MAX_ID_LEN} characters")
+    return list(dict.fromkeys(ids)), name == "external_task_ids"
