@@ -16,6 +16,8 @@ from kling_budget.money import milli_to_units, nano_to_usd
 from kling_budget.server import GatewayState
 from kling_budget.simulator import SimulatorConfig, running_simulator
 from tests.admin_support import NOW, SyncClient, auth, make_app, make_state, seed
+from tests.gatewayutil import ADMIN_TOKEN as GATEWAY_ADMIN_TOKEN
+from tests.gatewayutil import running_gateway
 
 
 @pytest.fixture
@@ -260,7 +262,7 @@ def test_series_hours_for_today_in_a_half_hour_zone(client: SyncClient) -> None:
     series = get(client, "/usage/series", period="today", timezone="Asia/Kolkata")
     assert series["bucket"] == "hour" and len(series["points"]) == 24
     busy = [p["label"] for p in series["points"] if p["jobs"] or p["held_usd"] != "0.00"]
-    assert busy == ["2026-03-10T14:00"]
+    assert busy == ["2026-03-10T14:00+05:30"]
     assert "bucket=day" in error(get(client, "/usage/series", 400, period="last-60d", bucket="hour"))
 
 
@@ -289,7 +291,21 @@ def test_jobs_with_status_and_cost(client: SyncClient, state: GatewayState) -> N
     assert jobs[ids["held"]]["params"]["mode"] == "pro"
     one = get(client, f"/reservations/{ids['held']}")
     assert one == jobs[ids["held"]]
-    assert "no reservation" in error(get(client, "/reservations/nope", 404))
+    assert "no job with reservation id or Kling task id" in error(get(client, "/reservations/nope", 404))
+
+
+def test_a_job_is_listed_and_found_by_the_kling_task_id_its_client_holds(
+    client: SyncClient, state: GatewayState
+) -> None:
+    """Jobs lead with Kling's task id, the reservation id beside it; either finds the job."""
+    ids = state.seeded  # type: ignore[attr-defined]
+    (job,) = get(client, "/reservations", task_id="task-sub-1")["reservations"]
+    assert list(job)[:3] == ["task_id", "id", "external_task_id"]
+    assert (job["task_id"], job["id"], job["external_task_id"]) == ("task-sub-1", ids["submitted"], None)
+    assert get(client, "/reservations/task-sub-1") == get(client, f"/reservations/{ids['submitted']}") == job
+    assert get(client, "/reservations", task_id="task-unknown")["reservations"] == []
+    assert "without state" in error(get(client, "/reservations", 400, task_id="task-sub-1", state="open"))
+    assert "longer than 200" in error(get(client, "/reservations", 400, task_id="t" * 201))
 
 
 def test_job_filters_and_states(client: SyncClient, state: GatewayState) -> None:
@@ -431,6 +447,29 @@ def test_status_reports_the_ledger_clock(client: SyncClient, state: GatewayState
     """``/status`` gives the gateway's now (the dashboard's time axis) and the price table version."""
     state.clock.now = NOW + timedelta(minutes=5)  # type: ignore[attr-defined]
     assert get(client, "/status") == {"now": "2026-03-10T12:05:00+00:00", "price_version": "2026-11-27"}
+
+
+def test_gateway_jobs_show_the_task_id_and_external_id_the_client_holds(tmp_path: Path) -> None:
+    """A create through the gateway with the client's own external_task_id: the admin API lists the job under
+    the Kling task id the client got back, with that external id and the gateway's reservation id beside."""
+    config = SimulatorConfig.single(concurrency=100, queued_seconds=60, running_seconds=60)
+    with (
+        running_simulator(config) as kling,
+        running_gateway(kling, f"sqlite:///{tmp_path / 'gw.db'}", tmp_path / "home") as gateway,
+    ):
+        issued = gateway.state.keys.create("app", project="p1", kind="api")
+        with gateway.client(f"Bearer {issued.api_key}") as tenant:
+            body = {"model_name": "kling-v2-6", "duration": "5", "prompt": "a fox", "external_task_id": "order-7"}
+            created = tenant.post("/v1/videos/text2video", json=body).json()
+        task_id = created["data"]["task_id"]
+        with gateway.client(f"Bearer {GATEWAY_ADMIN_TOKEN}") as admin:
+            (job,) = admin.get("/admin/api/reservations", params={"task_id": task_id}).json()["reservations"]
+            listed = admin.get("/admin/api/reservations").json()["reservations"]
+            holds = admin.get("/admin/api/holds").json()["holds"]
+    assert (job["task_id"], job["external_task_id"]) == (task_id, "order-7")
+    assert job["id"] != task_id and job["id"] not in str(created)  # the reservation id never reaches the client
+    assert [(j["task_id"], j["external_task_id"], j["id"]) for j in listed] == [(task_id, "order-7", job["id"])]
+    assert [h["task_id"] for h in holds] == [task_id]
 
 
 def test_reconcile_settles_a_job_kling_finished(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ EXAMPLES = {
     "limit": "5",
     "pending": "true",
     "include_revoked": "false",
+    "task_id": "task-sub-1",
 }
 
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import re
 import sqlite3
 import subprocess
 import sys
@@ -436,13 +437,18 @@ def test_usage_date_range_by_project_model_day_as_csv(kb: Any, history: None) ->
     result = ok(
         kb("usage", "--by", "project,model,day", "--from", "2025-01-13", "--to", "2025-01-14", "--format", "csv")
     )
-    assert result.out.splitlines()[0] == "project,model,day,committed units,held units,committed usd,held usd,jobs"
-    rows = {(r["project"], r["model"], r["day"]): (r["committed units"], r["jobs"]) for r in _csv(result.out)}
+    assert result.out.splitlines()[0] == (
+        "start,end,project,model,day,video_committed_units,video_held_units,image_committed_units,image_held_units,"
+        "try_on_committed_units,try_on_held_units,committed_usd,held_usd,jobs"
+    )
+    rows = {(r["project"], r["model"], r["day"]): (r["video_committed_units"], r["jobs"]) for r in _csv(result.out)}
     assert rows == {
-        ("marketing", "kling-v1", "2025-01-13"): ("30", "2"),
-        ("marketing", "kling-v1-5", "2025-01-14"): ("10", "1"),
-        ("research", "kling-v1-6", "2025-01-14"): ("20", "1"),
+        ("marketing", "kling-v1", "2025-01-13"): ("30.000", "2"),
+        ("marketing", "kling-v1-5", "2025-01-14"): ("10.000", "1"),
+        ("research", "kling-v1-6", "2025-01-14"): ("20.000", "1"),
     }
+    first = _csv(result.out)[0]
+    assert (first["start"], first["end"]) == ("2025-01-13T00:00:00+00:00", "2025-01-15T00:00:00+00:00")
 
 
 def test_usage_to_date_is_inclusive(kb: Any, history: None) -> None:
@@ -455,8 +461,11 @@ def test_usage_current_month_shows_committed_and_held(kb: Any, history: None) ->
     """The default period is this month; held units of open reservations are shown apart."""
     data = ok(kb("usage", "--by", "project,user", "--json")).json()
     rows = {(r["project"], r["user"]): r for r in data["rows"]}
-    assert (rows[("ads", "ann")]["committed_units"], rows[("ads", "ann")]["jobs"]) == ("1.5", 1)
-    assert (rows[("ads", "bob")]["held_units"], rows[("ads", "bob")]["committed_units"]) == ("1.5", "0")
+    assert (rows[("ads", "ann")]["video_committed_units"], rows[("ads", "ann")]["jobs"]) == ("1.500", 1)
+    assert (rows[("ads", "bob")]["video_held_units"], rows[("ads", "bob")]["video_committed_units"]) == (
+        "1.500",
+        "0.000",
+    )
     assert not any(project == "marketing" for project, _ in rows)
     assert ok(kb("usage", "--by", "project", "--format", "json")).json()["group_by"] == ["project"]
 
@@ -471,12 +480,49 @@ def test_usage_periods(kb: Any, history: None) -> None:
 def test_usage_filters_by_tag_project_and_model(kb: Any, history: None) -> None:
     """`--tag`, `--project` and `--model` (aliases accepted) filter the rows."""
     tagged = ok(kb("usage", "--tag", "promo", "--by", "user", "--json")).json()["rows"]
-    assert [(r["user"], r["committed_units"]) for r in tagged] == [("ann", "1.5")]
+    assert [(r["user"], r["video_committed_units"]) for r in tagged] == [("ann", "1.500")]
     january = ["--from", "2025-01-01", "--to", "2025-01-31", "--json"]
     by_model = ok(kb("usage", "--by", "model", "--model", "kling-v1.5", *january)).json()["rows"]
-    assert [(r["model"], r["committed_units"]) for r in by_model] == [("kling-v1-5", "10")]
+    assert [(r["model"], r["video_committed_units"]) for r in by_model] == [("kling-v1-5", "10.000")]
     research = ok(kb("usage", "--project", "research", *january)).json()["rows"]
-    assert [r["committed_units"] for r in research] == ["20"]
+    assert [r["video_committed_units"] for r in research] == ["20.000"]
+
+
+def test_usage_csv_and_json_keep_pack_types_apart_in_fixed_scale_decimals(kb: Any) -> None:
+    """4 video units and 4 image units in one project are two columns, not "8"; dollars are plain decimals with
+    nine places and the currency in the header; the JSON has the same fields."""
+    ok(kb("record", "--job-id", "v1", "--model", "kling-v1-6", "--duration", "5", "--project", "ads"))
+    ok(kb("record", "--job-id", "v2", "--model", "kling-v1-6", "--duration", "5", "--project", "ads"))
+    ok(kb("record", "--job-id", "i1", "--model", "kling-v2", "--product", "image", "--project", "ads"))
+    ok(kb("reserve", "--model", "kling-v2", "--product", "image", "-n", "2", "--project", "ads", "--key", "i2"))
+    (row,) = _csv(ok(kb("usage", "--format", "csv")).out)
+    assert {k: v for k, v in row.items() if k not in ("start", "end")} == {
+        "project": "ads",
+        "video_committed_units": "4.000",
+        "video_held_units": "0.000",
+        "image_committed_units": "4.000",
+        "image_held_units": "8.000",
+        "try_on_committed_units": "0.000",
+        "try_on_held_units": "0.000",
+        "committed_usd": "0.574000000",
+        "held_usd": "0.028000000",
+        "jobs": "3",
+    }
+    start, end = datetime.fromisoformat(row["start"]), datetime.fromisoformat(row["end"])
+    assert start.tzinfo is not None and end > start
+    data = ok(kb("usage", "--json")).json()
+    assert data["currency"] == "USD" and (data["start"], data["end"]) == (row["start"], row["end"])
+    assert data["rows"] == [{k: int(v) if k == "jobs" else v for k, v in row.items() if k not in ("start", "end")}]
+
+
+def test_usage_csv_cells_cannot_run_as_formulas(kb: Any) -> None:
+    """Names starting with =, +, - or @ are written with a leading ' so a spreadsheet shows them as text; the
+    numeric columns stay numbers."""
+    for i, project in enumerate(['=HYPERLINK("http://x")', "+1", "-5", "@SUM(A1)", "plain"]):
+        ok(kb("record", "--job-id", f"j{i}", *TURBO, "--project", project))
+    rows = _csv(ok(kb("usage", "--format", "csv")).out)
+    assert sorted(r["project"] for r in rows) == ["'+1", "'-5", '\'=HYPERLINK("http://x")', "'@SUM(A1)", "plain"]
+    assert {r["video_committed_units"] for r in rows} == {"1.500"}
 
 
 def test_usage_table_for_people(kb: Any, history: None) -> None:
@@ -581,6 +627,7 @@ def test_demo_exhausts_the_budget_exactly(kb: Any) -> None:
     assert "floor(30 / 1.5) = 20: exactly exhausted, no overspend." in result.out
     assert "would be exceeded" in result.out
     assert "verify: ok" in result.out
+    assert re.search(r"^Demo ledger: sqlite:///[^/]\S*/demo\.db ", result.out, re.MULTILINE), result.out[:200]
 
 
 # ---------------------------------------------------------------------------------------------- plumbing

@@ -194,6 +194,12 @@ def test_numbers_match_the_admin_api(page: Any, gateway: tuple[str, GatewayState
         j["id"] for j in jobs
     ]
     assert values(page, "#jobs", "cost_usd") == [j["cost_usd"] for j in jobs]
+    # Jobs lead with the Kling task id the client holds, the reservation id beside it.
+    assert texts(page, "#jobs .job-ref") == [j["task_id"] or j["id"] for j in jobs]
+    assert "task-sub-1" in texts(page, "#jobs .job-ref") and "task-sub-1" in texts(page, "#holds .job-ref")
+    submitted = page.locator("#jobs tr", has=page.locator("[data-task='task-sub-1']"))
+    (reservation,) = [j["id"] for j in jobs if j["task_id"] == "task-sub-1"]
+    assert f"reservation {reservation}" in submitted.inner_text()
     assert values(page, "#jobs", "cost_units") == [j["cost_units"] for j in jobs]
     alerts = api(gateway, "/alerts", limit="15")["alerts"]
     assert page.locator("#alerts li").count() == len(alerts) >= 1

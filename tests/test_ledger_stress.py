@@ -98,7 +98,7 @@ def test_kill_9_loses_no_acknowledged_operation(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'crash.db'}"
     ledger_workers.setup_hierarchy(url, account_units=10**7, project_units=10**7, user_units=10**7)
     context = multiprocessing.get_context("spawn")
-    total_acks = 0
+    total_acks = windows_checked = 0
     for cycle in range(5):
         logs = _kill_cycle(url, tmp_path, cycle, context.Process)
         with sqlite3.connect(tmp_path / "crash.db") as raw:
@@ -106,6 +106,7 @@ def test_kill_9_loses_no_acknowledged_operation(tmp_path: Path) -> None:
         ledger = open_ledger(url)
         report = ledger.verify()
         assert report.ok, report.problems
+        windows_checked = max(windows_checked, report.checked_windows)
         for log in logs:
             for action, key in _read_log(log):
                 total_acks += 1
@@ -130,3 +131,4 @@ def test_kill_9_loses_no_acknowledged_operation(tmp_path: Path) -> None:
             assert hold.task_id is not None
         ledger.close()
     assert total_acks > 100, "the workers did not get far enough to make the test meaningful"
+    assert windows_checked >= 3  # account, project and user budget windows re-derived after a kill

@@ -104,6 +104,8 @@ def check_acks(url: str, logs: list[Path]) -> int:
                 checked += 1
         report = ledger.verify()
         assert report.ok, report.problems[:5]
+        # Budget windows re-derived too: every reservation counts against the account, project and a user.
+        assert report.checked_windows >= 3 or report.checked_reservations == 0
     finally:
         ledger.close()
     return checked

@@ -18,8 +18,20 @@ from kling_budget.enforced import BudgetEnforcedClient
 from kling_budget.errors import KlingAmbiguousCreateError
 from kling_budget.kling.billing import BillingRecord, parse_billing_record
 from kling_budget.ledger import ReservationState
+from kling_budget.ledger.outbox import Outbox
 from kling_budget.reconcile import ReconcileAction, compare_tasks, reconcile, reconcile_jobs
-from kling_budget.simulator import FaultKind, RunningSimulator, SimulatorConfig
+from kling_budget.simulator import (
+    AccountConfig,
+    FaultKind,
+    ManualClock,
+    PackConfig,
+    RunningSimulator,
+    SimulatorConfig,
+    running_simulator,
+)
+from kling_budget.types import PackType
+from tests.alert_receivers import http_receiver
+from tests.conftest import FixedClock
 from tests.jobfixtures import (
     T2V,
     alert_kinds,
@@ -72,6 +84,27 @@ def run_worker_until(mode: str, url: str, kling: RunningSimulator) -> list[str]:
     return line.split()
 
 
+def budgeted_ledger(tmp_path: Path) -> str:
+    """A fresh ledger with a daily budget on the workers' project and a monthly one on the whole account."""
+    with tracker_at(tmp_path) as tracker:
+        tracker.set_budget("ads-daily", project_id="ads", period="daily", limit_units=100)
+        tracker.set_budget("account-monthly", period="monthly", limit_units=1000)
+    return db_url(tmp_path)
+
+
+def verified_counters(url: str, key: str) -> dict[str, tuple[int, int]]:
+    """After a crash: ``verify`` re-derives every budget window's counters from the entries and finds them
+    right; returns (committed, held) milli-units per budget, in the windows of reservation ``key``."""
+    with CostTracker(url) as tracker:
+        report = tracker.verify()
+        assert report.ok, report.problems
+        assert report.checked_windows >= 2  # the windows the killed process wrote are among those checked
+        return {
+            status.budget.name: (status.counters.committed_milli, status.counters.held_milli)
+            for status in tracker.ledger.statuses(now=tracker.ledger.get_reservation(key).reserved_at)
+        }
+
+
 class Later:
     """A tracker clock one hour ahead of the wall clock (past the reservation TTL and the held grace)."""
 
@@ -81,9 +114,9 @@ class Later:
 
 def test_killed_between_reserve_and_submit_is_expired_by_reconcile(tmp_path: Path, kling: RunningSimulator) -> None:
     """A process SIGKILLed right after reserving leaves a held hold; once its TTL passed, reconcile releases it."""
-    url = db_url(tmp_path)
-    tracker_at(tmp_path).close()  # create the ledger before the child starts
+    url = budgeted_ledger(tmp_path)  # created before the child starts
     _, key = run_worker_until("reserved", url, kling)
+    assert verified_counters(url, key) == {"ads-daily": (0, 1500), "account-monthly": (0, 1500)}
     with CostTracker(url) as now_tracker:
         info = now_tracker.ledger.get_reservation(key)
         assert info.state is ReservationState.HELD and info.expires_at is not None
@@ -96,15 +129,16 @@ def test_killed_between_reserve_and_submit_is_expired_by_reconcile(tmp_path: Pat
     assert info.state is ReservationState.RELEASED
     assert info.detail["release_reason"] == "ttl expired before submission"
     assert kling.sim.tasks() == []
+    assert verified_counters(url, key) == {"ads-daily": (0, 0), "account-monthly": (0, 0)}
 
 
 def test_killed_between_submit_and_settle_is_committed_by_cli_reconcile(
     tmp_path: Path, kling: RunningSimulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A process SIGKILLed while waiting leaves a submitted hold; `reconcile` asks Kling and commits its units."""
-    url = db_url(tmp_path)
-    tracker_at(tmp_path).close()
+    url = budgeted_ledger(tmp_path)
     _, key, task_id = run_worker_until("submitted", url, kling)
+    assert verified_counters(url, key) == {"ads-daily": (0, 1500), "account-monthly": (0, 1500)}
     kling.sim.clock.advance(60)  # type: ignore[attr-defined]
     use_sim_credentials(monkeypatch, kling)
     result = run_cli(capsys, "--db", url, "reconcile", "--json")
@@ -120,6 +154,7 @@ def test_killed_between_submit_and_settle_is_committed_by_cli_reconcile(
         info = tracker.ledger.get_reservation(key)
         assert (info.state, info.actual_milli, info.overage_milli) == (ReservationState.COMMITTED, 2500, 1000)
         assert entry_kinds(tracker, key) == ["reserve", "commit"]
+    assert verified_counters(url, key) == {"ads-daily": (2500, 0), "account-monthly": (2500, 0)}
 
 
 def test_running_tasks_are_left_and_failed_ones_released(ledger_url: str, kling: RunningSimulator) -> None:
@@ -247,6 +282,69 @@ def test_held_reservation_sent_without_marking_is_settled_not_expired(tmp_path: 
     assert (info.state, info.actual_milli) == (ReservationState.COMMITTED, 1500)
     assert Decimal(kling.sim.tasks()[0].charged_units) == Decimal("1.5")
     tracker.close()
+
+
+def _pack_effective_at(effective: datetime) -> SimulatorConfig:
+    """One video pack (and an image pack) that became effective at ``effective``, to the millisecond."""
+    ms = int(effective.timestamp() * 1000)
+    return SimulatorConfig(
+        accounts=(
+            AccountConfig(
+                packs=(
+                    PackConfig(PackType.VIDEO, 1000, effective_time_ms=ms, purchase_time_ms=ms),
+                    PackConfig(PackType.IMAGE, 1000, effective_time_ms=ms, purchase_time_ms=ms),
+                )
+            ),
+        )
+    )
+
+
+def test_jobs_in_the_first_partial_quarter_hour_of_a_pack_are_not_drift(tmp_path: Path) -> None:
+    """A pack effective at 12:07:31.123 and jobs settled 5 s later: the ledger has them, no drift, no alert."""
+    effective = datetime(2026, 3, 10, 12, 7, 31, 123000, tzinfo=UTC)
+    clock = FixedClock(effective + timedelta(seconds=5))
+    with (
+        running_simulator(
+            _pack_effective_at(effective), clock=ManualClock(int(effective.timestamp() * 1000) + 1)
+        ) as kling,
+        client_for(kling) as client,
+        CostTracker(db_url(tmp_path), clock=clock, alert_sinks=[]) as tracker,
+        BudgetEnforcedClient(tracker, client=client) as enforced,
+    ):
+        for _ in range(2):
+            enforced.generate_video("a fox", model="kling-v2-6", mode="pro", duration=10).wait(poll_interval=1)
+        report = reconcile(tracker, client, drift_threshold_milli=0)
+        kinds = alert_kinds(tracker)
+    video = next(d for d in report.drift if d.pack_type == "video")
+    assert (video.kling_consumed_milli, video.ledger_committed_milli, video.drift_milli) == (10000, 10000, 0)
+    assert report.ok and not report.drifting and "reconcile_drift" not in kinds
+
+
+def test_cli_reconcile_right_after_a_pack_became_effective_exits_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The scenario as a user meets it: a fresh pack, jobs through the enforced client, `reconcile` at once with
+    a webhook sink configured: no false drift, nothing sent to the sink, exit 0."""
+    effective = datetime.now(UTC) - timedelta(milliseconds=1)
+    url = db_url(tmp_path)
+    with (
+        http_receiver() as receiver,
+        running_simulator(_pack_effective_at(effective), clock=ManualClock()) as kling,
+    ):
+        with CostTracker(url, alert_sinks=[]) as tracker:
+            Outbox(tracker.ledger.backend).add_sink("webhook", {"url": receiver.url, "timeout": 2, "attempts": 1})
+            with client_for(kling) as client, BudgetEnforcedClient(tracker, client=client) as enforced:
+                for model in ("kling-v2-6", "kling-v1-6"):
+                    enforced.generate_video("a fox", model=model, mode="pro", duration=5).wait(poll_interval=1)
+        use_sim_credentials(monkeypatch, kling)
+        result = run_cli(capsys, "--db", url, "reconcile", "--json")
+        sent = receiver.bodies()
+    assert result.code == 0, result
+    video = next(d for d in result.json()["drift"] if d["pack_type"] == "video")
+    assert video["kling_consumed_units"] == video["ledger_committed_units"] != "0"
+    assert not video["drifting"] and sent == []
+    with CostTracker(url) as tracker:
+        assert "reconcile_drift" not in alert_kinds(tracker)
 
 
 def _billing(task_id: str, amount: str, **extra: str) -> BillingRecord:

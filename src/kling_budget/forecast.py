@@ -291,7 +291,8 @@ def _trailing_usage(ledger: Ledger, budget: Budget, now: datetime) -> Trailing:
         )
         if value
     }
-    rows = ledger.usage(start=now - span, end=now, group_by=("pack_type",), filters=filters)
+    # Through ``now`` itself: a job reserved at this very instant is part of the trailing rate.
+    rows = ledger.usage(start=now - span, end=now + timedelta(microseconds=1), group_by=("pack_type",), filters=filters)
     units = sum(r.committed_milli + r.held_milli for r in rows if r.group.get("pack_type") == budget.unit_pack.value)
     usd = sum(r.committed_nano + r.held_nano for r in rows)
     return Trailing(units, usd, span)

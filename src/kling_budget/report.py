@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from kling_budget.budgets import BudgetStatus
 from kling_budget.errors import ConfigurationError
 from kling_budget.forecast import Forecast, forecast
+from kling_budget.ledger.queries import hour_label
 from kling_budget.ledger.records import Pack
 from kling_budget.money import format_units, format_usd
 from kling_budget.types import AlertEvent
@@ -160,7 +161,8 @@ def build_report(
     hourly = period == "day"
     time_group = "hour" if hourly else "day"
     stop = min(end, max(at, start + timedelta(microseconds=1)))
-    rows = ledger.usage(start=start, end=stop, group_by=(by, time_group, "pack_type"), timezone=timezone)
+    through = min(end, at + timedelta(microseconds=1))  # a job reserved at ``at`` itself counts
+    rows = ledger.usage(start=start, end=through, group_by=(by, time_group, "pack_type"), timezone=timezone)
     tz = zone(timezone)
 
     per_group: dict[str, dict[str, list[int]]] = {}
@@ -175,11 +177,11 @@ def build_report(
     boundaries = _boundaries(start, stop, hourly, timezone)
     series = []
     for name, buckets in per_group.items():
-        remaining = dict(buckets)  # popped as used: a repeated local hour (DST fall-back) counts once
+        remaining = dict(buckets)  # popped as used: each hour or day counts once
         running, points = 0, [(start, 0)]
         for left, right in pairwise(boundaries):
-            local = left.astimezone(tz)
-            values = remaining.pop(local.strftime("%Y-%m-%dT%H:00" if hourly else "%Y-%m-%d"), [0, 0, 0])
+            label = hour_label(left, timezone) if hourly else left.astimezone(tz).date().isoformat()
+            values = remaining.pop(label, [0, 0, 0])
             running += values[0] + values[1]
             points.append((right, running))
         committed = sum(v[0] for v in buckets.values())

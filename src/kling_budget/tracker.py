@@ -217,7 +217,15 @@ class CostTracker:
             :mod:`kling_budget.pricing.overlay`); default ``$KLING_BUDGET_PRICES_OVERLAY`` unless ``prices``
             is a ready :class:`PriceTable`.
         clock: returns "now" (inject a fixed clock in tests).
-        alert_sinks: where alerts go as they happen (default: the ``kling_budget.alerts`` logger).
+        alert_sinks: where alerts go as they happen (default: the ``kling_budget.alerts`` logger), besides
+            the sinks configured in the ledger (``kling-budget alerts add``). An alert no sink wants goes
+            to that logger at WARNING.
+        deliver_pending_alerts: on opening, deliver in the background the alerts another process left
+            undelivered (it crashed or exited first); one read of the outbox.
+
+    Alerts are delivered off the enforcement path; :meth:`close` (or the ``with`` block's end) waits a few
+    seconds for the ones still queued, and so does the exit of a script that never calls it (see
+    :class:`~kling_budget.alerts.AlertDispatcher`).
     """
 
     def __init__(
@@ -228,12 +236,15 @@ class CostTracker:
         prices_overlay: str | os.PathLike[str] | None = None,
         clock: Callable[[], datetime] | None = None,
         alert_sinks: Sequence[AlertSink] | None = None,
+        deliver_pending_alerts: bool = True,
     ) -> None:
         self.prices = _price_table(prices, prices_overlay)
         list_prices = {pt: usd_to_nano(self.prices.list_usd_per_unit(pt)) for pt in PackType}
         self._clock = clock or (lambda: datetime.now(UTC))
         self.ledger = Ledger(open_backend(db), list_prices=list_prices, clock=self._clock)
         self.alerts = AlertDispatcher(self.ledger, list(alert_sinks) if alert_sinks is not None else [LogSink()])
+        if deliver_pending_alerts:
+            self.alerts.deliver_pending()
 
     def __enter__(self) -> CostTracker:
         return self

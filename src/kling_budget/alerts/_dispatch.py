@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import queue
@@ -9,6 +10,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,12 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from kling_budget.alerts._sinks import (
     AlertDeliveryError,
+    LogSink,
     RetryPolicy,
     build_sink,
     describe_target,
     redact,
     secrets_of,
 )
+from kling_budget.errors import LedgerError
 from kling_budget.ledger.outbox import ClaimedEvent, Outbox, SinkConfig
 from kling_budget.types import AlertEvent, AlertKind
 
@@ -88,6 +92,10 @@ def _local_entry(sink: AlertSink) -> _Entry:
     )
 
 
+_FALLBACK = _local_entry(LogSink())
+"""Where an event goes when no sink wants it: the ``kling_budget.alerts`` log (WARNING; stderr by default)."""
+
+
 def _configured_entry(config: SinkConfig) -> _Entry:
     sink = build_sink(config.kind, config.config, key=config.key)
     retry = getattr(sink, "retry", None)
@@ -106,6 +114,34 @@ def _wall() -> datetime:
     return datetime.now(UTC)
 
 
+# Dispatchers with a worker thread that were not closed: an interpreter exit gives them a bounded drain, so a
+# script that never calls close() still delivers its alerts (its worker is a daemon thread, killed at exit).
+_unclosed: weakref.WeakSet[AlertDispatcher] = weakref.WeakSet()
+_unclosed_lock = threading.Lock()
+_exit_hook: list[bool] = []
+
+
+def _watch_for_exit(dispatcher: AlertDispatcher) -> None:
+    with _unclosed_lock:
+        _unclosed.add(dispatcher)
+        if not _exit_hook:
+            # Registered late (after logging and the ledger's drivers were imported), so it runs before
+            # their own exit hooks: the log still writes and the ledger still answers while we drain.
+            atexit.register(_drain_at_exit)
+            _exit_hook.append(True)
+
+
+def _drain_at_exit() -> None:
+    """Close every unclosed dispatcher, all of them within the longest ``drain_timeout`` among them."""
+    with _unclosed_lock:
+        dispatchers = list(_unclosed)
+    if not dispatchers:
+        return
+    deadline = time.monotonic() + max(d.drain_timeout for d in dispatchers)
+    for dispatcher in dispatchers:
+        dispatcher.close(timeout=max(0.0, deadline - time.monotonic()))
+
+
 class AlertDispatcher:
     """Delivers the ledger's outbox events to sinks, in a background thread, at least once.
 
@@ -116,8 +152,14 @@ class AlertDispatcher:
     bounded retries), records which sinks accepted it, and marks it delivered once all of them did. A
     failed round is retried later with exponential backoff, at most ``max_rounds`` times; a sink that just
     failed is not called again for other events until its backoff has passed. Events that never reach the
-    worker (full queue, process exit) stay pending in the outbox for :meth:`flush`,
+    worker (full queue, a crash) stay pending in the outbox for :meth:`deliver_pending` (the next
+    :class:`~kling_budget.tracker.CostTracker` that opens the ledger calls it), :meth:`flush`,
     ``kling-budget alerts deliver`` or any other process's dispatcher.
+
+    A process that exits without :meth:`close` still delivers what it queued: an ``atexit`` hook closes
+    every unclosed dispatcher, waiting at most ``drain_timeout`` in all. When no sink wants an event (none
+    given, none configured in the ledger, or all filtered out), it is written to the ``kling_budget.alerts``
+    log instead, so it is never dropped silently.
 
     Args:
         ledger: where the outbox and the configured sinks live.
@@ -127,7 +169,8 @@ class AlertDispatcher:
         retry_delay, max_retry_delay: seconds before the first retry round, doubled each round, capped.
         max_rounds: delivery rounds before an event is marked failed.
         poll_interval: if set, the worker also flushes due outbox events this often (for a gateway).
-        drain_timeout: how long :meth:`close` waits for queued events.
+        drain_timeout: how long :meth:`close`, or the exit of a process that did not call it, waits for
+            queued events (default 5 s).
         owner: the lease holder's name (default ``host:pid:random``).
     """
 
@@ -184,23 +227,43 @@ class AlertDispatcher:
         Inline sinks (the log) run now; everything else happens in the worker thread. Returns how many
         events were accepted (events without an outbox id are ignored).
         """
-        accepted = 0
         inline = [e for e in self._local_entries() if e.inline]
-        for event in events:
-            if event.id is None:
-                continue
-            done = frozenset(e.key for e in inline if e.matches(event) and self._call(e, event))
-            if not self.background:
-                self._deliver_ids([(event.id, done)])
-                accepted += 1
-                continue
+        items = [
+            (event.id, frozenset(e.key for e in inline if e.matches(event) and self._call(e, event)))
+            for event in events
+            if event.id is not None
+        ]
+        return self._hand_over(items)
+
+    def deliver_pending(self, *, limit: int = 1000) -> int:
+        """Deliver (in the background) the outbox events nobody is delivering: those a process that crashed,
+        or exited before delivering, left behind. Returns how many were queued.
+
+        Only events whose next attempt is due and that no live deliverer holds a lease on are taken, so a
+        process delivering its own events right now is never doubled, and a failing sink keeps its backoff.
+        Costs one read of the outbox; a ledger that cannot be read is logged, not raised.
+        """
+        try:
+            ids = self.outbox.pending_ids(limit=limit, now=self._clock())
+        except LedgerError as exc:
+            logger.warning("could not look for undelivered alerts: %s", exc)
+            return 0
+        return self._hand_over([(event_id, frozenset()) for event_id in ids])
+
+    def _hand_over(self, items: Sequence[tuple[int, frozenset[str]]]) -> int:
+        """Queue (event id, sinks that already have it) for the worker, or deliver now when not in background."""
+        if not self.background:
+            self._deliver_ids(items)
+            return len(items)
+        accepted = 0
+        for item in items:
             try:
-                self._queue.put_nowait((event.id, done))
+                self._queue.put_nowait(item)
             except queue.Full:
                 self._count("queue_full")  # the event stays pending in the outbox
                 continue
             accepted += 1
-        if accepted and self.background:
+        if accepted:
             self._ensure_worker()
         return accepted
 
@@ -213,6 +276,8 @@ class AlertDispatcher:
         totals: Counter[str] = Counter()
         cursor = 0  # one pass takes each event at most once, even one it just deferred
         for _ in range(limit):
+            if self._abandon:
+                break  # closing: what is left stays pending, unleased, for the next deliverer
             claimed = self.outbox.claim(
                 self.owner, lease_seconds=self._lease_seconds(), due_only=due_only, after_id=cursor, now=self._clock()
             )
@@ -235,11 +300,11 @@ class AlertDispatcher:
 
     def send_test(self, sink_id: int | None = None) -> list[SinkTestResult]:
         """Send a test event, now and in this thread, to one configured sink, or to every configured sink
-        (to the in-process sinks, e.g. the log, when none is configured)."""
+        (to the in-process sinks, else the log, when none is configured)."""
         if sink_id is not None:
             entries = [_configured_entry(self.outbox.get_sink(sink_id))]
         else:
-            entries = self._configured_entries(force=True) or self._local_entries()
+            entries = self._configured_entries(force=True) or self._local_entries() or [_FALLBACK]
         now = self._clock()
         event = AlertEvent(
             kind=AlertKind.THRESHOLD,
@@ -268,13 +333,21 @@ class AlertDispatcher:
                 return
             self._closed = True
             thread = self._thread
+        with _unclosed_lock:
+            _unclosed.discard(self)
         if thread is None or not thread.is_alive():
             return
+        wait = self.drain_timeout if timeout is None else timeout
         self._queue.put(_STOP)
-        thread.join(self.drain_timeout if timeout is None else timeout)
+        thread.join(wait)
         if thread.is_alive():
             self._abandon = True  # the worker stops after its current sink call; the outbox keeps the rest
             self._count("abandoned_on_close")
+            logger.warning(
+                "alert delivery did not finish within %.1f s; the rest stay pending in the ledger's outbox for "
+                "the next process that opens it (or kling-budget alerts deliver)",
+                wait,
+            )
 
     def status(self) -> dict[str, Any]:
         """Counters of this dispatcher (sent, failures, retries ...) and its queue; for ``alerts list``
@@ -372,8 +445,9 @@ class AlertDispatcher:
         done = set(claimed.delivered_to) | set(inline_done)
         errors: list[str] = []
         tried_and_failed = False
-        for entry in self._entries():
-            if entry.key in done or not entry.matches(event):
+        wanted = [e for e in self._entries() if e.matches(event)] or [_FALLBACK]  # never dropped silently
+        for entry in wanted:
+            if entry.key in done:
                 continue
             if self._abandon:
                 errors.append(f"{entry.label}: not tried (dispatcher closing)")
@@ -424,6 +498,7 @@ class AlertDispatcher:
                 return
             self._thread = threading.Thread(target=self._run, name="kling-budget-alerts", daemon=True)
             self._thread.start()
+        _watch_for_exit(self)
 
     def _wait_seconds(self) -> float | None:
         with self._lock:

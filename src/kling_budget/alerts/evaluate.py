@@ -103,7 +103,8 @@ def _forecast_events(ledger: Ledger, at: datetime) -> list[AlertEvent]:
 
 def _pack_rate_per_us(ledger: Ledger, pack_type: str, at: datetime) -> Decimal:
     span = timedelta(days=7)
-    rows = ledger.usage(start=at - span, end=at, group_by=("pack_type",), filters={"pack_type": pack_type})
+    through = at + timedelta(microseconds=1)  # jobs reserved at ``at`` itself count
+    rows = ledger.usage(start=at - span, end=through, group_by=("pack_type",), filters={"pack_type": pack_type})
     used = sum(r.committed_milli + r.held_milli for r in rows)
     return Decimal(used) / Decimal(span // timedelta(microseconds=1))
 

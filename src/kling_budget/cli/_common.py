@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -35,12 +33,18 @@ class AppContext:
     prices_overlay: str | None = None
     _tracker: Any = field(default=None, repr=False)
 
-    def tracker(self) -> Any:
-        """The :class:`~kling_budget.tracker.CostTracker`, opened on first use."""
+    def tracker(self, *, deliver_pending_alerts: bool = True) -> Any:
+        """The :class:`~kling_budget.tracker.CostTracker`, opened on first use (which also delivers the alerts
+        other processes left undelivered, unless told not to)."""
         if self._tracker is None:
             from kling_budget.tracker import CostTracker
 
-            self._tracker = CostTracker(self.db, prices=self.prices, prices_overlay=self.prices_overlay)
+            self._tracker = CostTracker(
+                self.db,
+                prices=self.prices,
+                prices_overlay=self.prices_overlay,
+                deliver_pending_alerts=deliver_pending_alerts,
+            )
         return self._tracker
 
     def close(self) -> None:
@@ -88,16 +92,6 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
 
 def _numeric_column(name: str) -> bool:
     return any(word in name.lower() for word in ("units", "usd", "%", "jobs", "percent", "held", "committed"))
-
-
-def print_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """CSV with a header row on stdout."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(["" if v is None else str(v) for v in row])
-    click.echo(buffer.getvalue(), nl=False)
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")

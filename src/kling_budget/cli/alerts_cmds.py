@@ -23,17 +23,23 @@ def _when(instant: datetime | None, timezone: str = "UTC") -> str:
     return instant.astimezone(zone(timezone)).isoformat(timespec="minutes") if instant else "-"
 
 
+def _tracker(app: AppContext) -> Any:
+    """The tracker, without the background delivery of pending alerts on opening: these commands show and
+    deliver the outbox themselves, in the foreground."""
+    return app.tracker(deliver_pending_alerts=False)
+
+
 def _outbox(app: AppContext) -> Any:
     from kling_budget.ledger.outbox import Outbox
 
-    return Outbox(app.tracker().ledger.backend)
+    return Outbox(_tracker(app).ledger.backend)
 
 
 def _dispatcher(app: AppContext) -> Any:
     """A dispatcher that delivers in this thread: a CLI command reports what happened before it exits."""
     from kling_budget.alerts import AlertDispatcher
 
-    tracker = app.tracker()
+    tracker = _tracker(app)
     return AlertDispatcher(tracker.ledger, tracker.alerts.sinks, background=False)
 
 
@@ -106,7 +112,7 @@ def _add(
     if unknown:
         raise InvalidInputError(f"unknown alert kind {unknown[0]!r}; accepted: {_KINDS}")
     if budget:
-        app.tracker().get_budget(budget)  # names the existing budgets if there is no such one
+        _tracker(app).get_budget(budget)  # names the existing budgets if there is no such one
     config = {**config, **read_secrets(), "timeout": seconds, "attempts": retries}
     build_sink(kind, config)  # validates the URL or the addresses before anything is stored
     sink = _outbox(app).add_sink(kind, config, budget=budget or "", kinds=wanted)

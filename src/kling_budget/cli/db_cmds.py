@@ -7,7 +7,6 @@ CLI's handler (bad input → exit 2, other ledger errors → exit 1); URLs are s
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
@@ -17,7 +16,7 @@ from kling_budget.cli._secrets import refuse_url_password
 from kling_budget.errors import ConfigurationError
 from kling_budget.ledger.backend import Backend
 from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS
-from kling_budget.ledger.urls import resolve_db_url
+from kling_budget.ledger.urls import resolve_db_url, sqlite_path
 
 __all__ = ["COMMANDS", "db"]
 
@@ -29,10 +28,7 @@ def open_unmigrated(url: str | os.PathLike[str] | None) -> Backend:
     if parts.scheme == "sqlite":
         from kling_budget.ledger.sqlite import SQLiteBackend
 
-        path = (parts.netloc + parts.path) if parts.netloc else parts.path
-        if not path or path == "/":
-            raise ConfigurationError("a sqlite URL needs a file path, e.g. sqlite:///home/me/ledger.db")
-        return SQLiteBackend(Path(path).expanduser(), migrate=False)
+        return SQLiteBackend(sqlite_path(resolved), migrate=False)
     if parts.scheme in {"postgresql", "postgres", "postgresql+psycopg"}:
         try:
             from kling_budget.ledger.postgres import PostgresBackend

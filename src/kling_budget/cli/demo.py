@@ -14,6 +14,7 @@ import click
 
 from kling_budget.cli._common import print_table
 from kling_budget.errors import BudgetExceededError, InvalidInputError
+from kling_budget.ledger.urls import sqlite_url
 from kling_budget.money import format_units, format_usd, units_to_milli
 
 _PRICE_MIX = [
@@ -73,7 +74,7 @@ def demo(ctx: click.Context, workers: int, limit_units: str, keep: bool) -> None
     expected = limit_milli // price
     ok = True
     directory = Path(tempfile.mkdtemp(prefix="kling-budget-demo-"))
-    db = f"sqlite:///{directory / 'demo.db'}"
+    db = sqlite_url(directory / "demo.db")
     try:
         with CostTracker(db, alert_sinks=[]) as tracker:
             click.echo(f"Demo ledger: {db}  (price table {tracker.prices.version})\n")

@@ -13,16 +13,17 @@ from kling_budget.cli._common import (
     parse_date,
     parse_ttl,
     pass_app,
-    print_csv,
     print_json,
     print_table,
     split_csv,
 )
 from kling_budget.cli.pricing_cmds import build_quote, quote_options
 from kling_budget.errors import InvalidInputError
+from kling_budget.exports import usage_export
 from kling_budget.ledger import ReservationInfo
 from kling_budget.ledger.queries import GROUPS
 from kling_budget.money import format_units, format_usd
+from kling_budget.types import PackType
 from kling_budget.windows import report_range
 
 
@@ -219,6 +220,10 @@ def usage(
 ) -> None:
     """Spend grouped by project, user, model, day ... over a period or a date range.
 
+    CSV and JSON give the units of each pack type in their own columns (video and image units are never
+    added up), plain decimals with a fixed scale (3 places for units, 9 for USD), the currency in the
+    column names and ISO 8601 timestamps; CSV cells that could run as a spreadsheet formula start with '.
+
     \b
     Example:
       kling-budget usage --by project,model,day --period last-7d
@@ -246,29 +251,31 @@ def usage(
         )
         if v
     }
-    rows = tracker.ledger.usage(start=start, end=end, group_by=groups, timezone=timezone, filters=filters)
+    export = usage_export(tracker.ledger, start=start, end=end, group_by=groups, timezone=timezone, filters=filters)
     fmt = "json" if as_json else fmt
     if fmt == "json":
-        print_json({"start": start, "end": end, "group_by": groups, "rows": [r.to_dict() for r in rows]})
-        return
-    columns = [*groups, "committed units", "held units", "committed usd", "held usd", "jobs"]
-    table = [
-        [
-            *(r.group.get(g, "") or "-" for g in groups),
-            format_units(r.committed_milli),
-            format_units(r.held_milli),
-            format_usd(r.committed_nano),
-            format_usd(r.held_nano),
-            r.jobs,
-        ]
-        for r in rows
-    ]
-    if fmt == "csv":
-        print_csv(
-            columns,
-            [[*(r.group.get(g, "") for g in groups), *row[len(groups) :]] for r, row in zip(rows, table, strict=True)],
-        )
+        print_json(export.to_json())
+    elif fmt == "csv":
+        click.echo(export.to_csv(), nl=False)
     else:
+        packs = [p for p in PackType if any(sum(line.units.get(p, (0, 0))) for line in export.lines)]
+        columns = [
+            *groups,
+            *(f"{p.value} {kind} units" for p in packs for kind in ("committed", "held")),
+            "committed USD",
+            "held USD",
+            "jobs",
+        ]
+        table = [
+            [
+                *(line.group.get(g) or "-" for g in groups),
+                *(format_units(amount) for p in packs for amount in line.units.get(p, (0, 0))),
+                format_usd(line.committed_nano),
+                format_usd(line.held_nano),
+                line.jobs,
+            ]
+            for line in export.lines
+        ]
         print_table(f"Usage {start.date()} .. {end.date()} ({timezone})", columns, table)
 
 

@@ -200,6 +200,7 @@ def _demo(
 ) -> tuple[Any, Any]:
     """Start the simulator, open a demo ledger, seed a project key and two budgets, print how to use them."""
     from kling_budget.kling.auth import JWTAuth
+    from kling_budget.ledger.urls import sqlite_url
     from kling_budget.server import GatewayConfig, GatewayState, Secret
     from kling_budget.server.keys import data_dir
     from kling_budget.simulator import SimulatorConfig, running_simulator
@@ -208,7 +209,7 @@ def _demo(
         db, home = app.db, data_dir()
     else:
         home = Path(tempfile.mkdtemp(prefix="kling-budget-serve-demo-"))
-        db = f"sqlite:///{home / 'ledger.db'}"
+        db = sqlite_url(home / "ledger.db")
     sim = stack.enter_context(
         running_simulator(SimulatorConfig.single(packs=DEMO_PACKS, concurrency=1000), log_level="error")
     )

@@ -216,6 +216,18 @@ class Outbox:
         claimed = [ClaimedEvent(event_from_payload(int(r[0]), r[1]), int(r[2]), _keys(r[3])) for r in rows]
         return sorted(claimed, key=lambda c: c.event.id or 0)
 
+    def pending_ids(self, *, limit: int = 1000, now: datetime | None = None) -> list[int]:
+        """Ids of up to ``limit`` events (oldest first) that are claimable now: not delivered, not given up,
+        not leased by a live deliverer, next attempt due. One read over the outbox's partial index."""
+        at = _micros(now)
+        rows = self.backend.run(
+            lambda conn: conn.fetchall(
+                f"SELECT id FROM alert_events WHERE {_CLAIMABLE} ORDER BY id LIMIT ?", (at, at, limit)
+            ),
+            write=False,
+        )
+        return [int(r[0]) for r in rows]
+
     def complete(
         self, owner: str, event_id: int, delivered_to: Sequence[str] | frozenset[str], *, now: datetime | None = None
     ) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 from kling_budget.errors import ConfigurationError, LedgerUnavailableError
 from kling_budget.ledger.backend import Connection, Row, T
 from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS, apply_migration
+from kling_budget.ledger.urls import sqlite_url
 from kling_budget.private_files import (
     SQLITE_SIDE_FILES,
     make_private_dir,
@@ -83,7 +84,7 @@ class SQLiteBackend:
         migrate: bool = True,
     ) -> None:
         self.path = Path(path)
-        self.display_url = f"sqlite:///{self.path}"
+        self.display_url = sqlite_url(self.path)
         if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
             raise ConfigurationError(f"synchronous must be FULL, EXTRA or NORMAL, got {synchronous!r}")
         try:

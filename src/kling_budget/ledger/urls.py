@@ -15,7 +15,7 @@ from kling_budget.ledger.core import Ledger
 from kling_budget.private_files import data_dir
 from kling_budget.types import PackType
 
-__all__ = ["DB_ENV", "default_db_path", "open_backend", "open_ledger", "resolve_db_url"]
+__all__ = ["DB_ENV", "default_db_path", "open_backend", "open_ledger", "resolve_db_url", "sqlite_path", "sqlite_url"]
 
 DB_ENV = "KLING_BUDGET_DB"
 
@@ -25,15 +25,32 @@ def default_db_path() -> Path:
     return data_dir() / "ledger.db"
 
 
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    """The URL of a SQLite ledger file: ``sqlite://`` and its absolute path, ``sqlite:///home/me/ledger.db``."""
+    return "sqlite:///" + Path(path).expanduser().absolute().as_posix().lstrip("/")
+
+
+def sqlite_path(url: str) -> Path:
+    """The file a ``sqlite:`` URL names: ``sqlite:///abs/path.db`` (``sqlite:////abs/path.db`` too) or
+    ``sqlite://relative/path.db``."""
+    parts = urlsplit(url)
+    path = parts.netloc + parts.path if parts.netloc else parts.path
+    if not path.strip("/"):
+        raise ConfigurationError("a sqlite URL needs a file path, e.g. sqlite:///home/me/ledger.db")
+    if path.startswith("//"):  # sqlite:////abs/path.db, as SQLAlchemy writes it
+        path = "/" + path.lstrip("/")
+    return Path(path).expanduser()
+
+
 def resolve_db_url(url: str | os.PathLike[str] | None) -> str:
     """The ledger URL to use: the argument, else ``$KLING_BUDGET_DB``, else the default SQLite file."""
     if url is None or str(url) == "":
         url = os.environ.get(DB_ENV) or ""
     text = str(url)
     if not text:
-        return f"sqlite:///{default_db_path()}"
+        return sqlite_url(default_db_path())
     if "://" not in text:
-        return f"sqlite:///{Path(text).expanduser().absolute()}"
+        return sqlite_url(text)
     return text
 
 
@@ -45,16 +62,9 @@ def open_backend(url: str | os.PathLike[str] | None = None) -> Backend:
     if parts.scheme == "sqlite":
         from kling_budget.ledger.sqlite import SQLiteBackend
 
-        path = parts.path
-        if parts.netloc:  # sqlite://relative/path.db
-            path = parts.netloc + path
-        elif path.startswith("//"):  # sqlite:////abs/path.db, as resolve_db_url writes an absolute path
-            path = path[1:]
-        if not path or path == "/":
-            raise ConfigurationError("a sqlite URL needs a file path, e.g. sqlite:///home/me/ledger.db")
         timeout = _float_option(options, "timeout", 10.0)
         return SQLiteBackend(
-            Path(path).expanduser(), busy_timeout=timeout, synchronous=options.get("synchronous", "FULL")
+            sqlite_path(resolved), busy_timeout=timeout, synchronous=options.get("synchronous", "FULL")
         )
     if parts.scheme in {"postgresql", "postgres", "postgresql+psycopg"}:
         try:

@@ -228,7 +228,11 @@ _SCHEMAS: dict[str, Schema] = {
     },
     "Job": _obj(
         {
-            "id": _text(),
+            "task_id": _text(
+                nullable=True, description="Kling's task id: what the client holds (null until Kling answered)."
+            ),
+            "id": _text(description="The reservation id (the ledger's idempotency key)."),
+            "external_task_id": _text(nullable=True, description="A gateway client's own external_task_id."),
             "kind": _text(enum=["reserve", "record"]),
             "state": _text(enum=_STATES),
             "open": {"type": "boolean", "description": "Still holding budget (held or submitted)."},
@@ -251,7 +255,6 @@ _SCHEMAS: dict[str, Schema] = {
             "reserved_at": _text(format="date-time"),
             "resolved_at": _text(nullable=True, format="date-time"),
             "expires_at": _text(nullable=True, format="date-time"),
-            "task_id": _text(nullable=True),
             "params": {
                 "type": "object",
                 "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "boolean"}]},
@@ -676,6 +679,11 @@ def _paths() -> dict[str, Schema]:
                         {"type": "string", "minLength": 1, "maxLength": 200},
                         "open, or a comma-separated list of: held, submitted, committed, released, denied.",
                     ),
+                    _query(
+                        "task_id",
+                        {"type": "string", "minLength": 1, "maxLength": 200},
+                        "The job of this Kling task id (not combined with state or the attribute filters).",
+                    ),
                     _LIMIT,
                     *_FILTERS,
                 ],
@@ -683,7 +691,10 @@ def _paths() -> dict[str, Schema]:
         },
         "/reservations/{reservation_id}": {
             "parameters": [_path("reservation_id")],
-            "get": _operation("One job", _responses({200: ("Job", "The job.")}, (404,))),
+            "get": _operation(
+                "One job, by reservation id or by the Kling task id its client holds",
+                _responses({200: ("Job", "The job.")}, (404,)),
+            ),
         },
         "/holds": {
             "get": _operation(

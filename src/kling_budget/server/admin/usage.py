@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from kling_budget.budgets import BudgetStatus
 from kling_budget.ledger import UsageRow
-from kling_budget.ledger.queries import GROUPS
+from kling_budget.ledger.queries import GROUPS, hour_label
 from kling_budget.money import units_text, usd_text
 from kling_budget.server.admin._base import Operations, bad, ok
 from kling_budget.server.admin._params import ATTRIBUTES, Query, Range, model_filter, scope_of, time_range, time_zone
@@ -103,7 +103,7 @@ def _buckets(span: Range, bucket: str, tz_name: str) -> list[tuple[str, datetime
         step = timedelta(minutes=15)  # the roll-up's granularity: exact for every offset in use
         at = span.start
         while at < span.end:
-            labels.setdefault(at.astimezone(tz).strftime("%Y-%m-%dT%H:00"), at)
+            labels.setdefault(hour_label(at, tz_name), at)
             at += step
     else:
         day = span.start.astimezone(tz).date()

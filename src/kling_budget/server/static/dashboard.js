@@ -360,8 +360,18 @@
     return [job.project || "–", el("span", { "class": "line2", text: job.user || "no user" })];
   }
 
-  function shortId(id) {
-    return el("code", { title: id, text: id.length > 14 ? id.slice(0, 12) + "…" : id });
+  // A job by the id its client holds: Kling's task id (and the client's own external id, through the
+  // gateway), with the ledger's reservation id beside it. Before Kling answered there is only the reservation.
+  function jobRef(job) {
+    if (!job.task_id) {
+      return [el("code", { "class": "job-ref", "data-reservation": job.id, text: job.id }),
+        el("span", { "class": "line2",
+          text: job.kind === "record" ? "recorded usage" : job.open ? "no Kling task yet" : "no Kling task id" })];
+    }
+    var beside = ["reservation ", el("code", { "data-reservation": job.id, text: job.id })];
+    if (job.external_task_id) beside.push(" · yours: " + job.external_task_id);
+    return [el("code", { "class": "job-ref", "data-task": job.task_id, text: job.task_id }),
+      el("span", { "class": "line2" }, beside)];
   }
 
   function renderJobs(jobs) {
@@ -375,7 +385,7 @@
       var label = job.open ? "held" : job.state === "committed" ? "" : "";
       body.appendChild(el("tr", { "data-job": job.id }, [
         el("td", { "class": "nowrap" }, timeEl(job.reserved_at)),
-        el("td", null, shortId(job.id)),
+        el("td", { "class": "ids" }, jobRef(job)),
         el("td", null, who(job)),
         el("td", { "class": "nowrap", text: job.model }),
         el("td", null, el("span", { "class": "badge st-" + job.state, text: job.state })),
@@ -398,7 +408,7 @@
     holds.holds.forEach(function (job) {
       body.appendChild(el("tr", { "data-hold": job.id }, [
         el("td", { "class": "nowrap" }, timeEl(job.reserved_at)),
-        el("td", null, [shortId(job.id), job.task_id ? el("span", { "class": "line2", text: "task " + job.task_id }) : null]),
+        el("td", { "class": "ids" }, jobRef(job)),
         el("td", null, who(job)),
         el("td", { "class": "nowrap", text: job.model }),
         el("td", null, el("span", { "class": "badge st-" + job.state, text: job.state })),
