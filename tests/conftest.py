@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +68,12 @@ def ledger(ledger_url: str, clock: FixedClock) -> Iterator[Ledger]:
     opened = open_ledger(ledger_url, clock=clock)
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="module")
+def quick_kling() -> Iterator[Any]:
+    """The Kling simulator for a module, its tasks finished within a fraction of a second."""
+    from kling_budget.simulator import SimulatorConfig, running_simulator
+
+    with running_simulator(SimulatorConfig.single(concurrency=100, queued_seconds=0.05, running_seconds=0.1)) as sim:
+        yield sim

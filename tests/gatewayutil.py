@@ -91,7 +91,7 @@ def running_gateway(
         webhook_secret=Secret(webhook_secret) if webhook_secret else None,
         admin_token=Secret(ADMIN_TOKEN),
         shutdown_grace=10,
-        **options,
+        **{"allow_callback_hosts": ("127.0.0.1",), **options},  # tests' callback receivers are on loopback
     )
     app = create_app(config)
     server = _ThreadedServer(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False))

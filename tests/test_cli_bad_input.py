@@ -18,6 +18,7 @@ from kling_budget.pricing import PriceTable
 from kling_budget.tracker import CostTracker
 
 TURBO = ["--model", "kling-v2-5-turbo", "--mode", "std", "--duration", "5"]
+LONG = "/tmp/" + "a" * 5000  # a file name no filesystem accepts
 PACK = ["packs", "add", "pk2", "--units", "10", "--price", "1"]  # a valid pack, made invalid by what follows
 OK_RECORD = '{"job_id": "ok-1", "model": "kling-v1", "duration": 5, "credits_used": 10, "timestamp": "2025-01-13"}'
 
@@ -91,7 +92,9 @@ CASES: list[tuple[str, list[str], int, tuple[str, ...]]] = [
     ("limit-zero-usd", ["budget", "set", "b2", "--limit-usd", "0"], 2, ("limit in USD must be greater than 0",)),
     ("limit-too-precise", ["budget", "set", "b2", "--limit-units", "1.0001"], 2, ("more than 3 decimal places",)),
     ("usd-too-precise", ["budget", "set", "b2", "--limit-usd", "0.0000000001"], 2, ("more than 9 decimal places",)),
-    ("limit-nan", ["budget", "set", "b2", "--limit-units", "NaN"], 2, ("finite number",)),
+    ("limit-nan", ["budget", "set", "b2", "--limit-units", "NaN"], 2, ("plain decimal", "'NaN'")),
+    ("limit-exponent", ["budget", "set", "b2", "--limit-units", "1e999999"], 2, ("no exponent", "'1e999999'")),
+    ("limit-5000-digits", ["budget", "set", "b2", "--limit-usd", "9" * 5000], 2, ("at most 20 digits",)),
     ("limit-missing", ["budget", "set", "b2"], 2, ("needs a limit", "--limit-units")),
     ("existing-budget-bad-limit", ["budget", "set", "b1", "--limit-units", "x"], 2, ("limit in units",)),
     ("unknown-period", ["budget", "set", "b2", "--limit-units", "5", "--period", "yearly"], 2, ("'yearly'", "daily")),
@@ -143,8 +146,10 @@ CASES: list[tuple[str, list[str], int, tuple[str, ...]]] = [
     ("usage-unknown-period", ["usage", "--period", "fortnight"], 2, ("'fortnight'", "last-7d")),
     ("usage-empty-period", ["usage", "--period", "last-0d"], 2, ("last-0d", "from 1 to 3660")),
     ("usage-huge-period", ["usage", "--period", "last-99999999d"], 2, ("unknown period", "N up to 3660")),
-    ("budget-limit-too-large", ["budget", "set", "b", "--limit-usd", "1e30"], 2, ("too large", "$1,000,000,000")),
-    ("pack-price-too-large", ["packs", "add", "p", "--units", "10", "--price", "1e30"], 2, ("too large",)),
+    ("budget-limit-too-large", ["budget", "set", "b", "--limit-usd", "1" + "0" * 30], 2, ("too large",)),
+    ("budget-limit-over-max", ["budget", "set", "b", "--limit-usd", "1000000001"], 2, ("$1,000,000,000",)),
+    ("pack-price-too-large", ["packs", "add", "p", "--units", "10", "--price", "1" + "0" * 30], 2, ("too large",)),
+    ("pack-price-exponent", ["packs", "add", "p", "--units", "10", "--price", "1e999999"], 2, ("no exponent",)),
     ("usage-unknown-timezone", ["usage", "--timezone", "Moon/Base"], 2, ("IANA",)),
     ("usage-unknown-model", ["usage", "--model", "kling-v9"], 2, ("unknown model",)),
     ("usage-unknown-format", ["usage", "--format", "xml"], 2, ("'--format'", "'csv'")),
@@ -153,7 +158,7 @@ CASES: list[tuple[str, list[str], int, tuple[str, ...]]] = [
     ("pack-units-text", ["packs", "add", "pk2", "--units", "many", "--price", "1"], 2, ("pack units",)),
     ("pack-units-zero", ["packs", "add", "pk2", "--units", "0", "--price", "1"], 2, ("more than 0 units",)),
     ("pack-price-negative", ["packs", "add", "pk2", "--units", "10", "--price", "-1"], 2, ("cannot be negative",)),
-    ("pack-price-precise", ["packs", "add", "pk2", "--units", "10", "--price", "1e-10"], 2, ("decimal places",)),
+    ("pack-price-precise", ["packs", "add", "pk2", "--units", "10", "--price", "0.0000000001"], 2, ("decimal places",)),
     ("pack-unknown-type", ["packs", "add", "pk2", "--units", "10", "--price", "1", "--type", "audio"], 2, ("video",)),
     (
         "pack-bad-expiry",
@@ -192,6 +197,20 @@ CASES: list[tuple[str, list[str], int, tuple[str, ...]]] = [
     ("demo-workers-zero", ["demo", "--workers", "0"], 2, ("'--workers'", "1<=x<=32")),
     ("demo-limit-text", ["demo", "--limit-units", "lots"], 2, ("--limit-units", "like 1.5")),
     ("demo-limit-too-small", ["demo", "--limit-units", "1"], 2, ("at least 1.5",)),
+    # hostile amounts and names: refused at once (no conversion of unbounded size), one short line
+    ("price-duration-exponent", ["price", "-d", "1e999999"], 2, ("duration", "no exponent")),
+    ("price-duration-digits", ["price", "-d", "9" * 5000], 2, ("duration is too long",)),
+    ("reserve-duration-exponent", ["reserve", *TURBO[:4], "-d", "1e999999", "--project", "p1"], 2, ("no exponent",)),
+    ("price-n-digits", ["price", "--product", "image", "--model", "kling-v2", "-n", "9" * 5000], 2, ("-n",)),
+    ("commit-units-exponent", ["commit", "r1", "--units", "1e999999"], 2, ("no exponent",)),
+    ("record-units-exponent", ["record", "--job-id", "j9", *TURBO, "--units", "1e999999"], 2, ("no exponent",)),
+    ("pack-units-exponent", ["packs", "add", "pk3", "--units", "1e999999", "--price", "1"], 2, ("no exponent",)),
+    ("demo-limit-exponent", ["demo", "--limit-units", "1e999999"], 2, ("no exponent",)),
+    ("alert-at-digits", ["budget", "set", "b3", "--limit-units", "5", "--alert-at", "9" * 5000], 2, ("threshold",)),
+    ("import-long-name", ["import", LONG], 2, ("cannot read",)),
+    ("prices-long-name", ["--prices", LONG, "price"], 2, ("aaaa",)),
+    ("db-long-name", ["--db", "sqlite:///" + LONG, "budget", "list"], 2, ("too long",)),
+    ("report-long-name", ["report", "--out", LONG], 2, ("File name too long",)),
 ]
 
 

@@ -218,6 +218,23 @@ def test_retry_after_is_the_seconds_to_the_window_reset_and_absent_for_a_total_b
     assert total.json()["data"]["denial"]["period"] == "total"
 
 
+def test_a_wider_budget_s_denial_has_retry_after_but_no_totals(gw: RunningGateway, issued: Any) -> None:
+    """An account-wide budget's 1190 shows the tenant its name, reset and Retry-After, never the account's totals."""
+    gw.state.tracker.set_budget("account-daily", period="daily", limit_units=1)
+    with gw.client(f"Bearer {issued.api_key}") as client:
+        denied = client.post(T2V, json=BODY)
+    data = denied.json()["data"]
+    assert denied.status_code == 429 and int(denied.headers["Retry-After"]) == data["retry_after"] > 0
+    assert data["budget"] == "account-daily" and data["reset_at"] and data["denial"] is None
+    assert "limit" not in denied.json()["message"]
+    with (
+        KlingClient(api_key=issued.api_key, base_url=gw.base_url) as kling,
+        pytest.raises(GatewayBudgetExceededError) as raised,
+    ):
+        kling.create_text_to_video(prompt="a cat", model_name="kling-v2-6", mode="std", duration=5)
+    assert raised.value.denial is None and raised.value.retry_after is not None
+
+
 def test_retry_after_rounds_up_and_is_at_least_one_second() -> None:
     """The pure rule: ceil(seconds to reset), minimum 1; None without a reset."""
     now = datetime(2026, 12, 1, 23, 59, 58, 500_000, tzinfo=UTC)

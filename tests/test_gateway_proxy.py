@@ -320,7 +320,8 @@ def test_callbacks_end_to_end(sqlite_url, tmp_path):
         with gw.client(_bearer(issued)) as client:
             created = client.post(T2V, json={**BODY, "external_task_id": "cb-1", "callback_url": receiver.url})
         task_id = created.json()["data"]["task_id"]
-        assert kling.sim.task(task_id).callback_url == gw.url("/callbacks/kling")
+        reservation = gw.state.ledger.find_by_task(task_id)
+        assert kling.sim.task(task_id).callback_url.startswith(gw.url(f"/callbacks/kling/{reservation.id}/"))
         wait_until(lambda: gw.state.ledger.find_by_task(task_id).state is ReservationState.COMMITTED, 10)
         received = wait_until(lambda: [r for r in receiver.received if b'"succeed"' in r.body], 10)
         last = received[-1]
@@ -389,7 +390,7 @@ def test_manual_clock_keeps_tasks_running_until_told(sqlite_url, tmp_path):
 
 
 def test_forged_unsigned_callback_is_never_forwarded_as_sent(sqlite_url, tmp_path):
-    """Without a webhook secret a callback is only a hint: the client gets Kling's re-queried task, not the body."""
+    """Without a webhook secret a tokenless callback is refused; the client only ever gets Kling's task."""
     config = SimulatorConfig.single(queued_seconds=0.05, running_seconds=5)
     with (
         running_simulator(config) as kling,
@@ -402,7 +403,7 @@ def test_forged_unsigned_callback_is_never_forwarded_as_sent(sqlite_url, tmp_pat
         task_id = created.json()["data"]["task_id"]
         forged = {"task_id": task_id, "task_status": "succeed", "final_unit_deduction": "0", "evil": True}
         answer = httpx.post(gw.url("/callbacks/kling"), json=forged)
-        assert answer.status_code == 200
+        assert answer.status_code == 401
         received = receiver.wait_for(1)
         assert all(b"evil" not in r.body for r in received)
         assert gw.state.ledger.find_by_task(task_id).state is ReservationState.SUBMITTED  # still running at Kling

@@ -95,14 +95,14 @@ REQUESTS = [
     ),
     (
         "/v1/videos/motion-control",
-        {"mode": "pro", "character_orientation": "video", "duration": "12"},
+        {"mode": "pro", "character_orientation": "video"},
         "motion-control",
         "kling-v2-6",
-        "9.6",
-        "1.344",
+        "24",
+        "3.36",
     ),
-    ("/v1/videos/lip-sync", {"input": {"video_id": "v"}, "duration": "7"}, "lip-sync", "kling-lip-sync", "1", "0.14"),
-    ("/v1/videos/avatar/image2video", {"image": "i", "duration": 10}, "avatar", "kling-avatar", "4", "0.56"),
+    ("/v1/videos/lip-sync", {"input": {"video_id": "v"}}, "lip-sync", "kling-lip-sync", "1", "0.14"),
+    ("/v1/videos/avatar/image2video", {"image": "i"}, "avatar", "kling-avatar", "120", "16.80"),
     ("/v1/videos/identify-face", {"video_id": "v"}, "identify-face", "kling-identify-face", "0.05", "0.007"),
     ("/v1/videos/image-recognize", {"image": "i"}, "image-recognize", "kling-image-recognize", "0.1", "0.014"),
     ("/v1/images/generations", {"prompt": "p"}, "image", "kling-v1", "1", "0.0035"),
@@ -312,6 +312,35 @@ def test_avatar_without_length_reserves_longest_audio(table):
     quote = quote_kling_request(table, "/v1/videos/avatar/image2video", {"image": "i", "mode": "pro"})
     assert (quote.units, quote.usd) == (Decimal("240"), Decimal("33.60"))
     assert quote.params["duration_assumed"] is True
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "worst_milli"),
+    [
+        ("/v1/videos/avatar/image2video", {"image": "i", "mode": "pro", "duration": "2"}, 240_000),
+        ("/v1/videos/lip-sync", {"input": {"video_id": "v"}, "duration": "1"}, 1000),
+        ("/v1/videos/advanced-lip-sync", {"session_id": "s", "duration": "1"}, 6000),
+        ("/v1/videos/motion-control", {"mode": "pro", "character_orientation": "video", "duration": "3"}, 24_000),
+    ],
+)
+def test_a_body_duration_never_shortens_a_length_priced_product(table, path, body, worst_milli):
+    """Products whose length follows an input ignore a body `duration`: the longest accepted input is priced."""
+    quote = quote_kling_request(table, path, body)
+    assert quote.units_milli == worst_milli
+    assert quote.params["duration_assumed"] is True
+
+
+def test_video_extend_prices_the_source_given_by_the_caller(table):
+    """A known source video sets the extension's model and mode, whatever the body says."""
+    from kling_budget.pricing import SourceVideo
+
+    body = {"video_id": "v", "model_name": "kling-v1", "mode": "std"}
+    pro = quote_kling_request(table, "/v1/videos/video-extend", body, source=SourceVideo("kling-v1-6", "pro"))
+    assert (pro.model, pro.units_milli) == ("kling-v1-6", 3500)
+    unknown_mode = quote_kling_request(
+        table, "/v1/videos/video-extend", {"video_id": "v"}, source=SourceVideo("kling-v1")
+    )
+    assert unknown_mode.units_milli == 3500 and unknown_mode.params["worst_case"] is True
 
 
 def test_effects_without_prices_name_the_gap(table):

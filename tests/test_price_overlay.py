@@ -200,7 +200,8 @@ def test_serve_with_a_bad_overlay_stops_with_one_line(
     monkeypatch.setenv("KLING_API_KEY", "real-key-not-used")
     bad = _write(tmp_path, '[[prices]]\nmodel = "m"\nunits = 1.5\n')
     db = f"sqlite:///{tmp_path / 'x.db'}"
-    result = run_cli(capsys, "--db", db, "--prices-overlay", str(bad), "serve", "--port", "0", "--log-level", "error")
+    serve = ["serve", "--init", "--port", "0", "--log-level", "error"]
+    result = run_cli(capsys, "--db", db, "--prices-overlay", str(bad), *serve)
     code, err = result.code, result.err
     assert code == 2 and "units = 1.5 is a float" in err and err.strip().count("\n") == 0
 

@@ -22,6 +22,7 @@ from kling_budget.money import (
     usd_text,
     usd_to_nano,
 )
+from kling_budget.numeric import shown
 from kling_budget.types import Attribution, Denial, PackType
 from kling_budget.windows import Period, Window, parse_weekday, window_at, zone
 
@@ -91,9 +92,9 @@ def parse_thresholds(value: str | Iterable[int | str]) -> tuple[int, ...]:
         text = str(item).strip().rstrip("%")
         if not text:
             continue
-        if not text.isdigit() or not 1 <= int(text) <= 1000:
+        if not (text.isascii() and text.isdigit() and len(text) <= 4) or not 1 <= int(text) <= 1000:
             raise ConfigurationError(
-                f"alert threshold {item!r} is not a whole percentage between 1 and 1000 (e.g. 50,80,100)"
+                f"alert threshold {shown(item)} is not a whole percentage between 1 and 1000 (e.g. 50,80,100)"
             )
         result.add(int(text))
     return tuple(sorted(result))

@@ -7,10 +7,11 @@ Nothing here accepts or produces a float. Conversions that would lose precision 
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import overload
 
 from kling_budget.errors import InvalidInputError
+from kling_budget.numeric import plain_decimal
 
 MILLI_PER_UNIT = 1000
 NANO_PER_USD = 1_000_000_000
@@ -34,25 +35,9 @@ Number = Decimal | int | str
 
 
 def parse_decimal(value: Number, what: str) -> Decimal:
-    """Parse an exact decimal from an int, a ``Decimal`` or a string; floats are refused."""
-    if isinstance(value, bool | float):
-        raise InvalidInputError(
-            f"{what} must be an exact number (int, Decimal or a string like '1.5'), not {type(value).__name__}"
-        )
-    if isinstance(value, Decimal):
-        result = value
-    elif isinstance(value, int):
-        result = Decimal(value)
-    elif isinstance(value, str):
-        try:
-            result = Decimal(value.strip())
-        except InvalidOperation:
-            raise InvalidInputError(f"{what} must be a number like 1.5, got {value!r}") from None
-    else:
-        raise InvalidInputError(f"{what} must be a number, got {type(value).__name__}")
-    if not result.is_finite():
-        raise InvalidInputError(f"{what} must be a finite number, got {value!r}")
-    return result
+    """Parse an exact decimal from an int, a ``Decimal`` or a plain decimal string (``"1.5"``, no exponent);
+    floats are refused, and so is anything with more than 20 digits before or after the point."""
+    return plain_decimal(value, what)
 
 
 MAX_MILLI = 10**15  # one trillion units

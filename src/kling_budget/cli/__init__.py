@@ -7,6 +7,7 @@ arguments (see :mod:`kling_budget.cli._secrets`).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -138,9 +139,37 @@ _EXTRAS = {
 _register()
 
 
+_MAX_ERROR_CHARACTERS = 500
+# A file argument that cannot be used is bad input (exit 2); other operating-system errors are not.
+_BAD_PATH_ERRNOS = frozenset(
+    {
+        errno.ENAMETOOLONG,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EINVAL,
+        errno.ELOOP,
+    }
+)
+
+
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    # One line, and short: a message may quote input (a 5,000-character file name, a huge number).
+    line = " ".join(message.split())
+    if len(line) > _MAX_ERROR_CHARACTERS:
+        line = line[: _MAX_ERROR_CHARACTERS - 1] + "…"
+    click.echo(f"error: {line}", err=True)
     sys.exit(code)
+
+
+def _os_error(exc: OSError) -> NoReturn:
+    name = exc.filename if isinstance(exc.filename, str) else ""
+    shown = name if len(name) <= 80 else name[:79] + "…"
+    reason = exc.strerror or type(exc).__name__
+    code = EXIT_BAD_INPUT if exc.errno in _BAD_PATH_ERRNOS else EXIT_DENIED
+    _fail(f"{reason}: {shown}" if shown else reason, code)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -166,6 +195,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _fail(str(exc), EXIT_DENIED)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except OSError as exc:
+        if os.environ.get("KLING_BUDGET_DEBUG"):
+            raise
+        _os_error(exc)
     except ModuleNotFoundError as exc:
         top = (exc.name or "").partition(".")[0]
         if top not in _EXTRAS or os.environ.get("KLING_BUDGET_DEBUG"):

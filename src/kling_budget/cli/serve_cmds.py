@@ -21,6 +21,17 @@ DEMO_KEY = "demo"
 DEMO_PACKS = {"video": 100_000, "image": 1_000_000, "try_on": 10_000}
 
 
+def _limit_default(name: str) -> Any:
+    """A default of :class:`~kling_budget.server.limits.ServerLimits`, read only when ``serve`` runs."""
+
+    def default() -> Any:
+        from kling_budget.server.limits import ServerLimits
+
+        return getattr(ServerLimits(), name)
+
+    return default
+
+
 def _configure_logging(level: str) -> None:
     """JSON lines on stderr for the gateway's loggers; uvicorn's own chatter only from warnings up.
 
@@ -96,7 +107,7 @@ def _tls(certfile: str | None, keyfile: str | None) -> bool:
     "--public-url",
     metavar="URL",
     envvar="KLING_BUDGET_PUBLIC_URL",
-    help="This gateway's public URL; Kling then calls back <URL>/callbacks/kling [env KLING_BUDGET_PUBLIC_URL].",
+    help="This gateway's public URL; Kling then calls back <URL>/callbacks/kling/... [env KLING_BUDGET_PUBLIC_URL].",
 )
 @click.option("--demo", is_flag=True, help="SQLite, the built-in simulator as upstream, a seeded key and budgets.")
 @click.option(
@@ -112,7 +123,42 @@ def _tls(certfile: str | None, keyfile: str | None) -> bool:
     help="The PEM private key of --ssl-certfile (unencrypted).",
 )
 @click.option(
-    "--settle-interval", default=1.0, show_default=True, type=float, help="Seconds between settle sweeps (0: off)."
+    "--init",
+    "create_ledger",
+    is_flag=True,
+    help="Create the ledger if it does not exist (without it, serve refuses a missing ledger).",
+)
+@click.option(
+    "--allow-callback-host",
+    "allow_callback_hosts",
+    multiple=True,
+    metavar="HOST|CIDR",
+    help="A host name, address or network a client's callback_url may point at although it is not public "
+    "(loopback, private, link-local). Repeatable.",
+)
+@click.option(
+    "--public-metrics", is_flag=True, help="Serve /metrics to any address without a token (default: loopback only)."
+)
+@click.option(
+    "--max-connections",
+    default=_limit_default("max_connections"),
+    show_default="1000",
+    type=click.IntRange(1, 1_000_000),
+    help="Open connections at once; more get 503 and are closed.",
+)
+@click.option(
+    "--header-timeout",
+    default=_limit_default("header_timeout"),
+    show_default="10",
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds a connection may take to send a request's headers.",
+)
+@click.option(
+    "--settle-interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds between settle sweeps (0: off).",
 )
 @click.option(
     "--log-level",
@@ -131,6 +177,11 @@ def serve(
     demo: bool,
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
+    create_ledger: bool,
+    allow_callback_hosts: tuple[str, ...],
+    public_metrics: bool,
+    max_connections: int,
+    header_timeout: float,
     settle_interval: float,
     log_level: str,
 ) -> None:
@@ -138,28 +189,39 @@ def serve(
 
     The real Kling credentials come from KLING_ACCESS_KEY + KLING_SECRET_KEY (or KLING_API_KEY) and never
     leave the gateway. Clients use virtual keys (kling-budget keys create). KLING_WEBHOOK_SECRET verifies
-    Kling's callbacks; KLING_BUDGET_ADMIN_TOKEN enables the admin API; KLING_BUDGET_MASTER_KEY encrypts
-    stored secrets (default: master.key in the data directory). SIGTERM stops gracefully.
+    Kling's callbacks; KLING_BUDGET_ADMIN_TOKEN enables the admin API; KLING_BUDGET_METRICS_TOKEN protects
+    /metrics; KLING_BUDGET_MASTER_KEY encrypts stored secrets (default: master.key in the data directory).
+    The ledger must exist (--init creates it). SIGTERM stops gracefully.
 
     \b
     Example:
       kling-budget serve --demo
-      KLING_ACCESS_KEY=... KLING_SECRET_KEY=... kling-budget --db postgresql://kb@db/kb serve \\
+      KLING_ACCESS_KEY=... KLING_SECRET_KEY=... kling-budget --db postgresql://kb@db/kb serve --init \\
           --host 0.0.0.0 --public-url https://kling-gw.example.com
       kling-budget serve --ssl-certfile gw.pem --ssl-keyfile gw-key.pem --public-url https://gw.example.com:8787
     """
     import uvicorn
 
     from kling_budget.server import GatewayConfig, GatewayState, create_app
+    from kling_budget.server.limits import ServerLimits, guarded_protocol
 
     tls = _tls(ssl_certfile, ssl_keyfile)
     _configure_logging(log_level)
+    limits = ServerLimits(max_connections=max_connections, header_timeout=header_timeout)
     sock = _bind(host, port)
-    base_url = _url(host, sock.getsockname()[1], tls=tls)
+    listen_port = sock.getsockname()[1]
+    base_url = _url(host, listen_port, tls=tls)
+    options: dict[str, Any] = {
+        "allow_callback_hosts": allow_callback_hosts,
+        "listen_port": listen_port,
+        "limits": limits,
+        "public_metrics": public_metrics,
+        "settle_interval": settle_interval,
+    }
     with contextlib.ExitStack() as stack:
         stack.callback(sock.close)
         if demo:
-            config, state = _demo(stack, app, base_url, public_url, settle_interval)
+            config, state = _demo(stack, app, base_url, public_url, options)
         else:
             config = GatewayConfig.from_env(
                 upstream_url=upstream,
@@ -167,8 +229,9 @@ def serve(
                 prices=app.prices,
                 prices_overlay=app.prices_overlay,
                 public_url=public_url,
-                settle_interval=settle_interval,
+                **options,
             )
+            _require_ledger(app.db, create_ledger)
             state = GatewayState(config)
             click.echo(f"kling-budget gateway on {base_url} -> {config.upstream_url}")
             click.echo(f"ledger: {state.ledger.backend.display_url}")
@@ -178,11 +241,12 @@ def serve(
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(config, state=state),
+                http=guarded_protocol(limits),
                 lifespan="on",
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=int(config.shutdown_grace),
-                timeout_keep_alive=5,
+                timeout_keep_alive=int(limits.keep_alive_timeout),
                 backlog=2048,
                 ssl_certfile=ssl_certfile,
                 ssl_keyfile=ssl_keyfile,
@@ -195,8 +259,22 @@ def serve(
             server.run(sockets=[sock])
 
 
+def _require_ledger(db: str | None, create: bool) -> None:
+    """``serve`` opens only a ledger that exists, unless asked to create it: a ledger file deleted under a
+    gateway must not come back empty (no keys, no budgets) on the next start."""
+    from kling_budget.errors import ConfigurationError
+    from kling_budget.ledger.urls import ledger_exists, resolve_db_url
+
+    if create or ledger_exists(db):
+        return
+    raise ConfigurationError(
+        f"no ledger at {resolve_db_url(db)}; serve does not create one unless asked: pass --init to create it "
+        "(or restore the ledger if it was removed)"
+    )
+
+
 def _demo(
-    stack: contextlib.ExitStack, app: AppContext, base_url: str, public_url: str | None, settle_interval: float
+    stack: contextlib.ExitStack, app: AppContext, base_url: str, public_url: str | None, options: dict[str, Any]
 ) -> tuple[Any, Any]:
     """Start the simulator, open a demo ledger, seed a project key and two budgets, print how to use them."""
     from kling_budget.kling.auth import JWTAuth
@@ -224,7 +302,7 @@ def _demo(
         home=home,
         public_url=public_url or base_url,
         admin_token=admin,
-        settle_interval=settle_interval,
+        **options,
     )
     state = GatewayState(config)
     tracker = state.tracker

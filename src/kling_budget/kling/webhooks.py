@@ -53,6 +53,7 @@ def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes, *, now:
     expected = sign_webhook(secret, msg_id, timestamp, body).split(",", 1)[1]
     for candidate in signatures.split():
         version, _, value = candidate.partition(",")
-        if version == "v1" and hmac.compare_digest(value, expected):
+        # compare_digest refuses non-ASCII text (TypeError): a forged header must be a refusal, not a crash.
+        if version == "v1" and value.isascii() and hmac.compare_digest(value, expected):
             return msg_id
     raise WebhookVerificationError("no webhook signature matches")

@@ -251,11 +251,28 @@ def _seal_alert_sink_secrets(conn: Connection) -> None:
     seal_stored_sinks(conn)
 
 
+# Gateway security: the videos each gateway task produced (a video extension is priced with its source's
+# model and mode, which Kling uses whatever the body says), and the task states already forwarded to a
+# client's callback_url (each at most once, whichever instance or path saw it first).
+_M5_COMMON = (
+    """CREATE TABLE gateway_videos (
+        video_id TEXT PRIMARY KEY,
+        reservation_id TEXT NOT NULL REFERENCES reservations(id)
+    )""",
+    """CREATE TABLE gateway_forwards (
+        reservation_id TEXT NOT NULL REFERENCES reservations(id),
+        status TEXT NOT NULL,
+        forwarded_at BIGINT NOT NULL,
+        PRIMARY KEY (reservation_id, status)
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial ledger", _M1_COMMON, {"sqlite": _M1_SQLITE, "postgresql": _M1_POSTGRESQL}),
     Migration(2, "alert delivery leases and sinks", _M2_COMMON, {}),
     Migration(3, "gateway virtual keys and task ownership", _M3_COMMON, {}),
     Migration(4, "alert sink secrets encrypted with the master key", (), {}, _seal_alert_sink_secrets),
+    Migration(5, "gateway source videos and forwarded callbacks", _M5_COMMON, {}),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -108,6 +108,7 @@ class SQLiteBackend:
             raw.close()
             raise LedgerUnavailableError(f"{self.path} is not a usable ledger database: {exc}") from None
         self._conn = _SQLiteConnection(raw)
+        self._identity = _identity(self.path)
         self._queue: queue.SimpleQueue[_Queued | None] | None = None
         self._writer: threading.Thread | None = None
         self._max_batch = 1
@@ -143,6 +144,7 @@ class SQLiteBackend:
         raw = self._conn.raw
         deadline = time.monotonic() + self._busy_timeout
         with self._lock:
+            self._check_file()
             while True:
                 try:
                     raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -165,6 +167,15 @@ class SQLiteBackend:
             except BaseException:
                 _rollback(raw)
                 raise
+
+    def _check_file(self) -> None:
+        """Fail closed when the file was deleted or replaced under the open connection: SQLite would keep
+        writing into the unlinked inode, and every write since would vanish with the process."""
+        if _identity(self.path) != self._identity:
+            raise LedgerUnavailableError(
+                f"ledger file {self.path} was deleted or replaced while open; refusing to use it "
+                "(restore the file, then restart)"
+            )
 
     def schema_version(self) -> int:
         """The highest applied migration, 0 for an empty file."""
@@ -259,6 +270,15 @@ class SQLiteBackend:
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({str(self.path)!r})"
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; ``None`` when there is none."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

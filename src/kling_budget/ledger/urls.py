@@ -15,7 +15,16 @@ from kling_budget.ledger.core import Ledger
 from kling_budget.private_files import data_dir
 from kling_budget.types import PackType
 
-__all__ = ["DB_ENV", "default_db_path", "open_backend", "open_ledger", "resolve_db_url", "sqlite_path", "sqlite_url"]
+__all__ = [
+    "DB_ENV",
+    "default_db_path",
+    "ledger_exists",
+    "open_backend",
+    "open_ledger",
+    "resolve_db_url",
+    "sqlite_path",
+    "sqlite_url",
+]
 
 DB_ENV = "KLING_BUDGET_DB"
 
@@ -39,6 +48,7 @@ def sqlite_path(url: str) -> Path:
         raise ConfigurationError("a sqlite URL needs a file path, e.g. sqlite:///home/me/ledger.db")
     if path.startswith("//"):  # sqlite:////abs/path.db, as SQLAlchemy writes it
         path = "/" + path.lstrip("/")
+    _check_path_length(path)
     return Path(path).expanduser()
 
 
@@ -54,8 +64,21 @@ def resolve_db_url(url: str | os.PathLike[str] | None) -> str:
     return text
 
 
-def open_backend(url: str | os.PathLike[str] | None = None) -> Backend:
-    """Open (and migrate, if empty) the ledger database named by ``url``."""
+def ledger_exists(url: str | os.PathLike[str] | None = None) -> bool:
+    """Whether the ledger named by ``url`` exists already (a file or database with the schema); creates nothing."""
+    resolved = resolve_db_url(url)
+    parts = urlsplit(resolved)
+    if parts.scheme == "sqlite" and not sqlite_path(resolved).is_file():
+        return False
+    backend = open_backend(resolved, migrate=False)
+    try:
+        return backend.schema_version() > 0
+    finally:
+        backend.close()
+
+
+def open_backend(url: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> Backend:
+    """Open (and migrate, if empty or behind, unless ``migrate`` is false) the ledger database named by ``url``."""
     resolved = resolve_db_url(url)
     parts = urlsplit(resolved)
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -64,7 +87,10 @@ def open_backend(url: str | os.PathLike[str] | None = None) -> Backend:
 
         timeout = _float_option(options, "timeout", 10.0)
         return SQLiteBackend(
-            sqlite_path(resolved), busy_timeout=timeout, synchronous=options.get("synchronous", "FULL")
+            sqlite_path(resolved),
+            busy_timeout=timeout,
+            synchronous=options.get("synchronous", "FULL"),
+            migrate=migrate,
         )
     if parts.scheme in {"postgresql", "postgres", "postgresql+psycopg"}:
         try:
@@ -74,12 +100,27 @@ def open_backend(url: str | os.PathLike[str] | None = None) -> Backend:
                 "PostgreSQL needs the postgres extra: pip install 'kling-budget[postgres]'"
                 f" ({exc.name or exc} is missing)"
             ) from None
-        backend: Backend = PostgresBackend(resolved)
+        backend: Backend = PostgresBackend(resolved, migrate=migrate)
         return backend
     raise ConfigurationError(
         f"unsupported ledger URL scheme {parts.scheme!r}; accepted: sqlite:///path/to/ledger.db, "
         "a file path, or postgresql://user@host/dbname"
     )
+
+
+_MAX_PATH_BYTES = 4095
+_MAX_NAME_BYTES = 255
+
+
+def _check_path_length(path: str) -> None:
+    """A path the filesystem cannot hold is the caller's mistake, not an unavailable ledger."""
+    encoded = os.fsencode(path)
+    if len(encoded) > _MAX_PATH_BYTES or any(len(part) > _MAX_NAME_BYTES for part in encoded.split(b"/")):
+        shown = path if len(path) <= 60 else path[:59] + "…"
+        raise ConfigurationError(
+            f"the ledger path {shown!r} is too long (at most {_MAX_NAME_BYTES} bytes per name, "
+            f"{_MAX_PATH_BYTES} in all)"
+        )
 
 
 def open_ledger(

@@ -14,18 +14,23 @@ A price overlay adds or overrides models on top of a table (``table.with_overlay
 are documented in ``docs/pricing.md``.
 """
 
-from kling_budget.pricing._request import SUPPORTED_PATHS, quote_kling_request
+from kling_budget.pricing._fields import ACCEPTED_FIELDS, BodyFields, check_body_fields
+from kling_budget.pricing._request import SUPPORTED_PATHS, SourceVideo, quote_kling_request
 from kling_budget.pricing._schema import PER_KINDS, PriceRow, ProductInfo
 from kling_budget.pricing._table import PACKAGED_FILE, PriceTable
 from kling_budget.pricing.overlay import OVERLAY_ENV
 
 __all__ = [
+    "ACCEPTED_FIELDS",
     "OVERLAY_ENV",
     "PACKAGED_FILE",
     "PER_KINDS",
     "SUPPORTED_PATHS",
+    "BodyFields",
     "PriceRow",
     "PriceTable",
     "ProductInfo",
+    "SourceVideo",
+    "check_body_fields",
     "quote_kling_request",
 ]

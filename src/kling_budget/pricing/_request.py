@@ -4,27 +4,57 @@ Kling's documented defaults are applied for omitted fields (model per endpoint, 
 5, ``n`` 1, image resolution 1k); nothing else is guessed. Where the price depends on the length of an
 input the request does not measure (lip-sync video, avatar audio, motion-control reference video, an
 omni edit video), the longest input Kling accepts is priced and the breakdown says so, unless the caller
-passes ``input_duration`` (or the body carries a top-level ``duration``).
+passes ``input_duration``. A ``duration`` in the body never shortens such a price: Kling has no such field
+there. A video extension is priced with the source video's model and mode, which Kling uses whatever the
+body says: the caller passes them as ``source`` when it knows them, else the highest extension price is held.
+
+:func:`~kling_budget.pricing.check_body_fields` (the per-endpoint allow-list) refuses fields this module does
+not read but that could change Kling's charge; a caller pricing untrusted bodies runs it first.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 from kling_budget.designs import split_model_path
 from kling_budget.errors import UnsupportedOptionError
+from kling_budget.numeric import shown
 from kling_budget.pricing._model_in_path import quote_model_in_path
 from kling_budget.pricing._table import PriceTable
 from kling_budget.types import Quote, QuoteLine
 
-__all__ = ["SUPPORTED_PATHS", "quote_kling_request"]
+__all__ = ["SUPPORTED_PATHS", "SourceVideo", "quote_kling_request"]
 
 Duration = int | str | Decimal | None
-_Handler = Callable[[PriceTable, Mapping[str, Any], Duration], Quote]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceVideo:
+    """The video a video extension continues: Kling extends it with this model and mode.
+
+    Attributes:
+        model: the source task's model (``"kling-v1-6"``).
+        mode: its mode (``"std"``/``"pro"``), or ``None`` when not known (the higher price is held).
+    """
+
+    model: str
+    mode: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What the caller knows beyond the body: an input's length, a video extension's source."""
+
+    input_duration: Duration = None
+    source: SourceVideo | None = None
+
+
+_Handler = Callable[[PriceTable, Mapping[str, Any], _Known], Quote]
 
 # Reference video limit for motion control with character_orientation "image" (Kling's motion-control documentation).
 _ORIENTATION_IMAGE_MAX_SECONDS = 10
@@ -36,6 +66,7 @@ def quote_kling_request(
     body: Mapping[str, Any],
     *,
     input_duration: int | str | Decimal | None = None,
+    source: SourceVideo | None = None,
 ) -> Quote:
     """Price a Kling create request exactly as it would be sent, on either API design.
 
@@ -48,6 +79,8 @@ def quote_kling_request(
         body: the decoded JSON body.
         input_duration: seconds of the input whose length sets the output length (lip-sync video,
             avatar audio, motion-control reference video, omni edit video), when the caller knows it.
+        source: for a video extension, the model and mode of the video it extends, when the caller knows
+            them (they win over ``model_name``/``mode`` in the body).
 
     Raises:
         UnsupportedOptionError: unknown path (the message lists the supported ones) or a body field that
@@ -64,7 +97,7 @@ def quote_kling_request(
         raise UnsupportedOptionError(f"cannot price {path!r}; supported paths: {', '.join(SUPPORTED_PATHS)}")
     if not isinstance(body, Mapping):
         raise UnsupportedOptionError(f"the body of {endpoint} must be a JSON object, got {type(body).__name__}")
-    return handler(table, body, input_duration)
+    return handler(table, body, _Known(input_duration, source))
 
 
 def _endpoint(path: str) -> str:
@@ -103,11 +136,12 @@ def _n(body: Mapping[str, Any]) -> int:
     value = body.get("n")
     if value is None:
         return 1
-    if isinstance(value, int) and not isinstance(value, bool):
+    # Checked before converting: a count has at most two digits (Kling accepts 1-9).
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 100:
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 2:
         return int(value)
-    raise UnsupportedOptionError(f"n must be an integer 1-9, got {value!r}")
+    raise UnsupportedOptionError(f"n must be an integer 1-9, got {shown(value)}")
 
 
 def _sound(body: Mapping[str, Any]) -> bool | str:
@@ -132,10 +166,6 @@ def _given(value: Any) -> bool:
     return value is not None and value != "" and value != [] and value != {}
 
 
-def _length(body: Mapping[str, Any], hint: Duration) -> Duration:
-    return hint if hint is not None else _duration(body)
-
-
 def _with_note(quote: Quote, note: str, **params: str | int | bool) -> Quote:
     return dataclasses.replace(
         quote,
@@ -148,7 +178,7 @@ def _with_note(quote: Quote, note: str, **params: str | int | bool) -> Quote:
 
 
 def _video_handler(product: str, default_model: str, *, audio: bool) -> _Handler:
-    def handle(table: PriceTable, body: Mapping[str, Any], hint: Duration) -> Quote:
+    def handle(table: PriceTable, body: Mapping[str, Any], known: _Known) -> Quote:
         return table.quote(
             _model(body, default_model),
             product=product,
@@ -162,13 +192,13 @@ def _video_handler(product: str, default_model: str, *, audio: bool) -> _Handler
     return handle
 
 
-def _omni_video(table: PriceTable, body: Mapping[str, Any], hint: Duration) -> Quote:
+def _omni_video(table: PriceTable, body: Mapping[str, Any], known: _Known) -> Quote:
     videos = _items(body, "video_list")
     # An edited ("base") video sets the output length; Kling ignores `duration` then.
     edit = any(isinstance(v, Mapping) and v.get("refer_type") == "base" for v in videos)
     duration = _duration(body)
     if edit:
-        duration = hint
+        duration = known.input_duration
     return table._quote(
         _model(body, "kling-video-o1"),
         "video",
@@ -184,9 +214,15 @@ def _omni_video(table: PriceTable, body: Mapping[str, Any], hint: Duration) -> Q
     )
 
 
-def _video_extend(table: PriceTable, body: Mapping[str, Any], hint: Duration) -> Quote:
-    # Kling extends with the source video's model and mode, which the request does not carry.
-    model, mode = _text(body, "model_name"), _text(body, "mode")
+def _video_extend(table: PriceTable, body: Mapping[str, Any], known: _Known) -> Quote:
+    # Kling extends with the source video's model and mode, which the request does not carry; a caller that
+    # knows the source passes it (a body's model_name/mode are pricing hints of the library's own clients).
+    model: str | None
+    mode: str | None
+    if known.source is not None:
+        model, mode = known.source.model, known.source.mode
+    else:
+        model, mode = _text(body, "model_name"), _text(body, "mode")
     if model is not None and mode is not None:
         return table.quote(model, product="video-extend", mode=mode)
     wanted = table.canonical_model(model, "video-extend") if model is not None else None
@@ -200,13 +236,13 @@ def _video_extend(table: PriceTable, body: Mapping[str, Any], hint: Duration) ->
     top = max(candidates, key=lambda q: q.units_milli)
     return _with_note(
         top,
-        "the source video's model/mode are not in the request: priced the highest extension price",
+        "the source video's model/mode are not known: priced the highest extension price",
         worst_case=True,
     )
 
 
-def _motion_control(table: PriceTable, body: Mapping[str, Any], hint: Duration) -> Quote:
-    duration = _length(body, hint)
+def _motion_control(table: PriceTable, body: Mapping[str, Any], known: _Known) -> Quote:
+    duration = known.input_duration
     note = None
     if duration is None and body.get("character_orientation") == "image":
         duration = _ORIENTATION_IMAGE_MAX_SECONDS
@@ -231,12 +267,12 @@ def _motion_control(table: PriceTable, body: Mapping[str, Any], hint: Duration) 
 
 
 def _by_length(product: str, model: str, *, mode: bool) -> _Handler:
-    def handle(table: PriceTable, body: Mapping[str, Any], hint: Duration) -> Quote:
+    def handle(table: PriceTable, body: Mapping[str, Any], known: _Known) -> Quote:
         return table._quote(
             model,
             product,
             _text(body, "mode") if mode else None,
-            _length(body, hint),
+            known.input_duration,
             None,
             False,
             False,
@@ -250,31 +286,32 @@ def _by_length(product: str, model: str, *, mode: bool) -> _Handler:
 
 
 def _per_call(product: str, model: str) -> _Handler:
-    def handle(table: PriceTable, body: Mapping[str, Any], hint: Duration) -> Quote:
+    def handle(table: PriceTable, body: Mapping[str, Any], known: _Known) -> Quote:
         return table.quote(model, product=product)
 
     return handle
 
 
-def _effects(table: PriceTable, body: Mapping[str, Any], hint: Duration) -> Quote:
+def _effects(table: PriceTable, body: Mapping[str, Any], known: _Known) -> Quote:
     scene = _text(body, "effect_scene")
     if scene is None:
         raise UnsupportedOptionError("an effects request needs effect_scene")
     model = table.canonical_model(scene, "effects")
     inputs = body.get("input")
     inputs = inputs if isinstance(inputs, Mapping) else {}
-    # The body's mode matters only if the table prices this effect by mode.
+    # The mode matters only if the table prices this effect by mode; Kling reads it from input.mode.
     axis = table.pricing_axis(model, product="effects")
+    mode = _text(inputs, "mode") or _text(body, "mode")
     return table.quote(
         model,
         product="effects",
-        mode=_text(body, "mode") if axis == "mode" else None,
+        mode=mode if axis == "mode" else None,
         duration=_duration(inputs),
     )
 
 
 def _images(product: str, default_model: str, *, image_key: str | None) -> _Handler:
-    def handle(table: PriceTable, body: Mapping[str, Any], hint: Duration) -> Quote:
+    def handle(table: PriceTable, body: Mapping[str, Any], known: _Known) -> Quote:
         return table.quote(
             _model(body, default_model),
             product=product,
@@ -286,11 +323,11 @@ def _images(product: str, default_model: str, *, image_key: str | None) -> _Hand
     return handle
 
 
-def _expand(table: PriceTable, body: Mapping[str, Any], hint: Duration) -> Quote:
+def _expand(table: PriceTable, body: Mapping[str, Any], known: _Known) -> Quote:
     return table.quote("kling-image-expand", product="image-expand", n=_n(body))
 
 
-def _try_on(table: PriceTable, body: Mapping[str, Any], hint: Duration) -> Quote:
+def _try_on(table: PriceTable, body: Mapping[str, Any], known: _Known) -> Quote:
     return table.quote(_model(body, "kolors-virtual-try-on-v1"), product="try-on")
 
 

@@ -9,13 +9,14 @@ import functools
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
-from kling_budget.errors import PriceTableError, UnknownModelError, UnsupportedOptionError
+from kling_budget.errors import InvalidInputError, PriceTableError, UnknownModelError, UnsupportedOptionError
 from kling_budget.money import usd_nano_for_units
+from kling_budget.numeric import plain_decimal, shown
 from kling_budget.pricing._schema import PriceRow, ProductInfo, TableData, normalise_name, parse_table
 from kling_budget.pricing.overlay import merge_overlay
 from kling_budget.types import PackType, Quote, QuoteLine
@@ -30,6 +31,8 @@ _T = TypeVar("_T")
 _MILLI = 1000
 _SOUND_IN = {"on": "native", "native": "native", "off": "off"}
 _FEATURES = ("native audio", "voice control", "video input", "image input")
+# Durations are seconds: six digits either side of the point is far beyond any priced length.
+_DURATION_DIGITS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,34 +543,22 @@ def _sound(value: bool | str) -> str:
 
 
 def _seconds(value: int | str | Decimal) -> tuple[int, int | Decimal]:
-    """(whole seconds, rounded up; the exact duration) from 5, "5", "5.04" or Decimal("5.04")."""
-    exact: int | Decimal
-    if isinstance(value, bool):
-        raise UnsupportedOptionError(f"duration must be a number of seconds, got {value!r}")
-    if isinstance(value, int):
-        exact = value
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.isdigit():
-            exact = int(text)
-        else:
-            try:
-                exact = Decimal(text)
-            except InvalidOperation:
-                raise UnsupportedOptionError(f"duration must be seconds like '5' or '5.5', got {value!r}") from None
-    elif isinstance(value, Decimal):
-        exact = value
-    else:
+    """(whole seconds, rounded up; the exact duration) from 5, "5", "5.04" or Decimal("5.04").
+
+    The value is checked as a short plain decimal before any conversion, so ``"1e1000000"`` is refused at
+    once instead of building a million-digit integer.
+    """
+    if isinstance(value, float):
         raise UnsupportedOptionError(
             f"duration must be an int, a string like '5' or a Decimal (never a float), got {type(value).__name__}"
         )
-    if isinstance(exact, Decimal):
-        if not exact.is_finite():
-            raise UnsupportedOptionError(f"duration must be a finite number of seconds, got {value!r}")
-        if exact == exact.to_integral_value():
-            exact = int(exact)
+    try:
+        parsed = plain_decimal(value, "duration", integer_digits=_DURATION_DIGITS, fraction_digits=_DURATION_DIGITS)
+    except InvalidInputError as exc:
+        raise UnsupportedOptionError(str(exc)) from None
+    exact: int | Decimal = int(parsed) if parsed == parsed.to_integral_value() else parsed
     if exact <= 0:
-        raise UnsupportedOptionError(f"duration must be positive, got {value!r}")
+        raise UnsupportedOptionError(f"duration must be positive, got {shown(value)}")
     if isinstance(exact, int):
         return exact, exact
     return int(exact.to_integral_value(rounding=ROUND_CEILING)), exact.normalize()

@@ -1,9 +1,12 @@
 """``create_app(config)``: the gateway's ASGI application (proxy, callbacks, health, metrics, admin, dashboard).
 
-The app owns one :class:`~kling_budget.server.state.GatewayState`. At start-up it starts the settle
-worker; at shutdown (SIGTERM under uvicorn: no new connections, in-flight requests finish) it waits up to
-``config.shutdown_grace`` seconds until every create in flight has its hold recorded or released, stops
-the worker after its current sweep, finishes forwarding callbacks, and closes the ledger.
+The app owns one :class:`~kling_budget.server.state.GatewayState`. Request bodies are capped before they
+are read (:mod:`kling_budget.server.limits`); ``/metrics`` is guarded (:mod:`kling_budget.server.exposure`);
+``/healthz`` probes that the ledger takes writes, within ``health_timeout`` (:mod:`kling_budget.server.health`).
+At start-up it starts the settle worker; at shutdown (SIGTERM under uvicorn: no new connections, in-flight
+requests finish) it waits up to ``config.shutdown_grace`` seconds until every create in flight has its hold
+recorded or released, stops the worker after its current sweep, finishes forwarding callbacks, and closes
+the ledger.
 """
 
 from __future__ import annotations
@@ -22,13 +25,17 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kling_budget.server.admin import admin_routes
+from kling_budget.server.callbacks import CALLBACK_BODY, KlingCallbacks
 from kling_budget.server.compat import KlingEdge
 from kling_budget.server.dashboard import dashboard_routes
+from kling_budget.server.exposure import metrics_allowed
+from kling_budget.server.health import LedgerHealth
+from kling_budget.server.limits import BodyLimit
 from kling_budget.server.metrics import CONTENT_TYPE
 from kling_budget.server.proxy import Proxy
 from kling_budget.server.settle_worker import SettleWorker
-from kling_budget.server.state import GatewayConfig, GatewayState
-from kling_budget.server.task_store import new_id
+from kling_budget.server.state import CALLBACK_PATH, GatewayConfig, GatewayState
+from kling_budget.server.task_store import dumps, new_id
 
 __all__ = ["create_app"]
 
@@ -107,20 +114,25 @@ def create_app(
     """
     gateway = state if state is not None else GatewayState(config)
     proxy = Proxy(gateway)
+    callbacks = KlingCallbacks(gateway, proxy)
     worker = SettleWorker(gateway, proxy)
+    ledger_health = LedgerHealth(gateway.ledger.backend, gateway.config.health_timeout)
 
     async def healthz(request: Request) -> Response:
         checks: dict[str, Any] = {"upstream": "configured" if gateway.config.upstream_url else "missing"}
-        try:
-            await gateway.run_sync(gateway.ledger.backend.run, lambda conn: conn.fetchone("SELECT 1"), write=False)
-            checks["ledger"] = "ok"
-        except Exception as exc:
-            checks["ledger"] = f"unavailable ({type(exc).__name__})"
+        checks["ledger"] = await ledger_health.check()
         healthy = checks["ledger"] == "ok" and checks["upstream"] == "configured"
         body = {"status": "ok" if healthy else "unavailable", **checks, "instance": gateway.config.instance}
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     async def metrics(request: Request) -> Response:
+        if not metrics_allowed(request, gateway.config):
+            return Response(
+                "metrics are served to loopback clients, or with KLING_BUDGET_METRICS_TOKEN as a bearer token\n",
+                status_code=401,
+                media_type="text/plain",
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         try:
             open_tasks = float(await gateway.run_sync(gateway.tasks.open_count))
         except Exception:
@@ -141,7 +153,7 @@ def create_app(
                 with anyio.CancelScope(shield=True):
                     await _drain(gateway)
                     await worker.stop()
-                    await proxy.aclose()
+                    await callbacks.aclose()
                     group.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
             await gateway.aclose()
@@ -151,6 +163,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *proxy.routes(),
+        *callbacks.routes(),
         *admin_routes(gateway),
         *dashboard_routes(gateway),
         proxy.fallback_route(),  # last: whatever nothing above serves gets Kling's envelope
@@ -159,6 +172,8 @@ def create_app(
     app.state.gateway = gateway
     app.state.proxy = proxy
     app.state.worker = worker
+    app.state.callbacks = callbacks
+    app.add_middleware(BodyLimit, limits=gateway.config.limits, answer=_too_large)
     app.add_middleware(KlingEdge)
     app.add_middleware(_Observe, state=gateway)
     return app
@@ -174,6 +189,20 @@ def _warn_without_public_url(config: GatewayConfig) -> None:
             "--public-url to this gateway's public address",
             extra={"instance": config.instance},
         )
+
+
+def _too_large(scope: Scope, cap: int) -> tuple[bytes, bytes]:
+    """The 413 answer: the constant body on callbacks, Kling's envelope everywhere else."""
+    if scope["path"].startswith(CALLBACK_PATH):
+        return b"text/plain", CALLBACK_BODY
+    request_id = scope.get("state", {}).get("request_id") or new_id()
+    body = {
+        "code": 1201,
+        "message": f"the request body is larger than {cap} bytes, the gateway's limit for this path",
+        "request_id": request_id,
+        "data": None,
+    }
+    return b"application/json", dumps(body).encode("utf-8")
 
 
 async def _drain(state: GatewayState) -> None:

@@ -43,6 +43,7 @@ from kling_budget.windows import from_micros, to_micros
 __all__ = [
     "MASTER_KEY_ENV",
     "MASTER_KEY_FILE",
+    "MAX_TOKEN_LIFETIME_SECONDS",
     "CredentialError",
     "IssuedKey",
     "KeyDecryptionError",
@@ -53,6 +54,8 @@ __all__ = [
     "load_master_key",
 ]
 
+MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600
+"""Longest JWT lifetime (``exp - nbf``, or ``exp - now`` without ``nbf``) the gateway accepts."""
 KINDS = ("jwt", "api", "both")
 DEFAULT_CACHE_SECONDS = 1.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
@@ -425,11 +428,20 @@ class KeyStore:
             raise CredentialError(1000, "Authentication failed: this key was revoked")
         if ident.startswith("jwt:"):
             assert entry.secret is not None
+            now = self._clock()
             try:
-                decode_token(token, entry.secret, now=self._clock(), leeway=JWT_LEEWAY_SECONDS)
+                claims = decode_token(token, entry.secret, now=now, leeway=JWT_LEEWAY_SECONDS)
             except TokenError as exc:
                 code = _TOKEN_CODES.get(exc.reason, 1000)
                 raise CredentialError(code, f"Authorization is invalid: {exc}") from None
+            # A leaked long-lived token would be a standing credential; Kling's own sample signs 30 minutes.
+            lifetime = claims.expires_at - (claims.not_before or now)
+            if lifetime > MAX_TOKEN_LIFETIME_SECONDS:
+                raise CredentialError(
+                    1002,
+                    f"Authorization is invalid: the token is valid for {lifetime:g} s (exp - nbf), more than the "
+                    f"gateway's maximum of {MAX_TOKEN_LIFETIME_SECONDS} s (24 h); sign shorter-lived tokens",
+                )
         return entry.key
 
     def _load(self, ident: str) -> _Cached:

@@ -10,7 +10,7 @@ One create::
     authenticate (virtual JWT or API key) ──bad──▶ 401, codes 1000-1004
     price the body (quote_kling_request) ──────────▶ 400/1201 naming what is accepted
     reserve + mark submitted + ownership row, one ledger transaction (worker thread)
-        ├─ a hard budget has no room ──────────────▶ 429, code 1190 (DENIAL_CODE), the full denial, Retry-After
+        ├─ a hard budget has no room ──────────────▶ 429, code 1190 (DENIAL_CODE), Retry-After (server/denial.py)
         ├─ external_task_id already used by key ──▶ 400/1201
         └─ ledger unreachable ─────────────────────▶ 503/5001, nothing forwarded (fail closed)
     forward with the real credentials, external_task_id = reservation id (shielded from cancellation)
@@ -31,10 +31,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
-import uuid
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
 from typing import Any
 from urllib.parse import quote as url_quote
 
@@ -50,20 +47,27 @@ from kling_budget.errors import (
     InvalidInputError,
     KlingAPIError,
     KlingConnectError,
-    PricingError,
 )
 from kling_budget.kling._core import Created
 from kling_budget.kling.tasks import Task, parse_task
-from kling_budget.pricing import SUPPORTED_PATHS, quote_kling_request
-from kling_budget.pricing.overlay import unpriced_message
+from kling_budget.pricing import SUPPORTED_PATHS
+from kling_budget.server.admission import CreateAdmission, Refusal
 from kling_budget.server.denial import DENIAL_CODE, DENIAL_HTTP_STATUS, denial_response
+from kling_budget.server.exposure import owns_budget, scrub_upstream_error, tenant_denial_message
 from kling_budget.server.keys import CredentialError, KeyDecryptionError, VirtualKey
 from kling_budget.server.state import GatewayState
-from kling_budget.server.task_store import DuplicateExternalIdError, TaskRow, dumps, new_id, now_micros
+from kling_budget.server.task_store import (
+    MODE_DETAIL_KEY,
+    DuplicateExternalIdError,
+    TaskRow,
+    dumps,
+    new_id,
+    now_micros,
+)
 from kling_budget.server.upstream import UpstreamReply
 from kling_budget.types import Quote
 
-__all__ = ["DENIAL_CODE", "DENIAL_HTTP_STATUS", "Proxy", "kling_error"]
+__all__ = ["DENIAL_CODE", "DENIAL_HTTP_STATUS", "Proxy", "kling_error", "show_client_ids"]
 
 logger = logging.getLogger("kling_budget.gateway")
 
@@ -73,7 +77,6 @@ _HTTP_FOR_CODE = {
     1200: 400, 1201: 400, 1202: 404, 1203: 404, 1300: 400, 1301: 400, 1302: 429, 1303: 429, 1304: 429,
     5000: 500, 5001: 503, 5002: 504,
 }  # fmt: skip
-_MAX_EXTERNAL_ID = 200
 _LOOKUP_DELAYS = (0.2, 0.6)
 # A task the worker has not heard of for this long after its create was sent may be looked up by
 # external id, and released if Kling does not know it: the create request has certainly ended by then.
@@ -85,6 +88,16 @@ def kling_error(http_status: int, code: int, message: str, request_id: str) -> R
     """A Kling-style error envelope (``data`` null)."""
     body = {"code": code, "message": message, "request_id": request_id, "data": None}
     return Response(dumps(body), status_code=http_status, media_type="application/json")
+
+
+def _detail(path: str, key: VirtualKey, quote: Quote) -> dict[str, Any]:
+    from kling_budget.enforced.settle import DETAIL_PATH_KEY
+
+    detail: dict[str, Any] = {DETAIL_PATH_KEY: path, "gateway_key_id": key.id}
+    mode = quote.params.get("mode")
+    if isinstance(mode, str):
+        detail[MODE_DETAIL_KEY] = mode  # a video extension of this task's video is priced with it
+    return detail
 
 
 def _json(http_status: int, envelope: dict[str, Any]) -> Response:
@@ -110,11 +123,13 @@ class _Answer(Exception):
         self.response = response
 
 
-def _show_client_ids(data: Any, row_external: str | None) -> Any:
-    """Kling's task ``data`` as the client must see it: its own external id in ``task_info``, never ours."""
+def show_client_ids(data: Any, row_external: str | None) -> Any:
+    """Kling's task ``data`` as the client must see it: its own external id in ``task_info``, never ours (nor
+    the gateway's callback URL, should Kling ever echo it)."""
     if not isinstance(data, dict):
         return data
     shown = copy.copy(data)
+    shown.pop("callback_url", None)
     info = dict(shown.get("task_info") or {}) if isinstance(shown.get("task_info"), dict) else {}
     if row_external is not None:
         info["external_task_id"] = row_external
@@ -132,13 +147,13 @@ class Proxy:
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
+        self.admission = CreateAdmission(state)
         self._settler: Any = None
-        self._callbacks: Any = None
 
     # ------------------------------------------------------------------ routing
 
     def routes(self) -> list[BaseRoute]:
-        """Routes for every supported create path, plus ``/callbacks/kling``."""
+        """Routes for every supported create path (``/callbacks/kling`` is :mod:`kling_budget.server.callbacks`)."""
         routes: list[BaseRoute] = []
         for path in SUPPORTED_PATHS:
             routes.append(Route(path, self._bind(self.create, path), methods=["POST"], name=f"create {path}"))
@@ -146,7 +161,6 @@ class Proxy:
             routes.append(
                 Route(path + "/{ref:path}", self._bind(self.item, path), methods=["GET"], name=f"query {path}")
             )
-        routes.append(Route("/callbacks/kling", self.callback, methods=["POST"], name="callback"))
         return routes
 
     def fallback_route(self) -> BaseRoute:
@@ -213,16 +227,19 @@ class Proxy:
         request_id = self._request_id(request)
         try:
             key = await self._authenticate(request, request_id)
-            body = await self._body(request, request_id)
-            client_external, client_callback = self._client_fields(body, request_id)
-            quote = self._quote(path, body, request_id)
+            # Read only after authentication; the body cap applies while reading (server/limits.py).
+            admitted = await self.admission.admit(path, await request.body(), key)
         except _Answer as answer:
             return answer.response
+        except Refusal as refusal:
+            return kling_error(refusal.http_status, refusal.code, refusal.message, request_id)
+        body, quote = admitted.body, admitted.quote
+        client_external, client_callback = admitted.client_external, admitted.client_callback
         reservation_id = RESERVATION_PREFIX + new_id()
         forward = dict(body)
         forward["external_task_id"] = reservation_id
-        if self.state.config.callback_url is not None:
-            forward["callback_url"] = self.state.config.callback_url
+        if self.state.callback_tokens is not None:
+            forward["callback_url"] = self.state.callback_tokens.url_for(reservation_id)
         metrics = self.state.metrics
         try:
             await self.state.run_sync(self._reserve, key, path, quote, reservation_id, client_external, client_callback)
@@ -230,7 +247,7 @@ class Proxy:
             budget = exc.denial.budget if exc.denial is not None else ""
             metrics.denial(budget)
             request.state.budget = budget
-            return denial_response(exc, request_id, self.state.ledger.now())
+            return await self._denial(exc, key, request_id)
         except DuplicateExternalIdError:
             return kling_error(
                 400, 1201, f"external_task_id {client_external!r} already exists for this key", request_id
@@ -259,43 +276,18 @@ class Proxy:
             metrics.in_flight_creates -= 1
         return response
 
-    async def _body(self, request: Request, request_id: str) -> dict[str, Any]:
-        import json
-
-        raw = await request.body()
+    async def _denial(self, exc: BudgetExceededError, key: VirtualKey, request_id: str) -> Response:
+        """The 429/1190 answer as this tenant may see it: no totals of a budget wider than its own scope."""
+        denial = exc.denial
+        if denial is None:
+            return denial_response(None, f"request denied: {exc}", request_id, self.state.ledger.now(), full=False)
         try:
-            body = json.loads(raw, parse_float=Decimal)
-        except ValueError:
-            raise _Answer(kling_error(400, 1200, "the request body is not valid JSON", request_id)) from None
-        if not isinstance(body, dict):
-            raise _Answer(kling_error(400, 1200, "the request body must be a JSON object", request_id))
-        return body
-
-    @staticmethod
-    def _client_fields(body: dict[str, Any], request_id: str) -> tuple[str | None, str | None]:
-        external = body.get("external_task_id")
-        if external in (None, ""):
-            external = None
-        elif not isinstance(external, str) or len(external) > _MAX_EXTERNAL_ID:
-            raise _Answer(
-                kling_error(
-                    400, 1201, f"external_task_id must be a string of at most {_MAX_EXTERNAL_ID} characters", request_id
-                )
-            )
-        callback = body.get("callback_url")
-        if callback in (None, ""):
-            callback = None
-        elif not isinstance(callback, str) or not callback.startswith(("http://", "https://")):
-            raise _Answer(kling_error(400, 1201, "callback_url must be an http(s) URL", request_id))
-        return external, callback
-
-    def _quote(self, path: str, body: dict[str, Any], request_id: str) -> Quote:
-        try:
-            return quote_kling_request(self.state.prices, path, body)
-        except PricingError as exc:
-            raise _Answer(kling_error(400, 1201, unpriced_message(exc), request_id)) from None
-        except InvalidInputError as exc:
-            raise _Answer(kling_error(400, 1201, str(exc), request_id)) from None
+            budget = await self.state.run_sync(self.state.tracker.get_budget, denial.budget)
+        except Exception:
+            budget = None  # shown as a wider budget: nothing but its name and reset time
+        own = budget is not None and owns_budget(key, budget)
+        message = tenant_denial_message(denial, budget, key)
+        return denial_response(denial, message, request_id, self.state.ledger.now(), full=own)
 
     def _reserve(
         self,
@@ -306,7 +298,6 @@ class Proxy:
         client_external: str | None,
         client_callback: str | None,
     ) -> None:
-        from kling_budget.enforced.settle import DETAIL_PATH_KEY
 
         check_at = now_micros() + int((self.state.config.upstream_timeout + _UNCONFIRMED_GRACE_SECONDS) * 1e6)
         self.state.tracker.reserve_quote(
@@ -316,7 +307,7 @@ class Proxy:
             api_key=key.name,
             tags=key.tags,
             key=reservation_id,
-            detail={DETAIL_PATH_KEY: path, "gateway_key_id": key.id},
+            detail=_detail(path, key, quote),
             submitted=True,
             also=self.state.tasks.insert_hook(
                 reservation_id,
@@ -376,8 +367,7 @@ class Proxy:
             return kling_error(
                 502, 5000, f"the gateway's upstream credentials were refused by Kling (code {code})", request_id
             )
-        envelope = dict(reply.envelope)
-        envelope["data"] = None
+        envelope = scrub_upstream_error(reply.envelope, self.state.config.upstream_auth)
         return _json(reply.http_status or _HTTP_FOR_CODE.get(code, 400), envelope)
 
     async def _created(
@@ -416,7 +406,7 @@ class Proxy:
                     extra={"request_id": request_id, "reservation_id": reservation_id, "task_id": task_id},
                 )
         envelope = {"code": 0, "message": "SUCCEED", "request_id": created.request_id or request_id}
-        envelope["data"] = _show_client_ids(data, client_external)
+        envelope["data"] = show_client_ids(data, client_external)
         return _json(200, envelope)
 
     async def _settle_sync(self, reservation_id: str, quote: Quote, data: Any) -> None:
@@ -513,7 +503,7 @@ class Proxy:
         data = reply.data
         await self.observe(row, data)
         envelope = dict(reply.envelope or {})
-        envelope["data"] = _show_client_ids(data, row.client_external_id)
+        envelope["data"] = show_client_ids(data, row.client_external_id)
         return _json(200, envelope)
 
     async def observe(self, row: TaskRow, data: Any) -> Task | None:
@@ -574,147 +564,13 @@ class Proxy:
         except Exception:
             logger.exception("ledger unavailable on list", extra={"request_id": request_id})
             return kling_error(503, 5001, "the gateway's ledger is unavailable; try again", request_id)
-        items = [_show_client_ids(row.data, row.client_external_id) for row in rows if row.data is not None]
+        items = [show_client_ids(row.data, row.client_external_id) for row in rows if row.data is not None]
         return _json(200, {"code": 0, "message": "SUCCEED", "request_id": request_id, "data": items})
 
     def _page(self, raw: str | None, name: str, low: int, high: int, default: int) -> int:
         if raw is None or raw == "":
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            value = low - 1
+        value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 6 else low - 1
         if not low <= value <= high:
             raise _Answer(kling_error(400, 1201, f"{name} must be an integer in [{low}, {high}]", new_id()))
         return value
-
-    # ------------------------------------------------------------------ callbacks
-
-    async def callback(self, request: Request) -> Response:
-        """``POST /callbacks/kling``: verify, re-query and settle (a hint only), then forward to the client."""
-        raw = await request.body()
-        handler = self._callback_handler()
-        result = await handler.handle(raw, dict(request.headers))
-        outcome = result.outcome
-        if outcome is not None and outcome.reservation is not None and not result.duplicate:
-            row = await self.state.run_sync(self.state.tasks.get, outcome.reservation.id)
-            if row is not None:
-                fresh = outcome.task
-                status = str(fresh.raw.get("task_status") or fresh.status.value)
-                await self.state.run_sync(
-                    self.state.tasks.update,
-                    row.reservation_id,
-                    status=status,
-                    data=dict(fresh.raw),
-                    settled=True if (outcome.settled or outcome.conflict) and fresh.is_terminal else None,
-                    task_id=fresh.task_id,
-                )
-                info = outcome.reservation
-                if outcome.action.value == "committed":
-                    self.state.metrics.units("committed", info.pack_type.value, info.actual_milli or 0)
-                elif outcome.action.value == "released":
-                    self.state.metrics.units("released", info.pack_type.value, info.units_milli)
-                if row.callback_url:
-                    # Kling's freshly queried answer, not the delivered body: without a webhook secret the
-                    # body is unauthenticated, and the client must never get a forged one signed by us.
-                    self.forwarder.forward(row, dumps(dict(fresh.raw)).encode("utf-8"))
-        return Response(result.body, status_code=result.status_code, media_type="text/plain")
-
-    def _callback_handler(self) -> Any:
-        if self._callbacks is None:
-            from kling_budget.enforced.callbacks import AsyncCallbackHandler
-
-            secret = self.state.config.webhook_secret
-            self._callbacks = AsyncCallbackHandler(
-                self.state.tracker,
-                self.state.kling_client(),
-                webhook_secret=None if secret is None else secret.reveal(),
-            )
-        return self._callbacks
-
-    @property
-    def forwarder(self) -> CallbackForwarder:
-        """Sends callbacks on to clients (created on first use)."""
-        forwarder: CallbackForwarder | None = getattr(self, "_forwarder", None)
-        if forwarder is None:
-            forwarder = CallbackForwarder(self.state)
-            self._forwarder = forwarder
-        return forwarder
-
-    async def aclose(self) -> None:
-        """Finish forwarding callbacks (bounded) and close the clients this proxy opened."""
-        forwarder: CallbackForwarder | None = getattr(self, "_forwarder", None)
-        if forwarder is not None:
-            await forwarder.drain(timeout=10.0)
-        if self._callbacks is not None:
-            await self._callbacks.client.aclose()
-
-
-class CallbackForwarder:
-    """Posts callbacks on to the client's own ``callback_url``: the task as just re-queried from Kling (never
-    the delivered body, which is unauthenticated without a webhook secret), with the client's ids.
-
-    Signed with the key's webhook secret (Standard Webhooks headers: ``webhook-id``, ``webhook-timestamp``,
-    ``webhook-signature``); Kling's own signature headers are never passed on. Two retries, in the
-    background; at shutdown the gateway waits (bounded) for deliveries in progress.
-    """
-
-    def __init__(self, state: GatewayState) -> None:
-        self.state = state
-        self._pending: set[anyio.Event] = set()
-
-    def forward(self, row: TaskRow, raw: bytes) -> None:
-        """Schedule one delivery (returns at once)."""
-        import asyncio
-
-        done = anyio.Event()
-        self._pending.add(done)
-        task = asyncio.get_running_loop().create_task(self._deliver(row, raw, done))
-        task.add_done_callback(lambda _t: None)
-
-    async def _deliver(self, row: TaskRow, raw: bytes, done: anyio.Event) -> None:
-        import json
-
-        import httpx
-
-        from kling_budget.kling.webhooks import sign_webhook
-
-        try:
-            try:
-                body = json.loads(raw, parse_float=Decimal)
-            except ValueError:
-                return
-            shown = dumps(_show_client_ids(body, row.client_external_id)).encode("utf-8")
-            secret = await self.state.run_sync(self.state.keys.webhook_secret, row.key_id)
-            url = row.callback_url
-            assert url is not None
-            async with httpx.AsyncClient(timeout=10.0, verify=url.startswith("https://")) as client:
-                for attempt in range(3):
-                    headers = {"content-type": "application/json", "user-agent": "kling-budget-gateway"}
-                    if secret:
-                        msg_id = f"msg_{uuid.uuid4().hex}"
-                        stamp = int(time.time())
-                        headers["webhook-id"] = msg_id
-                        headers["webhook-timestamp"] = str(stamp)
-                        headers["webhook-signature"] = sign_webhook(secret, msg_id, stamp, shown)
-                    try:
-                        answer = await client.post(url, content=shown, headers=headers)
-                        if 200 <= answer.status_code < 300:
-                            return
-                    except httpx.HTTPError:
-                        pass
-                    await anyio.sleep(0.5 * 2**attempt)
-            logger.warning(
-                "callback to the client failed after 3 attempts", extra={"reservation_id": row.reservation_id}
-            )
-        except Exception:
-            logger.exception("callback forwarding failed", extra={"reservation_id": row.reservation_id})
-        finally:
-            done.set()
-            self._pending.discard(done)
-
-    async def drain(self, *, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for deliveries in progress."""
-        with anyio.move_on_after(timeout):
-            for event in list(self._pending):
-                await event.wait()

@@ -26,13 +26,17 @@ import anyio.to_thread
 from kling_budget.errors import ConfigurationError
 from kling_budget.kling._core import resolve_base_url
 from kling_budget.kling.auth import APIKeyAuth, Auth, JWTAuth, resolve_auth
+from kling_budget.server.callback_guard import CallbackPolicy
+from kling_budget.server.callback_tokens import CallbackTokens
 from kling_budget.server.keys import KeyStore, data_dir, load_master_key
+from kling_budget.server.limits import ServerLimits
 from kling_budget.server.metrics import Metrics
 from kling_budget.server.task_store import TaskStore
 from kling_budget.server.upstream import Upstream
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
+    "METRICS_TOKEN_ENV",
     "WEBHOOK_SECRET_ENV",
     "GatewayConfig",
     "GatewayState",
@@ -43,6 +47,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 ADMIN_TOKEN_ENV = "KLING_BUDGET_ADMIN_TOKEN"
+METRICS_TOKEN_ENV = "KLING_BUDGET_METRICS_TOKEN"
 WEBHOOK_SECRET_ENV = "KLING_WEBHOOK_SECRET"
 CALLBACK_PATH = "/callbacks/kling"
 
@@ -85,7 +90,7 @@ class GatewayConfig:
         upstream_url: Kling's host (or the simulator's URL).
         upstream_auth: the real Kling credentials (never shown).
         public_url: this gateway's public base URL; when set, forwarded creates carry
-            ``callback_url = <public_url>/callbacks/kling``.
+            ``callback_url = <public_url>/callbacks/kling/<reservation id>/<token>``.
         webhook_secret: ``KLING_WEBHOOK_SECRET`` (``whsec_...``) to verify Kling's callbacks, if any.
         admin_token: the admin API bearer token (part B), if any.
         prices: a price table file instead of the packaged one.
@@ -96,6 +101,14 @@ class GatewayConfig:
         key_cache_seconds: how long a verified virtual key is trusted without re-reading it.
         shutdown_grace: seconds to wait at shutdown for in-flight creates to be recorded.
         instance: a name for this process in logs (default: random).
+        allow_callback_hosts: host names, addresses or networks a tenant's ``callback_url`` may point at although
+            they are not public (``--allow-callback-host``).
+        listen_port: the port this process listens on (a callback to a local address at it is refused).
+        limits: body and header caps, timeouts and the connection limit.
+        metrics_token: ``KLING_BUDGET_METRICS_TOKEN``: ``/metrics`` then needs ``Authorization: Bearer`` it.
+        public_metrics: serve ``/metrics`` without a token to any address (default: loopback clients only).
+        callback_requery_seconds: at least this long between two callback-triggered queries of one task.
+        health_timeout: seconds ``/healthz`` waits for the ledger before answering unavailable.
     """
 
     upstream_url: str
@@ -112,6 +125,13 @@ class GatewayConfig:
     key_cache_seconds: float = 1.0
     shutdown_grace: float = 60.0
     instance: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    allow_callback_hosts: tuple[str, ...] = ()
+    listen_port: int | None = None
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    metrics_token: Secret | None = None
+    public_metrics: bool = False
+    callback_requery_seconds: float = 1.0
+    health_timeout: float = 1.0
 
     @classmethod
     def from_env(
@@ -122,8 +142,8 @@ class GatewayConfig:
         **options: Any,
     ) -> GatewayConfig:
         """Read the real credentials (``KLING_ACCESS_KEY``/``KLING_SECRET_KEY`` or ``KLING_API_KEY``), the
-        upstream host (``KLING_API_BASE``), ``KLING_WEBHOOK_SECRET`` and ``KLING_BUDGET_ADMIN_TOKEN`` from
-        the environment; ``options`` set the other fields.
+        upstream host (``KLING_API_BASE``), ``KLING_WEBHOOK_SECRET``, ``KLING_BUDGET_ADMIN_TOKEN`` and
+        ``KLING_BUDGET_METRICS_TOKEN`` from the environment; ``options`` set the other fields.
 
         Raises:
             ConfigurationError: no Kling credentials, or a bad URL.
@@ -133,8 +153,10 @@ class GatewayConfig:
         base = resolve_base_url(upstream_url, None, env)
         secret = env.get(WEBHOOK_SECRET_ENV, "").strip()
         admin = env.get(ADMIN_TOKEN_ENV, "").strip()
+        metrics = env.get(METRICS_TOKEN_ENV, "").strip()
         options.setdefault("webhook_secret", Secret(secret) if secret else None)
         options.setdefault("admin_token", Secret(admin) if admin else None)
+        options.setdefault("metrics_token", Secret(metrics) if metrics else None)
         return cls(upstream_url=base, upstream_auth=auth, **options)
 
     def __post_init__(self) -> None:
@@ -142,6 +164,7 @@ class GatewayConfig:
             raise ConfigurationError(f"--public-url must start with http:// or https://, got {self.public_url!r}")
         if self.upstream_timeout <= 0:
             raise ConfigurationError("the upstream timeout must be positive")
+        CallbackPolicy.build(self.allow_callback_hosts, public_url=self.public_url)  # refuses bad entries early
 
     @property
     def callback_url(self) -> str | None:
@@ -176,6 +199,7 @@ class GatewayState:
         self.prices = self.tracker.prices
         self.metrics = Metrics()
         box = load_master_key(home=config.home or data_dir())
+        self.secret_box = box
         self.keys = KeyStore(self.ledger.backend, box, cache_seconds=config.key_cache_seconds)
         self.tasks = TaskStore(self.ledger.backend)
         self.upstream = Upstream(
@@ -184,6 +208,11 @@ class GatewayState:
             timeout=config.upstream_timeout,
             metrics=self.metrics,
         )
+        self.callback_policy = CallbackPolicy.build(
+            config.allow_callback_hosts, public_url=config.public_url, listen_port=config.listen_port
+        )
+        base = config.callback_url
+        self.callback_tokens = None if base is None else CallbackTokens.load(self.ledger.backend, box, base)
         self._limiter: anyio.CapacityLimiter | None = None
 
     def __repr__(self) -> str:

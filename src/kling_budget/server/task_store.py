@@ -23,13 +23,17 @@ from typing import Any
 from kling_budget.ledger.backend import Backend, Connection, Row
 from kling_budget.ledger.locks import skip_locked
 
-__all__ = ["DuplicateExternalIdError", "TaskRow", "TaskStore", "new_id", "now_micros"]
+__all__ = ["MODE_DETAIL_KEY", "DuplicateExternalIdError", "TaskRow", "TaskStore", "new_id", "now_micros"]
 
 _COLUMNS = (
     "g.reservation_id, g.key_id, g.endpoint, g.client_external_id, g.callback_url, g.task_id, g.status, "
     "g.data, g.settled, g.created_at, g.updated_at, g.checks, r.state"
 )
 HIDDEN_STATUSES = ("rejected",)
+MODE_DETAIL_KEY = "mode"
+"""Key of a gateway reservation's ``detail`` holding the priced mode (a video extension's source mode)."""
+_MAX_VIDEOS = 16
+_MAX_VIDEO_ID = 200
 
 
 class DuplicateExternalIdError(Exception):
@@ -76,6 +80,16 @@ def _row(row: Row) -> TaskRow:
         checks=int(row[11]),
         reservation_state=row[12],
     )
+
+
+def _video_ids(data: Any) -> list[str]:
+    """The ``task_result.videos[].id`` values of a task's data (bounded)."""
+    result = data.get("task_result") if isinstance(data, dict) else None
+    videos = result.get("videos") if isinstance(result, dict) else None
+    if not isinstance(videos, list):
+        return []
+    ids = [v.get("id") for v in videos[:_MAX_VIDEOS] if isinstance(v, dict)]
+    return [i for i in ids if isinstance(i, str) and 0 < len(i) <= _MAX_VIDEO_ID]
 
 
 def new_id() -> str:
@@ -183,9 +197,50 @@ class TaskStore:
             sets.append("task_id = COALESCE(task_id, ?)")
             params.append(task_id)
         params.append(reservation_id)
-        self.backend.run(
-            lambda conn: conn.execute(f"UPDATE gateway_tasks SET {', '.join(sets)} WHERE reservation_id = ?", params)
+        videos = _video_ids(data)
+
+        def tx(conn: Connection) -> None:
+            conn.execute(f"UPDATE gateway_tasks SET {', '.join(sets)} WHERE reservation_id = ?", params)
+            for video_id in videos:
+                conn.execute(
+                    "INSERT INTO gateway_videos (video_id, reservation_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (video_id, reservation_id),
+                )
+
+        self.backend.run(tx)
+
+    def mark_forwarded(self, reservation_id: str, status: str) -> bool:
+        """Record that ``status`` of this task goes to the client's callback_url; ``False`` if it already went
+        (by any instance, through any path): each (task, status) is forwarded at most once."""
+        return bool(
+            self.backend.run(
+                lambda conn: conn.execute(
+                    "INSERT INTO gateway_forwards (reservation_id, status, forwarded_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (reservation_id, status, now_micros()),
+                )
+            )
         )
+
+    def source_video(self, key_id: int, video_id: str) -> tuple[str, str | None] | None:
+        """(model, mode) of the gateway task of key ``key_id`` that produced ``video_id``; ``None`` when no task
+        of this key did (another key's video is as unknown as a foreign one). ``mode`` is ``None`` if not kept."""
+        row = self.backend.run(
+            lambda conn: conn.fetchone(
+                "SELECT r.model, r.detail FROM gateway_videos v JOIN gateway_tasks g ON g.reservation_id = "
+                "v.reservation_id JOIN reservations r ON r.id = v.reservation_id WHERE v.video_id = ? AND g.key_id = ?",
+                (video_id, key_id),
+            ),
+            write=False,
+        )
+        if row is None or not row[0]:
+            return None
+        try:
+            detail = json.loads(row[1] or "{}")
+        except ValueError:
+            detail = {}
+        mode = detail.get(MODE_DETAIL_KEY) if isinstance(detail, dict) else None
+        return str(row[0]), mode if isinstance(mode, str) and mode else None
 
     def claim_due(self, *, now: int, limit: int, delay: Callable[[int], int]) -> list[TaskRow]:
         """Claim up to ``limit`` unsettled rows due by ``now``: push each one's next check ``delay(checks)``
