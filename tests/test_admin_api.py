@@ -188,6 +188,21 @@ def test_usage_groups_and_totals(client: SyncClient) -> None:
     assert usage["start"] == "2026-03-01T00:00:00+00:00" and usage["period"] == "month"
 
 
+def test_usage_never_adds_video_and_image_units(client: SyncClient, state: GatewayState) -> None:
+    """Units of different pack types stay apart (units_by_pack); a single units figure only when there is one."""
+    state.tracker.reserve(model="kling-v2", product="image", n=4, project_id="marketing").commit()  # 16 image units
+    usage = get(client, "/usage", group_by="project")
+    rows = {r["group"]["project"]: r for r in usage["rows"]}
+    marketing, research = rows["marketing"], rows["research"]
+    assert marketing["committed_units"] is None and marketing["units_by_pack"]["image"]["committed"] == "16"
+    assert research["committed_units"] == research["units_by_pack"]["video"]["committed"]
+    assert usage["totals"]["committed_units"] is None and set(usage["totals"]["units_by_pack"]) == {"image", "video"}
+    series = get(client, "/usage/series")
+    assert series["points"][-1]["cumulative_units"] is None
+    video_only = get(client, "/usage/series", pack_type="video")
+    assert video_only["points"][-1]["cumulative_units"] is not None
+
+
 def test_usage_filters_periods_and_time_zones(client: SyncClient) -> None:
     """Filters, today / last-Nd / from-to periods and local days in another time zone."""
     usage = get(client, "/usage", group_by="model", user="bob")

@@ -77,6 +77,17 @@ _AMOUNTS = {
     "held_usd": _amount(),
     "jobs": {"type": "integer", "minimum": 0},
 }
+_UNITS_BY_PACK: Schema = {
+    "type": "object",
+    "description": "Units per pack type (video, image and try-on units are not added up).",
+    "additionalProperties": _obj({"committed": _amount(), "held": _amount()}),
+}
+_USAGE_AMOUNTS = {
+    **_AMOUNTS,
+    "committed_units": _amount("Units, when they are all of one pack type; else null (see units_by_pack).", True),
+    "held_units": _amount("Units, when they are all of one pack type; else null (see units_by_pack).", True),
+    "units_by_pack": _UNITS_BY_PACK,
+}
 
 _SCHEMAS: dict[str, Schema] = {
     "Error": _obj(
@@ -297,7 +308,7 @@ _SCHEMAS: dict[str, Schema] = {
     "UsageRow": _obj(
         {
             "group": {"type": "object", "additionalProperties": _text()},
-            **_AMOUNTS,
+            **_USAGE_AMOUNTS,
         }
     ),
     "Usage": _obj(
@@ -309,7 +320,7 @@ _SCHEMAS: dict[str, Schema] = {
             "group_by": {"type": "array", "items": _text()},
             "filters": {"type": "object", "additionalProperties": _text()},
             "rows": {"type": "array", "items": _ref("UsageRow")},
-            "totals": _obj(_AMOUNTS),
+            "totals": _obj(_USAGE_AMOUNTS),
         }
     ),
     "SeriesPoint": _obj(
@@ -318,15 +329,16 @@ _SCHEMAS: dict[str, Schema] = {
             "start": _text(format="date-time"),
             "committed_usd": _amount(),
             "held_usd": _amount(),
-            "committed_units": _amount(),
-            "held_units": _amount(),
+            "committed_units": _amount("Null when the series holds more than one pack type.", True),
+            "held_units": _amount("Null when the series holds more than one pack type.", True),
+            "units_by_pack": _UNITS_BY_PACK,
             "jobs": {"type": "integer", "minimum": 0},
             "cumulative_committed_usd": _amount(),
             "cumulative_held_usd": _amount(),
             "cumulative_usd": _amount(),
-            "cumulative_committed_units": _amount(),
-            "cumulative_held_units": _amount(),
-            "cumulative_units": _amount(),
+            "cumulative_committed_units": _amount(nullable=True),
+            "cumulative_held_units": _amount(nullable=True),
+            "cumulative_units": _amount(nullable=True),
         }
     ),
     "BudgetLine": _obj(
@@ -355,7 +367,7 @@ _SCHEMAS: dict[str, Schema] = {
                 "description": "Budgets of exactly the filtered scope whose period is the chart's (today: daily, week: "
                 "weekly, month: monthly; a budget in another time zone is shifted by the offset).",
             },
-            "totals": _obj(_AMOUNTS),
+            "totals": _obj(_USAGE_AMOUNTS),
         }
     ),
     "Product": _obj(

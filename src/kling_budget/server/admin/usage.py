@@ -4,6 +4,7 @@ against the budget lines that apply)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,25 +42,52 @@ def _check_pack_type(filters: Mapping[str, str]) -> None:
         bad(f"unknown pack_type {pack[:40]!r}; accepted: {', '.join(p.value for p in PackType)}")
 
 
-def _row_amounts(row: UsageRow) -> dict[str, Any]:
-    return {
-        "committed_units": units_text(row.committed_milli),
-        "held_units": units_text(row.held_milli),
-        "committed_usd": usd_text(row.committed_nano),
-        "held_usd": usd_text(row.held_nano),
-        "jobs": row.jobs,
-    }
+@dataclass(slots=True)
+class _Amounts:
+    """Spend of one group, with units kept per pack type: a video unit and an image unit are not the same."""
+
+    committed_milli: dict[str, int] = field(default_factory=dict)
+    held_milli: dict[str, int] = field(default_factory=dict)
+    committed_nano: int = 0
+    held_nano: int = 0
+    jobs: int = 0
+
+    def add(self, row: UsageRow, pack: str) -> None:
+        self.committed_milli[pack] = self.committed_milli.get(pack, 0) + row.committed_milli
+        self.held_milli[pack] = self.held_milli.get(pack, 0) + row.held_milli
+        self.committed_nano += row.committed_nano
+        self.held_nano += row.held_nano
+        self.jobs += row.jobs
+
+    def to_dict(self) -> dict[str, Any]:
+        packs = sorted(self.committed_milli)
+        one = len(packs) <= 1  # units of different pack types are not added up
+        return {
+            "committed_units": units_text(sum(self.committed_milli.values())) if one else None,
+            "held_units": units_text(sum(self.held_milli.values())) if one else None,
+            "units_by_pack": {
+                p: {"committed": units_text(self.committed_milli[p]), "held": units_text(self.held_milli[p])}
+                for p in packs
+            },
+            "committed_usd": usd_text(self.committed_nano),
+            "held_usd": usd_text(self.held_nano),
+            "jobs": self.jobs,
+        }
 
 
-def _usage_totals(rows: Iterable[UsageRow]) -> dict[str, Any]:
-    rows = list(rows)
-    return {
-        "committed_units": units_text(sum(r.committed_milli for r in rows)),
-        "held_units": units_text(sum(r.held_milli for r in rows)),
-        "committed_usd": usd_text(sum(r.committed_nano for r in rows)),
-        "held_usd": usd_text(sum(r.held_nano for r in rows)),
-        "jobs": sum(r.jobs for r in rows),
-    }
+def _fold(rows: Iterable[UsageRow], groups: list[str]) -> tuple[list[tuple[dict[str, str], _Amounts]], _Amounts]:
+    """Rows read with ``pack_type`` among their groups, folded into ``groups``; and the totals."""
+    folded: dict[tuple[str, ...], tuple[dict[str, str], _Amounts]] = {}
+    totals = _Amounts()
+    for row in rows:
+        group = {g: row.group[g] for g in groups}
+        pack = row.group["pack_type"]
+        key = tuple(group[g] for g in groups)
+        if key not in folded:
+            folded[key] = (group, _Amounts())
+        folded[key][1].add(row, pack)
+        totals.add(row, pack)
+    return list(folded.values()), totals
 
 
 @op("GET", "/usage")
@@ -75,12 +103,14 @@ async def _usage(request: Request, state: GatewayState) -> Response:
     ledger = state.tracker.ledger
     span = time_range(query, ledger.now(), tz_name)
 
+    read_by = groups if "pack_type" in groups else [*groups, "pack_type"]
+
     def work() -> list[UsageRow]:
         return ledger.usage(
-            start=span.start, end=span.end, group_by=groups, timezone=tz_name, week_start=week_start, filters=filters
+            start=span.start, end=span.end, group_by=read_by, timezone=tz_name, week_start=week_start, filters=filters
         )
 
-    rows = await state.run_sync(work)
+    folded, totals = _fold(await state.run_sync(work), groups)
     return ok(
         {
             "start": span.start.isoformat(),
@@ -89,8 +119,8 @@ async def _usage(request: Request, state: GatewayState) -> Response:
             "timezone": tz_name,
             "group_by": groups,
             "filters": filters,
-            "rows": [{"group": dict(r.group), **_row_amounts(r)} for r in rows],
-            "totals": _usage_totals(rows),
+            "rows": [{"group": group, **amounts.to_dict()} for group, amounts in folded],
+            "totals": totals.to_dict(),
         }
     )
 
@@ -132,35 +162,41 @@ async def _usage_series(request: Request, state: GatewayState) -> Response:
     buckets = _buckets(span, bucket, tz_name)
 
     def work() -> tuple[list[UsageRow], list[BudgetStatus]]:
-        rows = ledger.usage(start=span.start, end=span.end, group_by=[bucket], timezone=tz_name, filters=filters)
+        rows = ledger.usage(
+            start=span.start, end=span.end, group_by=[bucket, "pack_type"], timezone=tz_name, filters=filters
+        )
         return rows, ledger.statuses(now=now)
 
     rows, statuses = await state.run_sync(work)
-    by_label = {r.group[bucket]: r for r in rows}
+    folded, totals = _fold(rows, [bucket])
+    by_label = {group[bucket]: amounts for group, amounts in folded}
+    # Units of different pack types are not added up: with more than one in the series, only per pack.
+    one_pack = len({r.group["pack_type"] for r in rows}) <= 1
     points = []
     committed_milli = held_milli = committed_nano = held_nano = 0
     for label, start in buckets:
-        row = by_label.get(label)
-        if row is not None:
-            committed_milli += row.committed_milli
-            held_milli += row.held_milli
-            committed_nano += row.committed_nano
-            held_nano += row.held_nano
+        amounts = by_label.get(label, _Amounts())
+        committed_milli += sum(amounts.committed_milli.values())
+        held_milli += sum(amounts.held_milli.values())
+        committed_nano += amounts.committed_nano
+        held_nano += amounts.held_nano
+        shown = amounts.to_dict()
         points.append(
             {
                 "label": label,
                 "start": start.isoformat(),
-                "committed_usd": usd_text(row.committed_nano if row else 0),
-                "held_usd": usd_text(row.held_nano if row else 0),
-                "committed_units": units_text(row.committed_milli if row else 0),
-                "held_units": units_text(row.held_milli if row else 0),
-                "jobs": row.jobs if row else 0,
+                "committed_usd": shown["committed_usd"],
+                "held_usd": shown["held_usd"],
+                "committed_units": shown["committed_units"] if one_pack else None,
+                "held_units": shown["held_units"] if one_pack else None,
+                "units_by_pack": shown["units_by_pack"],
+                "jobs": amounts.jobs,
                 "cumulative_committed_usd": usd_text(committed_nano),
                 "cumulative_held_usd": usd_text(held_nano),
                 "cumulative_usd": usd_text(committed_nano + held_nano),
-                "cumulative_committed_units": units_text(committed_milli),
-                "cumulative_held_units": units_text(held_milli),
-                "cumulative_units": units_text(committed_milli + held_milli),
+                "cumulative_committed_units": units_text(committed_milli) if one_pack else None,
+                "cumulative_held_units": units_text(held_milli) if one_pack else None,
+                "cumulative_units": units_text(committed_milli + held_milli) if one_pack else None,
             }
         )
     wanted = scope_of(filters)
@@ -187,6 +223,6 @@ async def _usage_series(request: Request, state: GatewayState) -> Response:
             "filters": filters,
             "points": points,
             "budget_lines": lines,
-            "totals": _usage_totals(rows),
+            "totals": totals.to_dict(),
         }
     )
