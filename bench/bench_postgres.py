@@ -9,10 +9,17 @@ have) run for S seconds:
   every job counts against (the hot row), a budget per project (two projects) and one per user;
 * ledger/spread: the same three levels, but each worker has its own project, so no row is shared;
 * raw/hot, raw/spread: ``BEGIN; UPDATE hot SET held = held + 1 WHERE id = ? AND held + 1 <= lim
-  RETURNING held; COMMIT`` with psycopg 3 on the same server, one shared row or one row per worker.
+  RETURNING held; COMMIT`` with psycopg 3 on the same server, one shared row or one row per worker;
+* ledger/hot, batched: the hot layout with the N workers as threads of one process sharing one ledger,
+  whose concurrent reservations go to the server in one transaction (compared with raw/hot at N).
 
-It prints tx/s for each, the ratio ledger/raw, p50/p99 latency, and the deadlocks (from
-``pg_stat_database``) and retries seen. URL default: $KLING_BUDGET_TEST_PG_URL or
+The unit counted is one reservation (one job admitted against every budget of its hierarchy). Each row
+prints the 1-minute load average at its end.
+
+It prints tx/s for each, the ratio ledger/raw, p50/p99 latency, the deadlocks ``pg_stat_database``
+counted in the database during the cell (database-wide: other users of the same database count too) and
+the retries our processes made (a deadlock or serialization failure the ledger hit is retried and
+counted there). URL default: $KLING_BUDGET_TEST_PG_URL or
 postgresql://postgres@127.0.0.1:5432/test; the run uses a throwaway schema in it.
 """
 
@@ -115,6 +122,51 @@ def ledger_worker(url: str, layout: str, worker: int, ready: Any, start: Any, st
     ledger.close()
 
 
+def ledger_threads_worker(url: str, layout: str, workers: int, ready: Any, start: Any, stop_at: Any, out: Any) -> None:
+    """``workers`` threads of this process reserving through one shared ledger (batched)."""
+    import threading
+
+    backend = PostgresBackend(url, pool_min=1, pool_max=4)
+    ledger = Ledger(backend)
+    prefix = uuid.uuid4().hex[:8]
+    for w in range(workers):
+        for i in range(5):
+            key = f"warm-{prefix}-{w}-{i}"
+            ledger.reserve(key, units_milli=PRICE_MILLI, pack_type=PackType.VIDEO, attribution=_attribution(layout, w))
+    backend.stats.clear()
+    results: list[Result] = []
+
+    def loop(worker: int) -> None:
+        attribution = _attribution(layout, worker)
+        count = 0
+        latencies: list[float] = []
+        while True:
+            t0 = time.perf_counter()
+            if time.time() >= stop_at.value:
+                break
+            ledger.reserve(
+                f"{prefix}-{worker}-{count}", units_milli=PRICE_MILLI, pack_type=PackType.VIDEO, attribution=attribution
+            )
+            latencies.append(time.perf_counter() - t0)
+            count += 1
+        results.append(Result(count, latencies[::10], 0))
+
+    for _ in range(workers):
+        _ready(ready)
+    start.wait()
+    threads = [threading.Thread(target=loop, args=(w,)) for w in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for result in results[1:]:
+        results[0].count += result.count
+        results[0].latencies += result.latencies
+    results[0].retries = sum(backend.stats.values())
+    out.put(results[0])
+    ledger.close()
+
+
 def raw_worker(url: str, layout: str, worker: int, ready: Any, start: Any, stop_at: Any, out: Any) -> None:
     """The same loop with one conditional single-row UPDATE per transaction."""
     conn = psycopg.connect(url)
@@ -171,8 +223,11 @@ def run_cell(kind: str, url: str, layout: str, workers: int, seconds: float) -> 
     ready = ctx.Value("i", 0)
     stop_at = ctx.Value("d", 0.0)
     out = ctx.Queue()
-    target = ledger_worker if kind == "ledger" else raw_worker
-    procs = [ctx.Process(target=target, args=(url, layout, w, ready, start, stop_at, out)) for w in range(workers)]
+    if kind == "ledger-threads":
+        procs = [ctx.Process(target=ledger_threads_worker, args=(url, layout, workers, ready, start, stop_at, out))]
+    else:
+        target = ledger_worker if kind == "ledger" else raw_worker
+        procs = [ctx.Process(target=target, args=(url, layout, w, ready, start, stop_at, out)) for w in range(workers)]
     for p in procs:
         p.start()
     waited = time.monotonic() + 300
@@ -207,31 +262,36 @@ def main() -> None:
         sync = conn.execute("SHOW synchronous_commit").fetchone()
     server = version[0] if version else "?"
     print(f"PostgreSQL {server}, {os.cpu_count()} CPUs, synchronous_commit={sync[0] if sync else '?'}")
-    print(f"{args.seconds:g} s per cell; reserve = 3 budget windows + reservation, entry, allocation, roll-up")
+    print(f"{args.seconds:g} s per cell; reserve = 3 budget windows + reservation, entry, roll-up; unit: a reservation")
     header = (
-        f"{'workers':>7} {'layout':>7} | {'ledger tx/s':>11} {'p50 ms':>7} {'p99 ms':>7} | "
-        f"{'raw tx/s':>9} {'p50 ms':>7} | {'ratio':>5} | {'deadlocks':>9} {'retries':>7}"
+        f"{'workers':>7} {'layout':>13} | {'ledger tx/s':>11} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'raw tx/s':>9} {'p50 ms':>7} | {'ratio':>5} | {'deadlocks':>9} {'retries':>7} | {'load':>5}"
     )
     print(header)
     print("-" * len(header))
     for workers in counts:
-        for layout in ("hot", "spread"):
+        for layout in ("hot", "spread", "hot, batched"):
+            if layout == "hot, batched" and workers == 1:
+                continue
             schema = f"kb_bench_{uuid.uuid4().hex[:12]}"
             with psycopg.connect(base, autocommit=True) as conn:
                 conn.execute(f'CREATE SCHEMA "{schema}"')
             url = _schema_url(base, schema)
             try:
-                setup_ledger(url, layout, workers)
+                shape = "hot" if layout == "hot, batched" else layout
+                setup_ledger(url, shape, workers)
                 setup_raw(url, workers)
-                ledger = run_cell("ledger", url, layout, workers, args.seconds)
-                raw = run_cell("raw", url, layout, workers, args.seconds)
+                kind = "ledger-threads" if layout == "hot, batched" else "ledger"
+                ledger = run_cell(kind, url, shape, workers, args.seconds)
+                raw = run_cell("raw", url, shape, workers, args.seconds)
             finally:
                 with psycopg.connect(base, autocommit=True) as conn:
                     conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
             ratio = ledger[0] / raw[0] if raw[0] else 0.0
             print(
-                f"{workers:>7} {layout:>7} | {ledger[0]:>11.0f} {ledger[1]:>7.2f} {ledger[2]:>7.2f} | "
-                f"{raw[0]:>9.0f} {raw[1]:>7.2f} | {ratio:>5.2f} | {ledger[3] + raw[3]:>9} {ledger[4] + raw[4]:>7}",
+                f"{workers:>7} {layout:>13} | {ledger[0]:>11.0f} {ledger[1]:>7.2f} {ledger[2]:>7.2f} | "
+                f"{raw[0]:>9.0f} {raw[1]:>7.2f} | {ratio:>5.2f} | {ledger[3] + raw[3]:>9} {ledger[4] + raw[4]:>7} | "
+                f"{os.getloadavg()[0]:>5.1f}",
                 flush=True,
             )
 

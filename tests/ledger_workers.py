@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from kling_budget.budgets import Budget
@@ -64,8 +66,25 @@ def churn_with_log(url: str, worker: int, log_path: str) -> None:
     A line is written (and fsynced) only after the ledger acknowledged the operation, so after a SIGKILL
     every line in the log must be reflected in the ledger.
     """
+    churn(open_ledger(url), worker, log_path)
+
+
+def churn_threads_with_log(url: str, worker: int, log_path: str, threads: int = 4) -> None:
+    """``churn_with_log`` in ``threads`` threads sharing one ledger (so their writes are group-committed
+    in batches); thread ``t`` logs to ``<log_path>.<t>``."""
     ledger = open_ledger(url)
+    for t in range(threads):
+        threading.Thread(target=churn, args=(ledger, worker * 100 + t, f"{log_path}.{t}"), daemon=True).start()
+    threading.Event().wait()
+
+
+def churn(
+    ledger: Any, worker: int, log_path: str, *, until_done: Callable[[Callable[[], Any]], Any] | None = None
+) -> None:
+    """The loop of ``churn_with_log`` on an open ledger. ``until_done(step)`` retries a step with the same
+    key while the ledger is unavailable; without it a reservation that fails that way is skipped."""
     attribution = Attribution(project="studio", user=f"u{worker % 4}", model="kling-v2-6")
+    run = until_done or (lambda step: step())
     with open(log_path, "a", encoding="utf-8") as log:
 
         def ack(line: str) -> None:
@@ -78,18 +97,55 @@ def churn_with_log(url: str, worker: int, log_path: str) -> None:
             counter += 1
             key = f"c{worker}-{os.getpid()}-{counter}"
             try:
-                ledger.reserve(key, units_milli=PRICE_MILLI, pack_type=PackType.VIDEO, attribution=attribution)
+                run(
+                    lambda key=key: ledger.reserve(
+                        key, units_milli=PRICE_MILLI, pack_type=PackType.VIDEO, attribution=attribution
+                    )
+                )
             except BudgetExceededError:
                 ack(f"denied {key}")
                 continue
             except LedgerUnavailableError:
                 continue
             ack(f"reserved {key}")
-            ledger.mark_submitted(key, task_id=f"task-{key}")
+            run(lambda key=key: ledger.mark_submitted(key, task_id=f"task-{key}"))
             ack(f"submitted {key}")
             if counter % 3 == 0:
-                ledger.release(key)
+                run(lambda key=key: ledger.release(key))
                 ack(f"released {key}")
             else:
-                ledger.commit(key, units_milli=PRICE_MILLI + (500 if counter % 5 == 0 else 0))
+                charged = PRICE_MILLI + (500 if counter % 5 == 0 else 0)
+                run(lambda key=key, charged=charged: ledger.commit(key, units_milli=charged))
                 ack(f"committed {key}")
+
+
+def reserve_until_denied_in_threads(url: str, worker: int, go: Any, threads: int = 4) -> list[str]:
+    """``reserve_until_denied`` in ``threads`` threads sharing one ledger (batched writes); every
+    admitted key."""
+    ledger = open_ledger(url)
+    admitted: list[str] = []
+    lock = threading.Lock()
+
+    def run(thread: int) -> None:
+        attribution = Attribution(project="studio", user=f"u{(worker + thread) % 4}", model="kling-v2-5-turbo")
+        count = 0
+        while True:
+            key = f"w{worker}t{thread}-{uuid.uuid4().hex[:12]}"
+            try:
+                ledger.reserve(key, units_milli=PRICE_MILLI, pack_type=PackType.VIDEO, attribution=attribution)
+            except BudgetExceededError:
+                return
+            count += 1
+            with lock:
+                admitted.append(key)
+            if count % 2 == 0:
+                ledger.commit(key)
+
+    go.wait()
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    ledger.close()
+    return admitted

@@ -7,21 +7,23 @@ process group of its own "host" so that a whole host can be killed at once.
   budget denies; write the admitted keys to OUT.
 * ``churn URL WORKER LOG``: reserve → submit → commit | release forever, riding out an unreachable
   server by retrying each step with the same key; append a line to LOG after each acknowledged step.
+* ``churn-threads URL WORKER LOG``: the same in 4 threads sharing one ledger (batched reservations),
+  thread ``t`` logging to ``LOG.t``.
 """
 
 from __future__ import annotations
 
-import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from kling_budget.errors import BudgetExceededError, LedgerUnavailableError
+from kling_budget.errors import LedgerUnavailableError
 from kling_budget.ledger import open_ledger
-from kling_budget.types import Attribution, PackType
-from tests.ledger_workers import PRICE_MILLI, reserve_until_denied
+from tests import ledger_workers
+from tests.ledger_workers import reserve_until_denied
 
 T = TypeVar("T")
 
@@ -54,38 +56,21 @@ def _until_done(step: Callable[[], T]) -> T:
 
 def churn(url: str, worker: int, log_path: str) -> None:
     """Reserve, submit, commit or release forever; log each acknowledged step (fsynced)."""
+    ledger_workers.churn(_until_done(lambda: open_ledger(url)), worker, log_path, until_done=_until_done)
+
+
+def churn_threads(url: str, worker: int, log_path: str, threads: int = 4) -> None:
+    """``churn`` in ``threads`` threads sharing one ledger, so that their reservations are batched; thread
+    ``t`` logs to ``<log_path>.<t>``."""
     ledger = _until_done(lambda: open_ledger(url))
-    attribution = Attribution(project="studio", user=f"u{worker % 4}", model="kling-v2-6")
-    with open(log_path, "a", encoding="utf-8") as log:
-
-        def ack(line: str) -> None:
-            log.write(line + "\n")
-            log.flush()
-            os.fsync(log.fileno())
-
-        counter = 0
-        while True:
-            counter += 1
-            key = f"c{worker}-{os.getpid()}-{counter}"
-            try:
-                _until_done(
-                    lambda key=key: ledger.reserve(  # type: ignore[misc]
-                        key, units_milli=PRICE_MILLI, pack_type=PackType.VIDEO, attribution=attribution
-                    )
-                )
-            except BudgetExceededError:
-                ack(f"denied {key}")
-                continue
-            ack(f"reserved {key}")
-            _until_done(lambda key=key: ledger.mark_submitted(key, task_id=f"task-{key}"))  # type: ignore[misc]
-            ack(f"submitted {key}")
-            if counter % 3 == 0:
-                _until_done(lambda key=key: ledger.release(key))  # type: ignore[misc]
-                ack(f"released {key}")
-            else:
-                charged = PRICE_MILLI + (500 if counter % 5 == 0 else 0)
-                _until_done(lambda key=key, charged=charged: ledger.commit(key, units_milli=charged))  # type: ignore[misc]
-                ack(f"committed {key}")
+    for t in range(threads):
+        threading.Thread(
+            target=ledger_workers.churn,
+            args=(ledger, worker * 100 + t, f"{log_path}.{t}"),
+            kwargs={"until_done": _until_done},
+            daemon=True,
+        ).start()
+    threading.Event().wait()
 
 
 if __name__ == "__main__":
@@ -94,5 +79,7 @@ if __name__ == "__main__":
         exhaust(args[0], int(args[1]), args[2], args[3])
     elif command == "churn":
         churn(args[0], int(args[1]), args[2])
+    elif command == "churn-threads":
+        churn_threads(args[0], int(args[1]), args[2])
     else:
         raise SystemExit(f"unknown command {command!r}")

@@ -143,3 +143,31 @@ def test_unknown_outcome_fails_closed_and_the_retry_with_the_same_key_returns_th
     assert truth.verify().ok
     via.close()
     truth.close()
+
+
+ONE_TRIP = b"kling_budget_reserve"
+
+
+def _warm(via: Ledger) -> None:
+    """One reservation through the general path loads the configuration; later ones take one round trip."""
+    via.reserve("warm", **JOB)  # type: ignore[arg-type]
+    via.release("warm")
+
+
+@pytest.mark.parametrize("mode", ["before", "after"])
+def test_one_round_trip_reservation_cut_is_resolved_by_its_key(direct_url: str, proxy: CuttingProxy, mode: str) -> None:
+    """The connection breaks during the one-round-trip reservation, before the server got it or after it
+    committed: the ledger resolves it through its key (reserving it, or finding it), counted once."""
+    via, truth = _ledgers(direct_url, proxy)
+    _warm(via)
+    proxy.arm(ONE_TRIP, mode)
+    info = via.reserve("job-5", **JOB)  # type: ignore[arg-type]
+    assert proxy.cuts == 1
+    assert info.state is ReservationState.HELD and info.replayed is (mode == "after")
+    assert truth.get_reservation("job-5").state is ReservationState.HELD
+    counters = truth.budget_status("account").counters
+    assert counters.held_milli == 2500
+    report = truth.verify()
+    assert report.ok, report.problems
+    via.close()
+    truth.close()

@@ -137,15 +137,34 @@ def test_sixteen_processes_on_two_hosts_exhaust_the_budget_exactly(hosts: Hosts,
             ledger.close()
 
 
+def _lines(logs: list[Path]) -> int:
+    return sum(log.read_text(encoding="utf-8").count("\n") for log in logs if log.exists())
+
+
 def _wait_for_lines(logs: list[Path], at_least: int, timeout: float = 120.0) -> None:
     """Wait until the workers writing ``logs`` have acknowledged ``at_least`` operations between them."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        lines = sum(log.read_text(encoding="utf-8").count("\n") for log in logs if log.exists())
-        if lines >= at_least:
+        if _lines(logs) >= at_least:
             return
         time.sleep(0.05)
     raise AssertionError(f"the workers acknowledged fewer than {at_least} operations in {timeout:g} s")
+
+
+def test_kill_9_of_hosts_with_batching_threads_loses_no_acknowledged_operation(hosts: Hosts, tmp_path: Path) -> None:
+    """Two hosts of 2 workers × 4 threads (reservations batched in one transaction), each SIGKILLed."""
+    with fresh_postgres_url() as url:
+        ledger_workers.setup_hierarchy(url, account_units=10**7, project_units=10**7, user_units=10**7)
+        logs: list[Path] = []
+        for w in range(4):
+            log = tmp_path / f"w{w}.log"
+            logs += [Path(f"{log}.{t}") for t in range(4)]
+            hosts.start(w % 2, "churn-threads", url, str(w), str(log))
+        _wait_for_lines(logs, 100)
+        hosts.kill(0)
+        _wait_for_lines(logs, _lines(logs) + 50)  # host 1 goes on alone for a while
+        hosts.kill(1)
+        assert check_acks(url, logs) > 60, "the workers did not get far enough to make the test meaningful"
 
 
 def test_kill_9_of_client_hosts_loses_no_acknowledged_operation(hosts: Hosts, tmp_path: Path) -> None:
@@ -230,15 +249,19 @@ def cluster() -> Iterator[Cluster]:
         own.remove()
 
 
+@pytest.mark.parametrize("threads", [False, True], ids=["one-thread-per-worker", "batching-threads"])
 def test_immediate_shutdown_of_the_server_loses_no_acknowledged_operation(
-    hosts: Hosts, cluster: Cluster, tmp_path: Path
+    hosts: Hosts, cluster: Cluster, tmp_path: Path, threads: bool
 ) -> None:
-    """``pg_ctl stop -m immediate`` (crash, WAL recovery on start) twice while 6 workers churn."""
+    """``pg_ctl stop -m immediate`` (crash, WAL recovery on start) twice while 6 workers churn; the same
+    with 4 threads per worker, whose reservations are batched."""
     with fresh_schema(cluster.url) as url:
         ledger_workers.setup_hierarchy(url, account_units=10**7, project_units=10**7, user_units=10**7)
         logs = [tmp_path / f"w{w}.log" for w in range(6)]
         for w, log in enumerate(logs):
-            hosts.start(w % 2, "churn", url, str(w), str(log))
+            hosts.start(w % 2, "churn-threads" if threads else "churn", url, str(w), str(log))
+        if threads:
+            logs = [Path(f"{log}.{t}") for log in logs for t in range(4)]
         for _ in range(2):
             time.sleep(2.0)
             cluster.stop("immediate")

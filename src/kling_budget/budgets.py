@@ -238,7 +238,7 @@ class Budget:
 
     def units_delta(self, pack_type: PackType | str, units_milli: int) -> int:
         """How many of a job's milli-units count against this budget's units limit."""
-        return units_milli if str(pack_type) == self.unit_pack.value else 0
+        return units_milli if pack_type == self.unit_pack else 0  # a PackType is its value (StrEnum)
 
     def definition_key(self) -> tuple[object, ...]:
         """What decides which jobs and windows count; changing it re-derives the budget's counters."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from bisect import bisect_right
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -16,17 +17,46 @@ from kling_budget.ledger.rows import BUDGET_COLUMNS, COUNTER_COLUMNS, budget_fro
 from kling_budget.types import Attribution, PackType
 from kling_budget.windows import Period, Window, to_micros
 
-__all__ = ["BudgetStore", "LedgerBase", "LedgerConfig", "NewWindows"]
+__all__ = ["BudgetStore", "LedgerBase", "LedgerConfig", "NewWindows", "alert_points", "crosses"]
 
 
 @dataclass(slots=True)
 class LedgerConfig:
-    """What a process caches of the ledger's configuration, valid while ``meta.config_version`` is unchanged."""
+    """What a process caches of the ledger's configuration, valid while ``meta.config_version`` is unchanged.
+
+    Besides the budgets it memoises what the hot path derives from them: the budgets an attribution
+    matches (in lock order) and, per budget, the used amounts at which an alert fires.
+    """
 
     version: str
     budgets: tuple[Budget, ...]
     pack_types: frozenset[str]
     known_windows: set[tuple[int, int]]
+    matching: dict[Attribution, tuple[Budget, ...]] = field(default_factory=dict)
+    alert_points: dict[int | None, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+
+
+_MAX_CACHED_ATTRIBUTIONS = 4096
+
+
+def alert_points(budget: Budget) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The used amounts (units, dollars) at which a job crosses one of ``budget``'s thresholds or its limit.
+
+    A change from ``old`` to ``new`` crosses threshold ``t`` of limit ``L`` when ``old * 100 < t * L <= new *
+    100`` (see :func:`~kling_budget.budgets.crossed_thresholds`), i.e. when ``old < ceil(t * L / 100) <= new``
+    for integers: so a job whose move skips every point can raise no threshold or exhaustion alert.
+    """
+    points = []
+    for limit in (budget.limit_units_milli, budget.limit_usd_nano):
+        values = {-(-t * limit // 100) for t in budget.thresholds} | {limit} if limit else set()
+        points.append(tuple(sorted(values)))
+    return points[0], points[1]
+
+
+def crosses(points: tuple[int, ...], old: int, new: int) -> bool:
+    """Whether a move of the used amount from ``old`` to ``new`` reaches one of ``points`` (sorted)."""
+    index = bisect_right(points, old)
+    return index < len(points) and points[index] <= new
 
 
 class NewWindows:
@@ -63,13 +93,15 @@ class LedgerBase:
         """The ledger's clock."""
         raise NotImplementedError
 
-    def _load_config(self, conn: Connection, *, locked: bool = False) -> LedgerConfig:
+    def _load_config(self, conn: Connection, *, locked: bool = False, version: str | None = None) -> LedgerConfig:
         """The configuration, reloaded when another process changed it; takes the config lock shared first
-        unless the caller already holds it (``locked``)."""
-        if not locked:
-            lock_config(conn, exclusive=False)  # dialect hook: see ledger/locks.py
-        row = conn.fetchone("SELECT value FROM meta WHERE key = 'config_version'")
-        version = row[0] if row else ""
+        unless the caller already holds it (``locked``). ``version``: ``meta.config_version`` when the
+        caller already read it in this transaction, after the lock."""
+        if version is None:
+            if not locked:
+                lock_config(conn, exclusive=False)  # dialect hook: see ledger/locks.py
+            row = conn.fetchone("SELECT value FROM meta WHERE key = 'config_version'")
+            version = row[0] if row else ""
         config = self._config
         if config.version == version:
             return config
@@ -94,9 +126,22 @@ class LedgerBase:
         return window
 
     @staticmethod
-    def _matching(config: LedgerConfig, attribution: Attribution) -> list[Budget]:
+    def _matching(config: LedgerConfig, attribution: Attribution) -> tuple[Budget, ...]:
         """The budgets ``attribution`` counts against, in lock order (see ``ledger/locks.py``)."""
-        return sorted((b for b in config.budgets if b.scope.matches(attribution)), key=lock_order)
+        found = config.matching.get(attribution)
+        if found is None:
+            found = tuple(sorted((b for b in config.budgets if b.scope.matches(attribution)), key=lock_order))
+            if len(config.matching) >= _MAX_CACHED_ATTRIBUTIONS:
+                config.matching.clear()
+            config.matching[attribution] = found
+        return found
+
+    @staticmethod
+    def _alert_points(config: LedgerConfig, budget: Budget) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        points = config.alert_points.get(budget.id)
+        if points is None:
+            points = config.alert_points[budget.id] = alert_points(budget)
+        return points
 
 
 class BudgetStore(LedgerBase):

@@ -34,7 +34,8 @@ from kling_budget.errors import (
     ReservationResolvedError,
 )
 from kling_budget.ledger.backend import Backend, Connection
-from kling_budget.ledger.budget_store import BudgetStore, LedgerConfig, NewWindows
+from kling_budget.ledger.budget_store import BudgetStore, LedgerConfig, NewWindows, crosses
+from kling_budget.ledger.counters import HoldRefused, add_held, hold_all, hold_limits, one_statement, settle_all
 from kling_budget.ledger.events import (
     DENIAL_ALERT_INTERVAL_MICROS,
     budget_event,
@@ -42,7 +43,8 @@ from kling_budget.ledger.events import (
     over_limit,
     percent_text,
 )
-from kling_budget.ledger.locks import config_lock_expression, for_update, lock_window, skip_locked
+from kling_budget.ledger.locks import config_lock_expression, for_update, lock_order, lock_window, skip_locked
+from kling_budget.ledger.one_trip import OneTrip, Prepared, WindowMove
 from kling_budget.ledger.packs import PackStore
 from kling_budget.ledger.records import ReservationInfo, ReservationState, UsageRow, VerifyReport
 from kling_budget.ledger.rows import (
@@ -57,7 +59,7 @@ from kling_budget.ledger.rows import (
     validate_amount,
     validate_key,
 )
-from kling_budget.money import format_units, format_usd
+from kling_budget.money import format_units, format_usd, usd_nano_for_units
 from kling_budget.types import AlertEvent, AlertKind, Attribution, Denial, PackType
 from kling_budget.windows import Period, Window, from_micros, to_micros
 
@@ -72,6 +74,17 @@ LIST_PRICE_NANO_PER_UNIT: Mapping[PackType, int] = {
 
 Write = tuple[str, tuple[Any, ...]]
 """One SQL statement and its parameters."""
+
+# SQLite only (one writer at a time): the configuration version read with the reservation, one statement.
+_FETCH_WITH_VERSION = (
+    "SELECT m.value, r.* FROM meta AS m LEFT JOIN "
+    f"(SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = ?) AS r ON 1 WHERE m.key = 'config_version'"
+)
+
+_REQUIRE_WITH_VERSION = (
+    f"SELECT (SELECT value FROM meta WHERE key = 'config_version'), {RESERVATION_COLUMNS} "
+    "FROM reservations WHERE id = ?"
+)
 
 
 def _entry_write(key: str, kind: str, units_milli: int, usd_nano: int, at: int) -> Write:
@@ -123,6 +136,9 @@ class Ledger(BudgetStore, PackStore):
         self._config = LedgerConfig("", (), frozenset(), set())
         self._config_lock = threading.Lock()
         self._windows: dict[tuple[Period, str, int], Window] = {}
+        self._one_trip: OneTrip | None = None
+        if backend.dialect == "postgresql" and hasattr(backend, "run_single"):
+            self._one_trip = OneTrip(backend)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return f"Ledger({self.backend.display_url!r})"
@@ -170,15 +186,8 @@ class Ledger(BudgetStore, PackStore):
         request_hash = hash_request("reserve", units_milli, pack, attribution, product)
         expires = None if ttl is None else to_micros(at_dt + ttl)
 
-        windows = NewWindows()
-
-        def tx(conn: Connection) -> ReservationInfo:
-            existing, locked = self._fetch_with_config_lock(conn, key)
-            if existing is not None:
-                return self._replay(existing, request_hash)
-            config = windows.start(self._load_config(conn, locked=locked))
-            allocs = self._allocate(conn, config, pack, units_milli, at)
-            usd_nano = sum(a.usd_nano for a in allocs)
+        def rows(usd_nano: int) -> tuple[ReservationInfo, Write, Write]:
+            """The reservation row and the usage roll-up move of this job, priced at ``usd_nano``."""
             info, reservation_row = self._reservation_write(
                 key=key,
                 kind="reserve",
@@ -193,24 +202,48 @@ class Ledger(BudgetStore, PackStore):
                 expires=expires,
                 detail=detail,
             )
-            _write_all(
-                conn,
-                self._bucket_write(attribution, pack, at, held=(units_milli, usd_nano)),
-                reservation_row,
-                _entry_write(key, "reserve", units_milli, usd_nano, at),
-            )
+            return info, reservation_row, self._bucket_write(attribution, pack, at, held=(units_milli, usd_nano))
+
+        if self._one_trip is not None:
+            done = self._reserve_in_one_trip(self._one_trip, attribution, pack, units_milli, at_dt, rows, also)
+            if done is not None:
+                return done
+
+        windows = NewWindows()
+
+        def tx(conn: Connection) -> ReservationInfo:
+            existing, locked, version = self._fetch_for_write(conn, key)
+            if existing is not None:
+                return self._replay(existing, request_hash)
+            config = windows.start(self._load_config(conn, locked=locked, version=version))
+            allocs = self._allocate(conn, config, pack, units_milli, at)
+            usd_nano = sum(a.usd_nano for a in allocs)
+            info, reservation_row, bucket_row = rows(usd_nano)
+            _write_all(conn, bucket_row, reservation_row, _entry_write(key, "reserve", units_milli, usd_nano, at))
             if also is not None:
                 also(conn)
             if any(a.pack_id is not None for a in allocs):
                 self._store_allocs(conn, key, allocs, committed=False)
             events: list[AlertEvent] = []
+            budgets = self._matching(config, attribution)
+            if together[0] and len(budgets) > 1 and one_statement(conn):  # dialect hook: ledger/counters.py
+                targets = []
+                for budget in budgets:
+                    window = self._window(budget, at_dt)
+                    self._ensure_window(conn, config, budget, window, windows.created, exclude=key)
+                    targets.append((budget, window, budget.units_delta(pack, units_milli)))
+                for (budget, window, units_delta), held in zip(targets, hold_all(conn, targets, usd_nano), strict=True):
+                    if self._may_alert(config, budget, held, units_delta, usd_nano):
+                        before = held.shifted(held_milli=-units_delta, held_nano=-usd_nano)
+                        events += self._threshold_events(budget, window, before, held, at, key)
+                budgets = ()
             # Budget rows last, broadest last: a row lock is held from its UPDATE to COMMIT, and the
             # account-wide row is the one every job waits for (see ledger/locks.py).
-            for budget in self._matching(config, attribution):
+            for budget in budgets:
                 window = self._window(budget, at_dt)
                 self._ensure_window(conn, config, budget, window, windows.created, exclude=key)
                 units_delta = budget.units_delta(pack, units_milli)
-                after = self._add_held(conn, budget, window, units_delta, usd_nano)
+                after = add_held(conn, budget, window, units_delta, usd_nano)
                 refused = 0
                 while after is None:
                     counters = self._fold_or_row(conn, budget, window)
@@ -221,18 +254,59 @@ class Ledger(BudgetStore, PackStore):
                     refused += 1
                     assert refused < 10, "conditional update refused a job that fits"
                     # READ COMMITTED: a release freed room after our UPDATE was refused; try again.
-                    after = self._add_held(conn, budget, window, units_delta, usd_nano)
-                before = after.shifted(held_milli=-units_delta, held_nano=-usd_nano)
-                events += self._threshold_events(budget, window, before, after, at, key)
-            stored = self._insert_events(conn, events, at)
-            return replace(info, alerts=tuple(stored))
+                    after = add_held(conn, budget, window, units_delta, usd_nano)
+                if self._may_alert(config, budget, after, units_delta, usd_nano):
+                    before = after.shifted(held_milli=-units_delta, held_nano=-usd_nano)
+                    events += self._threshold_events(budget, window, before, after, at, key)
+            if not events:
+                return info
+            return replace(info, alerts=tuple(self._insert_events(conn, events, at)))
 
+        together = [True]  # one statement for every window, until a window refuses (see ledger/counters.py)
         try:
-            result = self.backend.run(tx)
+            try:
+                result = self.backend.run(tx)
+            except HoldRefused:
+                together[0] = False  # window by window: finds the denial, or the room a release made
+                result = self.backend.run(tx)
         except _Denied as denied:
             return self._deny(key, request_hash, denied, attribution, product, pack, units_milli, at, detail)
         windows.committed()
         return result
+
+    def _reserve_in_one_trip(
+        self,
+        one_trip: OneTrip,
+        attribution: Attribution,
+        pack: PackType,
+        units_milli: int,
+        at_dt: datetime,
+        rows: Callable[[int], tuple[ReservationInfo, Write, Write]],
+        also: Callable[[Connection], None] | None,
+    ) -> ReservationInfo | None:
+        """The reservation applied in one round trip (see ``ledger/one_trip.py``), or ``None`` when it
+        needs the general path: no configuration cached yet, a pack to draw from, or the server declined."""
+        config = self._config
+        if not config.version or pack.value in config.pack_types:
+            return None
+        usd_nano = usd_nano_for_units(units_milli, self.list_prices[pack], 1000)  # no pack: the list price
+        info, (_, reservation), (_, bucket) = rows(usd_nano)
+        moves = []
+        for budget in self._matching(config, attribution):
+            assert budget.id is not None
+            units_delta = budget.units_delta(pack, units_milli)
+            moves.append(
+                WindowMove(
+                    lock_order(budget),
+                    budget.id,
+                    self._window(budget, at_dt).start_us,
+                    units_delta,
+                    usd_nano,
+                    *hold_limits(budget, units_delta, usd_nano),
+                    *self._alert_points(config, budget),
+                )
+            )
+        return info if one_trip.reserve(Prepared(config.version, reservation, bucket, moves, also)) else None
 
     def _deny(
         self,
@@ -321,10 +395,10 @@ class Ledger(BudgetStore, PackStore):
         windows = NewWindows()
 
         def tx(conn: Connection) -> ReservationInfo:
-            existing, locked = self._fetch_with_config_lock(conn, key)
+            existing, locked, version = self._fetch_for_write(conn, key)
             if existing is not None:
                 return self._replay(existing, request_hash)
-            config = windows.start(self._load_config(conn, locked=locked))
+            config = windows.start(self._load_config(conn, locked=locked, version=version))
             allocs = self._allocate(conn, config, pack, units_milli, at)
             usd_nano = sum(a.usd_nano for a in allocs)
             conn.execute(*self._bucket_write(attribution, pack, at, committed=(units_milli, usd_nano), jobs=1))
@@ -456,7 +530,7 @@ class Ledger(BudgetStore, PackStore):
         at = to_micros(at_dt)
 
         def tx(conn: Connection) -> ReservationInfo:
-            info = self._require(conn, key, lock=True)
+            info, version = self._require_for_write(conn, key)
             actual = info.units_milli if units_milli is None else units_milli
             if info.state is ReservationState.COMMITTED:
                 if info.kind == "reserve" and info.actual_milli == actual:
@@ -466,7 +540,7 @@ class Ledger(BudgetStore, PackStore):
                 )
             if not info.state.is_open:
                 raise ReservationResolvedError(f"reservation {key} is {info.state.value} and cannot be committed")
-            config = self._load_config(conn)
+            config = self._load_config(conn, version=version)
             if cash_usd_nano is None:
                 actual_nano = self._settle_allocs(conn, config, info, actual, at)
             else:
@@ -493,11 +567,40 @@ class Ledger(BudgetStore, PackStore):
             )
             events: list[AlertEvent] = []
             reserved_dt = info.reserved_at
-            for budget in self._matching(config, info.attribution):  # budget rows last (see reserve)
-                window = self._window(budget, reserved_dt)
-                held_delta = budget.units_delta(info.pack_type, info.units_milli)
-                actual_delta = budget.units_delta(info.pack_type, actual)
-                overage_delta = budget.units_delta(info.pack_type, overage)
+            budgets = self._matching(config, info.attribution)
+            moves = [
+                (
+                    budget,
+                    self._window(budget, reserved_dt),
+                    budget.units_delta(info.pack_type, info.units_milli),
+                    budget.units_delta(info.pack_type, actual),
+                    budget.units_delta(info.pack_type, overage),
+                )
+                for budget in budgets
+            ]
+            moved: dict[int, Counters] | None = None
+            if moves and one_statement(conn):  # dialect hook: see ledger/counters.py
+                moved = settle_all(
+                    conn,
+                    [
+                        (budget.id, window.start_us, held, charged, over, info.usd_nano, actual_nano, overage_nano)
+                        for budget, window, held, charged, over in moves
+                    ],
+                )
+            for budget, window, held_delta, actual_delta, overage_delta in moves:  # budget rows last (see reserve)
+                if moved is not None:
+                    after = moved.get(budget.id)  # type: ignore[arg-type]
+                    if after is not None and self._may_alert(
+                        config, budget, after, actual_delta - held_delta, actual_nano - info.usd_nano
+                    ):
+                        before = after.shifted(
+                            held_milli=held_delta,
+                            committed_milli=-actual_delta,
+                            held_nano=info.usd_nano,
+                            committed_nano=-actual_nano,
+                        )
+                        events += self._threshold_events(budget, window, before, after, at, key)
+                    continue
                 update = (
                     "UPDATE budget_windows SET held_milli = held_milli - ?, committed_milli = committed_milli + ?, "
                     "overage_milli = overage_milli + ?, held_nano = held_nano - ?, "
@@ -520,13 +623,14 @@ class Ledger(BudgetStore, PackStore):
                 if row is None:
                     continue  # window not materialised yet; its first job will fold this commit in
                 after = Counters(*row)
-                before = after.shifted(
-                    held_milli=held_delta,
-                    committed_milli=-actual_delta,
-                    held_nano=info.usd_nano,
-                    committed_nano=-actual_nano,
-                )
-                events += self._threshold_events(budget, window, before, after, at, key)
+                if self._may_alert(config, budget, after, actual_delta - held_delta, actual_nano - info.usd_nano):
+                    before = after.shifted(
+                        held_milli=held_delta,
+                        committed_milli=-actual_delta,
+                        held_nano=info.usd_nano,
+                        committed_nano=-actual_nano,
+                    )
+                    events += self._threshold_events(budget, window, before, after, at, key)
             if overage:
                 events.append(
                     AlertEvent(
@@ -540,10 +644,8 @@ class Ledger(BudgetStore, PackStore):
                         created_at=from_micros(at).isoformat(),
                     )
                 )
-            stored = self._insert_events(conn, events, at)
-            return replace(
-                info,
-                state=ReservationState.COMMITTED,
+            stored = self._insert_events(conn, events, at) if events else ()
+            return info.settled(
                 actual_milli=actual,
                 actual_nano=actual_nano,
                 overage_milli=overage,
@@ -559,12 +661,12 @@ class Ledger(BudgetStore, PackStore):
         at = to_micros(now or self.now())
 
         def tx(conn: Connection) -> ReservationInfo:
-            info = self._require(conn, key, lock=True)
+            info, version = self._require_for_write(conn, key)
             if info.state is ReservationState.RELEASED:
                 return replace(info, replayed=True)
             if not info.state.is_open:
                 raise ReservationResolvedError(f"reservation {key} is {info.state.value} and cannot be released")
-            config = self._load_config(conn)
+            config = self._load_config(conn, version=version)
             self._release_in(conn, config, info, at, reason)
             fresh = self._fetch(conn, key)
             assert fresh is not None
@@ -731,24 +833,6 @@ class Ledger(BudgetStore, PackStore):
         )
 
     @staticmethod
-    def _add_held(conn: Connection, budget: Budget, window: Window, units_delta: int, usd_nano: int) -> Counters | None:
-        conditions = ["budget_id = ?", "window_start = ?"]
-        params: list[Any] = [units_delta, usd_nano, budget.id, window.start_us]
-        if budget.hard:
-            if budget.limit_units_milli is not None and units_delta > 0:
-                conditions.append("committed_milli + held_milli + ? <= ?")
-                params += [units_delta, budget.limit_units_milli]
-            if budget.limit_usd_nano is not None and usd_nano > 0:
-                conditions.append("committed_nano + held_nano + ? <= ?")
-                params += [usd_nano, budget.limit_usd_nano]
-        row = conn.fetchone(
-            "UPDATE budget_windows SET held_milli = held_milli + ?, held_nano = held_nano + ? "
-            f"WHERE {' AND '.join(conditions)} RETURNING {COUNTER_COLUMNS}",
-            params,
-        )
-        return None if row is None else Counters(*row)
-
-    @staticmethod
     def _reservation_write(
         *,
         key: str,
@@ -767,7 +851,7 @@ class Ledger(BudgetStore, PackStore):
         over_budget: bool = False,
     ) -> tuple[ReservationInfo, Write]:
         """The insert of a reservation row, and the reservation it stores."""
-        detail_text = json.dumps(dict(detail or {}), default=str, sort_keys=True)
+        detail_text = json.dumps(dict(detail), default=str, sort_keys=True) if detail else "{}"
         resolved = at if state in (ReservationState.COMMITTED, ReservationState.DENIED) else None
         write: Write = (
             "INSERT INTO reservations (id, kind, state, request_hash, project, user_id, api_key, model, tags, "
@@ -814,7 +898,7 @@ class Ledger(BudgetStore, PackStore):
             resolved_at=None if resolved is None else from_micros(resolved),
             expires_at=None if expires is None else from_micros(expires),
             task_id=None,
-            detail=json.loads(detail_text),
+            detail=json.loads(detail_text) if detail else {},
             request_hash=request_hash,
         )
         return info, write
@@ -893,21 +977,41 @@ class Ledger(BudgetStore, PackStore):
         return None if row is None else info_from_row(row)
 
     @staticmethod
-    def _fetch_with_config_lock(conn: Connection, key: str) -> tuple[ReservationInfo | None, bool]:
-        """The reservation ``key`` if it exists, taking the config lock in the same statement where the
-        backend needs one; returns whether the lock is now held. A row read from a snapshot just older than
-        the lock is fine here: a concurrent insert of the same key fails on the primary key and is retried."""
+    def _fetch_for_write(conn: Connection, key: str) -> tuple[ReservationInfo | None, bool, str | None]:
+        """The reservation ``key`` if it exists, with the config lock taken in the same statement where the
+        backend needs one; returns (reservation, whether the lock is now held, ``meta.config_version`` when
+        it could be read in the same statement). A row read from a snapshot just older than the lock is fine
+        here: a concurrent insert of the same key fails on the primary key and is retried."""
         expression = config_lock_expression(conn)  # dialect hook: see ledger/locks.py
         if expression is None:
-            row = conn.fetchone(f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = ?", (key,))
-            return (None if row is None else info_from_row(row)), False
+            # One writer at a time (SQLite): the version can be read in the same statement.
+            found = conn.fetchone(_FETCH_WITH_VERSION, (key,))
+            assert found is not None
+            return (None if found[1] is None else info_from_row(found[1:])), False, found[0]
         found = conn.fetchone(
             f"SELECT {expression}, r.* FROM (SELECT 1) AS one "
             f"LEFT JOIN (SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = ?) AS r ON true",
             (key,),
         )
         assert found is not None
-        return (None if found[1] is None else info_from_row(found[1:])), True
+        return (None if found[1] is None else info_from_row(found[1:])), True, None
+
+    def _require_for_write(self, conn: Connection, key: str) -> tuple[ReservationInfo, str | None]:
+        """The reservation ``key`` locked for resolution, and ``meta.config_version`` when the backend lets
+        it be read in the same statement (one writer at a time); else ``None`` (read it after the lock)."""
+        if config_lock_expression(conn) is not None:  # dialect hook: see ledger/locks.py
+            return self._require(conn, key, lock=True), None
+        row = conn.fetchone(_REQUIRE_WITH_VERSION, (key,))
+        if row is None:
+            raise ReservationNotFoundError(f"no reservation with id {key!r}")
+        return info_from_row(row[1:]), row[0]
+
+    def _may_alert(self, config: LedgerConfig, budget: Budget, after: Counters, units: int, usd: int) -> bool:
+        """Whether moving a window's used amounts by ``units``/``usd`` up to ``after`` can raise an alert
+        (the exact check, :meth:`_threshold_events`, runs only when it can)."""
+        unit_points, usd_points = self._alert_points(config, budget)
+        used_milli, used_nano = after.used_milli, after.used_nano
+        return crosses(unit_points, used_milli - units, used_milli) or crosses(usd_points, used_nano - usd, used_nano)
 
     def _require(self, conn: Connection, key: str, *, lock: bool = False) -> ReservationInfo:
         info = self._fetch(conn, key, lock=lock)

@@ -40,7 +40,7 @@ from kling_budget.errors import ConfigurationError, LedgerUnavailableError
 from kling_budget.ledger.backend import Connection, Row, T
 from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS, Migration, apply_migration
 
-__all__ = ["PostgresBackend", "translate"]
+__all__ = ["PostgresBackend", "StatementLost", "translate"]
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_POOL_MIN = 1
@@ -94,6 +94,10 @@ class _PgConnection:
         cursor = self._cursor
         cursor.execute(translate(sql), tuple(params))
         return cursor.fetchall()
+
+
+class StatementLost(Exception):
+    """The connection broke while one autocommit statement ran: it may or may not have committed."""
 
 
 class _Lost(Exception):
@@ -277,6 +281,35 @@ class PostgresBackend:
             except BaseException:
                 self._putconn(conn)
                 raise
+
+    def run_single(self, sql: str, params: Sequence[Any]) -> Row | None:
+        """Run one statement as a transaction of its own (autocommit): one round trip, COMMIT included.
+
+        Not retried: a statement error is raised as psycopg raised it (the transaction was rolled back). A
+        connection lost before the answer raises :class:`StatementLost`: the outcome is unknown, and only
+        the caller can resolve it (e.g. by its idempotency key). No connection in time, or a lock held
+        past the timeout, raises :class:`LedgerUnavailableError` (fail closed).
+        """
+        deadline = time.monotonic() + self._timeout
+        conn = self._getconn(deadline)
+        try:
+            row: Row | None = conn.execute(translate(sql), tuple(params)).fetchone()
+        except psycopg.Error as exc:
+            self._putconn(conn)
+            if conn.broken or conn.closed:
+                self._drop_dead_connections()
+                raise StatementLost(self._reason(exc)) from None
+            if (exc.sqlstate or "") in _LOCKED_STATES:
+                raise LedgerUnavailableError(
+                    f"ledger {self.display_url} is locked by another writer (waited {self._timeout:g} s)"
+                ) from None
+            raise
+        except BaseException:
+            conn.close()  # interrupted mid-statement: never reuse a connection in an unknown state
+            self._putconn(conn)
+            raise
+        self._putconn(conn)
+        return row
 
     def _attempt(self, conn: psycopg.Connection[Any], fn: Callable[[Connection], T], write: bool) -> T:
         """One try; returns the connection to the pool itself only on success."""

@@ -60,6 +60,41 @@ class ReservationInfo:
     alerts: tuple[AlertEvent, ...] = field(default=(), compare=False)
     request_hash: str = field(default="", repr=False, compare=False)
 
+    def settled(
+        self,
+        *,
+        actual_milli: int,
+        actual_nano: int,
+        overage_milli: int,
+        overage_nano: int,
+        resolved_at: datetime,
+        alerts: tuple[AlertEvent, ...],
+    ) -> ReservationInfo:
+        """This reservation as committed with the given charge (what ``commit`` stores)."""
+        return ReservationInfo(
+            self.id,
+            self.kind,
+            ReservationState.COMMITTED,
+            self.attribution,
+            self.product,
+            self.pack_type,
+            self.units_milli,
+            self.usd_nano,
+            actual_milli,
+            actual_nano,
+            overage_milli,
+            overage_nano,
+            self.over_budget,
+            self.reserved_at,
+            resolved_at,
+            self.expires_at,
+            self.task_id,
+            self.detail,
+            False,
+            alerts,
+            self.request_hash,
+        )
+
     @property
     def units(self) -> Decimal:
         """Held units (the price reserved)."""

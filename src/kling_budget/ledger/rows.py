@@ -128,16 +128,20 @@ def hash_request(kind: str, units_milli: int, pack: PackType, attribution: Attri
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+_STATES = {state.value: state for state in ReservationState}
+_PACK_TYPES = {pack.value: pack for pack in PackType}
+
+
 def info_from_row(row: Row) -> ReservationInfo:
-    detail = json.loads(row[21]) if row[21] else {}
-    tags = tuple(t for t in row[7].split(",") if t)
+    detail = json.loads(row[21]) if row[21] and row[21] != "{}" else {}
+    tags = tuple(t for t in row[7].split(",") if t) if row[7] else ()
     return ReservationInfo(
         id=row[0],
         kind=row[1],
-        state=ReservationState(row[2]),
+        state=_STATES[row[2]],
         attribution=Attribution(project=row[3], user=row[4], api_key=row[5], model=row[6], tags=tags),
         product=row[8],
-        pack_type=PackType(row[9]),
+        pack_type=_PACK_TYPES[row[9]],
         units_milli=row[10],
         usd_nano=row[11],
         actual_milli=row[12],

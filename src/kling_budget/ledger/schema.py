@@ -267,12 +267,93 @@ _M5_COMMON = (
     )""",
 )
 
+
+# PostgreSQL: a reservation in one round trip. kling_budget_reserve() applies reservations prepared by the
+# ledger (rows, usage roll-up deltas, and the window moves in lock order, summed per window) as one
+# transaction when nothing needs the ledger's full logic; otherwise it changes nothing and says why, and
+# the ledger takes its general path: 1 = the configuration changed, 2 = a key exists (replay), 3 = a window
+# has no room or no row yet (denial, or the window's first job), 4 = an alert threshold would be crossed.
+# A summed move fits, or crosses an alert point, exactly when some job of the batch would (all moves add).
+_M6_POSTGRESQL = (
+    """CREATE FUNCTION kling_budget_reserve(p_version text, p_items jsonb, p_buckets jsonb, p_windows jsonb)
+    RETURNS integer LANGUAGE plpgsql AS $$
+    DECLARE
+        w record;
+        inserted bigint;
+        after_milli bigint;
+        after_nano bigint;
+    BEGIN
+        PERFORM pg_advisory_xact_lock_shared(
+            hashtextextended('kling_budget.config:' || COALESCE(current_schema(), ''), 0));
+        IF (SELECT value FROM meta WHERE key = 'config_version') IS DISTINCT FROM p_version THEN
+            RETURN 1;
+        END IF;
+        BEGIN
+            INSERT INTO usage_buckets AS u (bucket, project, user_id, api_key, model, pack_type, held_milli,
+                                            held_nano)
+            SELECT b.bucket, b.project, b.user_id, b.api_key, b.model, b.pack_type, b.held_milli, b.held_nano
+            FROM jsonb_to_recordset(p_buckets) AS b(bucket bigint, project text, user_id text, api_key text,
+                                                    model text, pack_type text, held_milli bigint,
+                                                    held_nano bigint)
+            ORDER BY b.bucket, b.project, b.user_id, b.api_key, b.model, b.pack_type
+            ON CONFLICT (bucket, project, user_id, api_key, model, pack_type) DO UPDATE SET
+                held_milli = u.held_milli + excluded.held_milli, held_nano = u.held_nano + excluded.held_nano;
+            INSERT INTO reservations (id, kind, state, request_hash, project, user_id, api_key, model, tags,
+                                      product, pack_type, units_milli, usd_nano, reserved_at, expires_at, detail)
+            SELECT r.id, 'reserve', r.state, r.request_hash, r.project, r.user_id, r.api_key, r.model, r.tags,
+                   r.product, r.pack_type, r.units_milli, r.usd_nano, r.reserved_at, r.expires_at, r.detail
+            FROM jsonb_to_recordset(p_items) AS r(id text, state text, request_hash text, project text,
+                                                  user_id text, api_key text, model text, tags text,
+                                                  product text, pack_type text, units_milli bigint,
+                                                  usd_nano bigint, reserved_at bigint, expires_at bigint,
+                                                  detail text)
+            ON CONFLICT (id) DO NOTHING;
+            GET DIAGNOSTICS inserted = ROW_COUNT;
+            IF inserted <> jsonb_array_length(p_items) THEN
+                RAISE SQLSTATE 'KB002';
+            END IF;
+            INSERT INTO entries (reservation_id, kind, units_milli, usd_nano, at)
+            SELECT r.id, 'reserve', r.units_milli, r.usd_nano, r.reserved_at
+            FROM jsonb_to_recordset(p_items) AS r(id text, units_milli bigint, usd_nano bigint, reserved_at bigint);
+            FOR w IN
+                SELECT * FROM jsonb_to_recordset(p_windows) AS x(budget_id bigint, window_start bigint,
+                                                              held_milli bigint, held_nano bigint,
+                                                              limit_milli bigint, limit_nano bigint,
+                                                              points_milli bigint[], points_nano bigint[])
+            LOOP
+                UPDATE budget_windows AS bw
+                SET held_milli = bw.held_milli + w.held_milli, held_nano = bw.held_nano + w.held_nano
+                WHERE bw.budget_id = w.budget_id AND bw.window_start = w.window_start
+                  AND (w.limit_milli IS NULL OR bw.committed_milli + bw.held_milli + w.held_milli <= w.limit_milli)
+                  AND (w.limit_nano IS NULL OR bw.committed_nano + bw.held_nano + w.held_nano <= w.limit_nano)
+                RETURNING bw.committed_milli + bw.held_milli, bw.committed_nano + bw.held_nano
+                INTO after_milli, after_nano;
+                IF NOT FOUND THEN
+                    RAISE SQLSTATE 'KB003';
+                END IF;
+                IF EXISTS (SELECT 1 FROM unnest(w.points_milli) AS p(v)
+                           WHERE after_milli - w.held_milli < p.v AND p.v <= after_milli)
+                   OR EXISTS (SELECT 1 FROM unnest(w.points_nano) AS p(v)
+                              WHERE after_nano - w.held_nano < p.v AND p.v <= after_nano) THEN
+                    RAISE SQLSTATE 'KB004';
+                END IF;
+            END LOOP;
+        EXCEPTION
+            WHEN SQLSTATE 'KB002' THEN RETURN 2;
+            WHEN SQLSTATE 'KB003' THEN RETURN 3;
+            WHEN SQLSTATE 'KB004' THEN RETURN 4;
+        END;
+        RETURN 0;
+    END $$""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial ledger", _M1_COMMON, {"sqlite": _M1_SQLITE, "postgresql": _M1_POSTGRESQL}),
     Migration(2, "alert delivery leases and sinks", _M2_COMMON, {}),
     Migration(3, "gateway virtual keys and task ownership", _M3_COMMON, {}),
     Migration(4, "alert sink secrets encrypted with the master key", (), {}, _seal_alert_sink_secrets),
     Migration(5, "gateway source videos and forwarded callbacks", _M5_COMMON, {}),
+    Migration(6, "reservations in one round trip (PostgreSQL)", (), {"postgresql": _M6_POSTGRESQL}),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

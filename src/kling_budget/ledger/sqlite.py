@@ -1,16 +1,28 @@
-"""SQLite ledger backend: one file on this host, WAL, ``synchronous=FULL``, ``BEGIN IMMEDIATE``.
+"""SQLite ledger backend: one file on this host, WAL, durable commits, ``BEGIN IMMEDIATE``.
 
-WAL lets readers run beside the single writer; ``synchronous=FULL`` syncs the WAL on every commit so an
-acknowledged reservation survives a power loss, not only a process crash; ``BEGIN IMMEDIATE`` takes the
-write lock up front so a writer waits for the busy timeout instead of failing on lock upgrade. SQLite
+WAL lets readers run beside the single writer; every write is synced to disk before it is acknowledged,
+so an acknowledged reservation survives a power loss, not only a process crash; ``BEGIN IMMEDIATE`` takes
+the write lock up front so a writer waits for the busy timeout instead of failing on lock upgrade. SQLite
 only works for processes on one host: use PostgreSQL to share a ledger between machines.
+
+Durability (the default, ``synchronous=FULL``) is obtained as SQLite's ``FULL`` would, with one
+difference in *where* the sync happens: the connection runs ``synchronous=NORMAL`` (COMMIT appends the
+transaction to the WAL without waiting for the disk) and the backend then calls ``fdatasync`` on the WAL
+itself, after releasing the write lock and before answering. The WAL is sequential, so a sync that
+starts after a COMMIT returned covers that transaction and every earlier one: other writers (threads or
+processes) commit while this one waits for the disk, and one flush often covers several of them. A
+transaction is acknowledged only after a sync that covers it has returned. Concurrent write transactions
+of one process are also group-committed (:mod:`kling_budget.ledger.group_commit`): one transaction,
+one COMMIT and one sync for the batch, each caller in its own ``SAVEPOINT``. A caller alone sees no
+difference. One consequence: another connection may *read* a write a moment before it is durable; only
+the writer's acknowledgement is the licence to act on it (as with every backend, the ledger never acts
+on a read).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -20,6 +32,7 @@ from typing import Any
 
 from kling_budget.errors import ConfigurationError, LedgerUnavailableError
 from kling_budget.ledger.backend import Connection, Row, T
+from kling_budget.ledger.group_commit import Call, GroupCommit
 from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS, apply_migration
 from kling_budget.ledger.urls import sqlite_url
 from kling_budget.private_files import (
@@ -33,18 +46,9 @@ from kling_budget.private_files import (
 __all__ = ["SQLiteBackend"]
 
 DEFAULT_BUSY_TIMEOUT_SECONDS = 10.0
-
-
-class _Queued:
-    """One write waiting for the group-commit writer."""
-
-    __slots__ = ("done", "error", "fn", "result")
-
-    def __init__(self, fn: Callable[[Connection], Any]) -> None:
-        self.fn = fn
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.done = threading.Event()
+DEFAULT_MAX_BATCH = 64
+PAGE_SIZE = 2048
+CACHE_KIB = 32 * 1024  # page cache per connection: the hot index pages of a large ledger stay in memory
 
 
 class _SQLiteConnection:
@@ -65,12 +69,15 @@ class _SQLiteConnection:
 
 
 class SQLiteBackend:
-    """A ledger in one SQLite file. Thread-safe: one connection per backend, guarded by a lock.
+    """A ledger in one SQLite file. Thread-safe: one connection per backend, guarded by a lock; concurrent
+    write transactions are group-committed.
 
     Args:
         path: the database file (created with its directory if missing).
         busy_timeout: seconds a writer waits for the lock before the ledger is reported unavailable.
-        synchronous: ``FULL`` (default, durable across power loss) or ``NORMAL`` (benchmarks only).
+        synchronous: ``FULL`` (default, durable across power loss: the backend syncs the WAL before it
+            answers), ``EXTRA`` (SQLite syncs inside COMMIT, as SQLite's own ``EXTRA``) or ``NORMAL``
+            (no sync: benchmarks only).
     """
 
     dialect = "sqlite"
@@ -97,11 +104,17 @@ class SQLiteBackend:
         self._busy_timeout = busy_timeout
         try:
             raw.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            # New files only (no effect once a table exists): every commit appends each page it changed
+            # to the WAL, about ten per reserve or commit, so smaller pages mean less to write and sync.
+            raw.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+            raw.execute(f"PRAGMA cache_size = {-CACHE_KIB}")
             with private_umask():
                 mode = raw.execute("PRAGMA journal_mode = WAL").fetchone()
             if mode is None or str(mode[0]).lower() != "wal":
                 raise LedgerUnavailableError(f"cannot enable WAL on {self.path} (is it on a network filesystem?)")
-            raw.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            # FULL: the backend syncs the WAL itself after each commit, outside the write lock (see above).
+            self._own_sync = synchronous.upper() == "FULL"
+            raw.execute(f"PRAGMA synchronous = {'NORMAL' if self._own_sync else synchronous.upper()}")
             tighten_files(with_side_files(self.path, SQLITE_SIDE_FILES))  # a ledger from before they were 0600
             raw.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as exc:
@@ -109,64 +122,75 @@ class SQLiteBackend:
             raise LedgerUnavailableError(f"{self.path} is not a usable ledger database: {exc}") from None
         self._conn = _SQLiteConnection(raw)
         self._identity = _identity(self.path)
-        self._queue: queue.SimpleQueue[_Queued | None] | None = None
-        self._writer: threading.Thread | None = None
-        self._max_batch = 1
+        # Commits and syncs so far (under self._lock / self._sync_lock): a sync that starts after commit n
+        # returned covers every commit up to n (the WAL is written in order).
+        self._commits = 0
+        self._synced = 0
+        self._sync_lock = threading.Lock()
+        self._wal_fd: int | None = None
+        self._db_sync_fd: int | None = None
+        self._broken: str | None = None
+        self._group: GroupCommit[Callable[[Connection], Any]] = GroupCommit(
+            self._commit_batch, self._sync_through, max_batch=DEFAULT_MAX_BATCH
+        )
         if migrate:
             self.upgrade()
 
-    def enable_group_commit(self, max_batch: int = 64) -> None:
-        """Commit concurrent write transactions together: one fsync for many (a server's throughput).
+    def enable_group_commit(self, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        """Set the largest group-commit batch (group commit is always on; 1 turns batching off)."""
+        self._group.max_batch = max_batch
 
-        Each ``run(fn)`` still behaves as its own transaction: a writer thread runs the queued ``fn`` one after
-        another inside one ``BEGIN IMMEDIATE`` transaction, each in its own ``SAVEPOINT`` (so one that raises
-        is rolled back alone), then COMMITs once with ``synchronous`` as configured; every caller gets its
-        result only after that COMMIT, so an answer is never given for a write that is not durable. Callers
-        that are alone see no difference; under concurrency the fsync cost is shared by the batch.
-        """
-        with self._lock:
-            if self._queue is not None:
-                return
-            self._queue = queue.SimpleQueue()
-            self._max_batch = max_batch
-            self._writer = threading.Thread(target=self._write_batches, name="kling-budget-sqlite-writer", daemon=True)
-            self._writer.start()
+    @property
+    def group(self) -> GroupCommit[Callable[[Connection], Any]]:
+        """The group-commit state (batch counts, for benchmarks and tests)."""
+        return self._group
 
     def run(self, fn: Callable[[Connection], T], *, write: bool = True) -> T:
-        """Run ``fn`` in one transaction; write transactions take the write lock first (``BEGIN IMMEDIATE``)."""
-        if write and self._queue is not None and threading.current_thread() is not self._writer:
-            item = _Queued(fn)
-            self._queue.put(item)
-            item.done.wait()
-            if item.error is not None:
-                raise item.error
-            return item.result  # type: ignore[no-any-return]
+        """Run ``fn`` in one transaction; write transactions take the write lock first (``BEGIN IMMEDIATE``)
+        and return only once they are durable."""
+        if write and not self._group.leading():
+            result: T = self._group.submit(fn)
+            return result
+        with self._lock:
+            return self._transaction(write, lambda: fn(self._conn))
+
+    def _transaction(self, write: bool, body: Callable[[], T]) -> T:
+        """``body()`` between BEGIN and COMMIT, rolled back if it raises; holds ``self._lock``."""
+        self._begin(write)
+        raw = self._conn.raw
+        try:
+            result = body()
+            raw.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            _rollback(raw)
+            raise self._unavailable(exc) from None
+        except BaseException:
+            _rollback(raw)
+            raise
+        return result
+
+    def _begin(self, write: bool) -> None:
+        """``BEGIN IMMEDIATE`` (write) or ``BEGIN``, waiting up to the busy timeout; holds ``self._lock``."""
+        if self._broken is not None:
+            raise LedgerUnavailableError(self._broken)
         raw = self._conn.raw
         deadline = time.monotonic() + self._busy_timeout
-        with self._lock:
-            self._check_file()
-            while True:
-                try:
-                    raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                    break
-                except sqlite3.OperationalError as exc:
-                    # The busy handler already waited; a second try covers a checkpoint racing the lock.
-                    if not _is_busy(exc) or time.monotonic() >= deadline:
-                        raise LedgerUnavailableError(
-                            f"ledger {self.path} is locked by another writer (waited {self._busy_timeout:g} s)"
-                        ) from None
+        self._check_file()
+        while True:
             try:
-                result = fn(self._conn)
-                raw.execute("COMMIT")
-                return result
+                raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                return
             except sqlite3.OperationalError as exc:
-                _rollback(raw)
-                if _is_busy(exc):
-                    raise LedgerUnavailableError(f"ledger {self.path} is busy: {exc}") from None
-                raise LedgerUnavailableError(f"ledger {self.path} failed: {exc}") from None
-            except BaseException:
-                _rollback(raw)
-                raise
+                # The busy handler already waited; a second try covers a checkpoint racing the lock.
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise LedgerUnavailableError(
+                        f"ledger {self.path} is locked by another writer (waited {self._busy_timeout:g} s)"
+                    ) from None
+
+    def _unavailable(self, exc: sqlite3.OperationalError) -> LedgerUnavailableError:
+        if _is_busy(exc):
+            return LedgerUnavailableError(f"ledger {self.path} is busy: {exc}")
+        return LedgerUnavailableError(f"ledger {self.path} failed: {exc}")
 
     def _check_file(self) -> None:
         """Fail closed when the file was deleted or replaced under the open connection: SQLite would keep
@@ -220,53 +244,80 @@ class SQLiteBackend:
                 applied.append(migration.version)
         return applied
 
-    def _write_batches(self) -> None:
-        assert self._queue is not None
-        while True:
-            first = self._queue.get()
-            if first is None:
+    def _commit_batch(self, batch: Sequence[Call[Callable[[Connection], Any]]]) -> int:
+        """Run the calls of one batch in one transaction (each in its own savepoint when there are
+        several); return the commit number a sync must cover."""
+        raw = self._conn.raw
+
+        def body() -> None:
+            if len(batch) == 1:
+                batch[0].result = batch[0].payload(self._conn)
                 return
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                batch.append(item)
-            self._commit_batch(batch)
+            for call in batch:
+                self._run_in_savepoint(raw, call)
 
-    def _commit_batch(self, batch: list[_Queued]) -> None:
-        def all_of(conn: Connection) -> None:
-            for position, item in enumerate(batch):
-                conn.execute(f"SAVEPOINT kb_{position}")
-                try:
-                    item.result = item.fn(conn)
-                except sqlite3.OperationalError as exc:
-                    # The connection itself failed (I/O error, lock): the whole batch is lost.
-                    raise exc
-                except BaseException as exc:
-                    conn.execute(f"ROLLBACK TO kb_{position}")
-                    item.error = exc
-                conn.execute(f"RELEASE kb_{position}")
+        with self._lock:
+            self._transaction(True, body)
+            self._commits += 1
+            return self._commits
 
+    def _run_in_savepoint(self, raw: sqlite3.Connection, call: Call[Callable[[Connection], Any]]) -> None:
+        raw.execute("SAVEPOINT kb_call")
         try:
-            self.run(all_of)
-        except BaseException as exc:
-            for item in batch:
-                item.result, item.error = None, exc
-        for item in batch:
-            item.done.set()
+            call.result = call.payload(self._conn)
+        except Exception as exc:
+            if not raw.in_transaction:
+                raise  # SQLite rolled the whole transaction back (I/O error, full disk): the batch fails
+            raw.execute("ROLLBACK TO kb_call")
+            call.fail(self._unavailable(exc) if isinstance(exc, sqlite3.OperationalError) else exc)
+        raw.execute("RELEASE kb_call")
+
+    def _sync_through(self, commit: int) -> None:
+        """Return once commit number ``commit`` is on disk (``fdatasync`` of the WAL, shared by every
+        commit made before it started)."""
+        if not self._own_sync:
+            return
+        with self._sync_lock:
+            if self._synced >= commit:
+                return  # a sync that started after this commit has already returned
+            target = self._commits
+            try:
+                os.fdatasync(self._wal())
+            except OSError as exc:
+                # After a failed sync the kernel may drop the dirty pages and report success next time:
+                # nothing written since can be trusted, so this backend stops writing (fail closed).
+                self._broken = f"ledger {self.path}: syncing the WAL failed ({exc}); reopen the ledger"
+                raise LedgerUnavailableError(self._broken) from None
+            self._synced = target
+
+    def _wal(self) -> int:
+        """A descriptor of the WAL file (kept open; reopened if the file was replaced)."""
+        fd = self._wal_fd
+        if fd is not None and os.fstat(fd).st_nlink > 0:
+            return fd
+        if fd is not None:
+            os.close(fd)
+            self._wal_fd = None
+        try:
+            self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            # No WAL: its last connection checkpointed every commit into the database file and removed it.
+            return self._db_fd()
+        return self._wal_fd
+
+    def _db_fd(self) -> int:
+        if self._db_sync_fd is None:
+            self._db_sync_fd = os.open(self.path, os.O_RDONLY)
+        return self._db_sync_fd
 
     def close(self) -> None:
-        """Close the connection (after the group-commit writer, if any, has finished its queue)."""
-        if self._queue is not None and self._writer is not None:
-            self._queue.put(None)
-            self._writer.join(timeout=30)
+        """Close the connection."""
         with self._lock:
             self._conn.raw.close()
+            for fd in (self._wal_fd, self._db_sync_fd):
+                if fd is not None:
+                    os.close(fd)
+            self._wal_fd = self._db_sync_fd = None
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({str(self.path)!r})"
