@@ -128,7 +128,7 @@ def test_official_sample_jwt_and_api_key_both_work_on_the_2026_routes(gw):
     """A tenant may sign JWTs like Kling's sample or send its API key; the gateway forwards with its API key."""
     issued = _key(gw)
     token = kling_sample_token(issued.key.access_key, issued.secret_key)
-    for authorization in (f"Bearer {token}", f"Bearer {issued.api_key}"):
+    for authorization in (f"Bearer {token}", f"bearer {issued.api_key}"):
         with gw.client(authorization) as client:
             created = client.post(T2V, json=PROMPT_BODY)
             assert created.status_code == 200, created.text
@@ -290,14 +290,15 @@ def _cursor(state: dict[str, Any]) -> str:
 
 
 def test_denial_1190_on_a_2026_create_sends_nothing(gw, kling):
-    """A hard budget without room: 429/1190 in Kling's envelope, nothing forwarded, nothing left held."""
+    """A hard budget without room: 429/1190 in Kling's envelope with Retry-After, nothing forwarded or held."""
     gw.state.tracker.set_budget("tight", project_id="p1", period="daily", limit_units=4)
     issued = _key(gw)
     with gw.client(_bearer(issued)) as client:
         assert client.post(T2V, json=PROMPT_BODY).status_code == 200
         before = len(kling.sim.tasks())
         denied = client.post(T2V, json=PROMPT_BODY)
-    assert denied.status_code == 429 and denied.json()["code"] == DENIAL_CODE and denied.json()["data"] is None
+    assert denied.status_code == 429 and denied.json()["code"] == DENIAL_CODE
+    assert denied.json()["data"]["budget"] == "tight" and int(denied.headers["retry-after"]) > 0
     assert "tight" in denied.json()["message"] and "price 3 units" in denied.json()["message"]
     assert len(kling.sim.tasks()) == before
     assert len(gw.state.ledger.list_reservations(states=["held", "submitted", "committed"])) == 1
@@ -519,3 +520,17 @@ def test_client_ids_are_shown_in_each_designs_own_place():
     assert show_client_ids(legacy, None)["task_info"] == {}
     synchronous = {"session_id": "s", "face_data": []}
     assert show_client_ids(synchronous, None) == synchronous
+
+
+def test_2026_routes_sit_before_the_fallback_route(gw):
+    """A trailing slash is served as without; another method on a 2026 path is the fallback's 401, then 404/1202."""
+    issued = _key(gw)
+    with gw.client(_bearer(issued)) as client:
+        created = client.post(T2V + "/", json=PROMPT_BODY)
+        queried = client.get("/tasks/", params={"task_ids": created.json()["data"]["id"]})
+        wrong_method = client.get(T2V)
+    anonymous = httpx.get(gw.url(T2V))
+    assert created.status_code == 200 and queried.json()["data"][0]["id"] == created.json()["data"]["id"]
+    assert wrong_method.status_code == 404 and wrong_method.json()["code"] == 1202
+    assert "/text-to-video/<model>" in wrong_method.json()["message"]
+    assert anonymous.status_code == 401 and anonymous.json()["code"] == 1001

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -96,7 +98,8 @@ def test_failed_task_releases_the_hold(gw):
 
 
 def test_denial_is_a_kling_envelope_with_code_1190_and_the_full_story(gw):
-    """Over budget: HTTP 429, code 1190, message naming budget, window, limit, committed, held, price, reset."""
+    """Over budget: HTTP 429, code 1190, message and data naming budget, window, limit, committed, held, price,
+    reset; Retry-After is the seconds until the daily window resets."""
     gw.state.tracker.set_budget("team-daily", project_id="p1", period="daily", limit_units=2)
     issued = _key(gw)
     with gw.client(_bearer(issued)) as client:
@@ -104,7 +107,13 @@ def test_denial_is_a_kling_envelope_with_code_1190_and_the_full_story(gw):
         denied = client.post(T2V, json=BODY)
     assert denied.status_code == 429
     body = denied.json()
-    assert body["code"] == DENIAL_CODE == 1190 and body["data"] is None and body["request_id"]
+    assert body["code"] == DENIAL_CODE == 1190 and body["request_id"]
+    denial = body["data"]["denial"]
+    assert denial["budget"] == "team-daily" and denial["limit"] == "2" and denial["held"] == "1.5"
+    reset = datetime.fromisoformat(denial["reset_at"])
+    expected = math.ceil((reset - datetime.now(UTC)).total_seconds())
+    retry_after = int(denied.headers["Retry-After"])
+    assert body["data"]["retry_after"] == retry_after and expected - 5 <= retry_after <= expected + 1
     message = body["message"]
     for part in (
         "team-daily",

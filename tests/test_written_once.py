@@ -167,12 +167,15 @@ def test_every_builder_has_a_call_here() -> None:
 
 
 class Recorder:
-    """Answers every create with a new task and keeps each request body."""
+    """Answers every create with a new task and keeps each request body (the enforced clients' one gateway
+    probe, ``HEAD /``, gets Kling's plain 404)."""
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "HEAD":
+            return httpx.Response(404)
         body = json.loads(request.content)
         body.pop("external_task_id", None)  # generated per create: /v1 keeps it at the top,
         body.get("options", {}).pop("external_task_id", None)  # the 2026 design under options

@@ -12,6 +12,8 @@ Every error the library raises on purpose derives from :class:`KlingBudgetError`
     │   └── ConfigurationError                   bad budget, pack, URL or option
     ├── KeyDecryptionError                       a stored secret does not decrypt with this master key
     ├── BudgetExceededError                      a hard budget denied the request; CLI exit code 1
+    │   └── GatewayBudgetExceededError           code 1190: a kling-budget gateway's budget denied it (also a
+    │                                            KlingAPIError)
     ├── LedgerError                              the ledger refused or could not do an operation
     │   ├── LedgerUnavailableError               cannot reach or lock the ledger: fail closed
     │   ├── IdempotencyConflictError             same key, different request
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BudgetExceededError",
     "ConfigurationError",
+    "GatewayBudgetExceededError",
     "IdempotencyConflictError",
     "InvalidInputError",
     "KeyDecryptionError",
@@ -165,6 +168,36 @@ class KlingAPIError(KlingBudgetError):
         self.http_status = http_status
         self.request_id = request_id
         self.kling_message = kling_message
+
+
+class GatewayBudgetExceededError(BudgetExceededError, KlingAPIError):
+    """A kling-budget gateway refused the create: one of its hard budgets has no room (code 1190, HTTP 429).
+    Nothing was sent to Kling and nothing is held.
+
+    Attributes:
+        denial: the budget, window, limit, committed, held, price and reset time, as the gateway reported
+            them (``None`` if its answer did not carry them).
+        retry_after: seconds until the denying budget's window resets, ``None`` for a ``total`` budget (it
+            never resets) or when not given; holds released earlier may make room sooner.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        denial: Denial | None = None,
+        retry_after: int | None = None,
+        code: int | None = None,
+        http_status: int | None = None,
+        request_id: str | None = None,
+        kling_message: str = "",
+    ) -> None:
+        KlingAPIError.__init__(
+            self, message, code=code, http_status=http_status, request_id=request_id, kling_message=kling_message
+        )
+        self.denial = denial
+        self.alerts = ()
+        self.retry_after = retry_after
 
 
 class KlingAuthError(KlingAPIError):

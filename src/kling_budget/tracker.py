@@ -43,6 +43,7 @@ from kling_budget.ledger import (
 )
 from kling_budget.money import Number, milli_to_units, nano_to_usd, units_to_milli, usd_to_nano
 from kling_budget.pricing import PriceTable
+from kling_budget.pricing.overlay import OVERLAY_ENV
 from kling_budget.types import Attribution, Denial, PackType, Quote
 from kling_budget.windows import Period, report_range, window_at
 
@@ -182,6 +183,28 @@ class Reservation:
         return f"Reservation(id={self.id!r}, units={self.units}, usd={self.usd}, state={self.state.value!r})"
 
 
+def _price_detail(quote: Quote) -> dict[str, Any]:
+    """What a reservation records about how it was priced."""
+    detail: dict[str, Any] = {"params": dict(quote.params), "price_version": quote.price_version}
+    if quote.price_overlay:
+        detail["price_overlay"] = quote.price_overlay
+    return detail
+
+
+def _price_table(
+    prices: PriceTable | str | os.PathLike[str] | None, overlay: str | os.PathLike[str] | None
+) -> PriceTable:
+    """The table a tracker prices with: ``prices`` (or the environment's), with the overlay on top."""
+    if isinstance(prices, PriceTable):
+        table = prices
+    else:
+        path = prices if prices is not None else os.environ.get(PRICES_ENV)
+        table = PriceTable.load(path) if path else PriceTable.default()
+        if overlay is None:
+            overlay = os.environ.get(OVERLAY_ENV) or None
+    return table if overlay is None else table.with_overlay(overlay)
+
+
 class CostTracker:
     """Prices, budgets and a spend ledger behind one object.
 
@@ -190,6 +213,9 @@ class CostTracker:
             or a SQLite file in the user data directory.
         prices: a :class:`PriceTable` or a path to your own price file; default ``$KLING_BUDGET_PRICES``
             or the packaged table.
+        prices_overlay: a price overlay file that adds or overrides models on top of ``prices`` (see
+            :mod:`kling_budget.pricing.overlay`); default ``$KLING_BUDGET_PRICES_OVERLAY`` unless ``prices``
+            is a ready :class:`PriceTable`.
         clock: returns "now" (inject a fixed clock in tests).
         alert_sinks: where alerts go as they happen (default: the ``kling_budget.alerts`` logger), besides
             the sinks configured in the ledger (``kling-budget alerts add``). An alert no sink wants goes
@@ -207,15 +233,12 @@ class CostTracker:
         db: str | os.PathLike[str] | None = None,
         *,
         prices: PriceTable | str | os.PathLike[str] | None = None,
+        prices_overlay: str | os.PathLike[str] | None = None,
         clock: Callable[[], datetime] | None = None,
         alert_sinks: Sequence[AlertSink] | None = None,
         deliver_pending_alerts: bool = True,
     ) -> None:
-        if isinstance(prices, PriceTable):
-            self.prices = prices
-        else:
-            path = prices if prices is not None else os.environ.get(PRICES_ENV)
-            self.prices = PriceTable.load(path) if path else PriceTable.default()
+        self.prices = _price_table(prices, prices_overlay)
         list_prices = {pt: usd_to_nano(self.prices.list_usd_per_unit(pt)) for pt in PackType}
         self._clock = clock or (lambda: datetime.now(UTC))
         self.ledger = Ledger(open_backend(db), list_prices=list_prices, clock=self._clock)
@@ -586,7 +609,7 @@ class CostTracker:
                 pack_type=quote.pack_type,
                 attribution=attribution,
                 product=quote.product,
-                detail={"params": dict(quote.params), "price_version": quote.price_version, **(detail or {})},
+                detail={**_price_detail(quote), **(detail or {})},
                 ttl=ttl,
                 submitted=submitted,
                 also=also,
@@ -657,7 +680,7 @@ class CostTracker:
                 tags=tuple(tags),
             ),
             product=quote.product,
-            detail={"params": dict(quote.params), "price_version": quote.price_version},
+            detail=_price_detail(quote),
         )
         return self._dispatched(info)
 

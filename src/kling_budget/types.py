@@ -8,7 +8,16 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from kling_budget.money import format_units, format_usd, milli_to_units, nano_to_usd, units_text, usd_text
+from kling_budget.money import (
+    format_units,
+    format_usd,
+    milli_to_units,
+    nano_to_usd,
+    units_text,
+    units_to_milli,
+    usd_text,
+    usd_to_nano,
+)
 
 __all__ = [
     "AlertEvent",
@@ -51,6 +60,8 @@ class Quote:
         params: the normalised request (mode, duration, resolution, sound, n ...), JSON-serialisable.
         price_version: version of the price table that produced this quote.
         source: where the price comes from (documentation page), and ``effective`` its date.
+        price_overlay: the price overlay that priced the request (``"<version> (<file>)"``), ``""`` when the
+            table itself did.
     """
 
     product: str
@@ -63,6 +74,7 @@ class Quote:
     price_version: str
     source: str = ""
     effective: str = ""
+    price_overlay: str = ""
 
     @property
     def units(self) -> Decimal:
@@ -147,6 +159,42 @@ class Denial:
             "price": amount(self.price),
             "reset_at": self.reset_at.isoformat() if self.reset_at else None,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Denial:
+        """The denial :meth:`to_dict` describes (e.g. from a gateway's 1190 answer).
+
+        Raises:
+            ValueError: a field is missing or malformed.
+        """
+        kind = str(data["limit_kind"])
+        if kind not in ("units", "usd"):
+            raise ValueError(f"limit_kind must be units or usd, got {kind!r}")
+        parse = units_to_milli if kind == "units" else usd_to_nano
+
+        def amount(key: str) -> int:
+            return parse(str(data[key]), key)
+
+        def when(key: str) -> datetime | None:
+            value = data.get(key)
+            return None if value is None else datetime.fromisoformat(str(value))
+
+        start = when("window_start")
+        if start is None:
+            raise ValueError("window_start is required")
+        return cls(
+            budget=str(data["budget"]),
+            scope=str(data["scope"]),
+            period=str(data["period"]),
+            window_start=start,
+            window_end=when("window_end"),
+            limit_kind=kind,
+            limit=amount("limit"),
+            committed=amount("committed"),
+            held=amount("held"),
+            price=amount("price"),
+            reset_at=when("reset_at"),
+        )
 
 
 class AlertKind(StrEnum):

@@ -43,9 +43,17 @@ __all__ = ["cli", "main"]
     type=click.Path(dir_okay=False),
     help="Your own price table (TOML) instead of the packaged one [env KLING_BUDGET_PRICES].",
 )
+@click.option(
+    "--prices-overlay",
+    envvar="KLING_BUDGET_PRICES_OVERLAY",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="A price overlay (TOML, same format) that adds or overrides models on top of the price table, e.g. "
+    "a model Kling has not priced yet [env KLING_BUDGET_PRICES_OVERLAY].",
+)
 @click.version_option(package_name="kling-budget")
 @click.pass_context
-def cli(ctx: click.Context, db: str | None, prices: str | None) -> None:
+def cli(ctx: click.Context, db: str | None, prices: str | None, prices_overlay: str | None) -> None:
     """Exact prices, a crash-safe spend ledger and enforced budgets for the Kling AI API.
 
     \b
@@ -56,7 +64,7 @@ def cli(ctx: click.Context, db: str | None, prices: str | None) -> None:
     """
     if ctx.get_parameter_source("db") is click.core.ParameterSource.COMMANDLINE:
         refuse_url_password(db, "--db")
-    app = AppContext(db=db, prices=prices)
+    app = AppContext(db=db, prices=prices, prices_overlay=prices_overlay)
     ctx.obj = app
     ctx.call_on_close(app.close)
     _configure_logging(ctx)

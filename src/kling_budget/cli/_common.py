@@ -26,10 +26,11 @@ EXIT_BAD_INPUT = 2
 
 @dataclass
 class AppContext:
-    """What every command needs: where the ledger is, which price file, and a lazily opened tracker."""
+    """What every command needs: where the ledger is, which price file and overlay, and a lazily opened tracker."""
 
     db: str | None
     prices: str | None
+    prices_overlay: str | None = None
     _tracker: Any = field(default=None, repr=False)
 
     def tracker(self, *, deliver_pending_alerts: bool = True) -> Any:
@@ -38,7 +39,12 @@ class AppContext:
         if self._tracker is None:
             from kling_budget.tracker import CostTracker
 
-            self._tracker = CostTracker(self.db, prices=self.prices, deliver_pending_alerts=deliver_pending_alerts)
+            self._tracker = CostTracker(
+                self.db,
+                prices=self.prices,
+                prices_overlay=self.prices_overlay,
+                deliver_pending_alerts=deliver_pending_alerts,
+            )
         return self._tracker
 
     def close(self) -> None:

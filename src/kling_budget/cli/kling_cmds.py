@@ -163,10 +163,12 @@ def _run_job(
     poll_interval: float,
 ) -> None:
     from kling_budget.enforced._core import keeps_hold
-    from kling_budget.errors import KlingAPIError, KlingWaitTimeoutError
+    from kling_budget.errors import BudgetExceededError, KlingAPIError, KlingWaitTimeoutError
 
     try:
         job = submit()
+    except BudgetExceededError:
+        raise  # a local or a gateway's denial: "denied: ...", exit 1
     except KlingAPIError as exc:
         if keeps_hold(exc):
             raise click.ClickException(
@@ -177,7 +179,10 @@ def _run_job(
     if not as_json:
         quote = job.quote
         held = f"{quote.describe()}" if quote is not None else "job"
-        click.echo(f"reserved {held} [reservation {job.reservation_id}]")
+        if job.gateway_held:
+            click.echo(f"sent {held} through the kling-budget gateway, which holds its budget (no local hold)")
+        else:
+            click.echo(f"reserved {held} [reservation {job.reservation_id}]")
         click.echo(f"submitted Kling task {job.task_id}")
     if no_wait:
         if as_json:
@@ -216,7 +221,8 @@ def _job_dict(job: Job) -> dict[str, Any]:
         if quote is None
         else {"model": quote.model, "product": quote.product, "units": str(quote.units), "usd": str(quote.usd)},
         "settlement": None if job.outcome is None else job.outcome.to_dict(),
-        "reservation": info.to_dict(),
+        "reservation": None if info is None else info.to_dict(),
+        "gateway_held": job.gateway_held,
     }
 
 
@@ -228,7 +234,11 @@ def _print_job(job: Job) -> None:
     for output in task.outputs:
         click.echo(f"  {output.url}")
     info = job.reservation
-    if info.state.value == "committed" and info.actual_milli is not None:
+    if info is None:
+        charged = task.charged_units_milli
+        shown = "" if charged is None else f"Kling charged {format_units(charged)} units; "
+        click.echo(f"{shown}the gateway settles its own hold")
+    elif info.state.value == "committed" and info.actual_milli is not None:
         over = f", {format_units(info.overage_milli)} above the hold" if info.overage_milli else ""
         click.echo(f"charged {format_units(info.actual_milli)} units ({format_usd(info.actual_nano or 0)}){over}")
     elif info.state.value == "released":

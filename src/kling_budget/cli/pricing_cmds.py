@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from kling_budget.cli._common import AppContext, json_option, pass_app, print_json, print_table
+from kling_budget.errors import UnknownModelError
 from kling_budget.money import format_units, format_usd
+from kling_budget.pricing.overlay import OVERLAY_HINT
 from kling_budget.types import Quote
 
 
@@ -36,6 +40,13 @@ def quote_options(fn: click.decorators.FC) -> click.decorators.FC:
 def build_quote(app: AppContext, **params: object) -> Quote:
     """Price the request described by the shared quote options."""
     tracker = app.tracker()
+    try:
+        return _quote(tracker, params)
+    except UnknownModelError as exc:
+        raise UnknownModelError(f"{exc}; {OVERLAY_HINT}") from None
+
+
+def _quote(tracker: Any, params: dict[str, object]) -> Quote:
     return tracker.quote(  # type: ignore[no-any-return]
         str(params["model"]),
         product=str(params["product"]),
@@ -51,7 +62,7 @@ def build_quote(app: AppContext, **params: object) -> Quote:
 
 
 def quote_dict(quote: Quote) -> dict[str, object]:
-    """A quote as JSON-ready data."""
+    """A quote as JSON-ready data; ``price_overlay`` is the overlay that priced it, or ``None``."""
     return {
         "model": quote.model,
         "product": quote.product,
@@ -61,6 +72,7 @@ def quote_dict(quote: Quote) -> dict[str, object]:
         "params": dict(quote.params),
         "breakdown": [{"label": line.label, "units": format_units(line.units_milli)} for line in quote.breakdown],
         "price_version": quote.price_version,
+        "price_overlay": quote.price_overlay or None,
         "source": quote.source,
         "effective": quote.effective,
     }
@@ -83,25 +95,36 @@ def price(app: AppContext, /, list_models: bool, as_json: bool, **params: object
         table = app.tracker().prices
         listing = {product: table.models(product) for product in table.products()}
         if as_json:
-            print_json({"price_version": table.version, "products": listing})
+            print_json({"price_version": table.version, "price_overlay": table.overlay, "products": listing})
         else:
             print_table(
-                f"Price table {table.version}",
+                f"Price table {table.version}" + (f" + overlay {table.overlay}" if table.overlay else ""),
                 ["product", "models"],
                 [[product, ", ".join(models)] for product, models in listing.items()],
             )
         return
     quote = build_quote(app, **params)
     if as_json:
-        print_json(quote_dict(quote))
+        print_json({**quote_dict(quote), "price_table": _table_dict(app)})
         return
     rows = [[line.label, format_units(line.units_milli)] for line in quote.breakdown]
     rows.append(["total", f"{format_units(quote.units_milli)} {quote.pack_type.value} units"])
     print_table(f"{quote.model} {quote.product}", ["item", "units"], rows)
     click.echo(
         f"{format_units(quote.units_milli)} units = {format_usd(quote.list_usd_nano)} at the list price "
-        f"(price table {quote.price_version})"
+        f"({priced_by(quote, app.tracker().prices.path)})"
     )
+
+
+def priced_by(quote: Quote, table_path: str) -> str:
+    """Which table and which overlay priced ``quote``, for people."""
+    table = f"price table {quote.price_version}" + ("" if table_path == "<packaged>" else f" from {table_path}")
+    return table + (f", overlay {quote.price_overlay}" if quote.price_overlay else "")
+
+
+def _table_dict(app: AppContext) -> dict[str, object]:
+    table = app.tracker().prices
+    return {"version": table.version, "path": table.path, "overlay": table.overlay}
 
 
 COMMANDS = [price]

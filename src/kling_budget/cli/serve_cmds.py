@@ -71,9 +71,28 @@ def _bind(host: str, port: int) -> Any:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def _url(host: str, port: int) -> str:
+def _url(host: str, port: int, *, tls: bool = False) -> str:
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
+
+
+def _tls(certfile: str | None, keyfile: str | None) -> bool:
+    """Whether to serve HTTPS, after checking that the certificate and key load (one-line errors otherwise)."""
+    if certfile is None and keyfile is None:
+        return False
+    if certfile is None or keyfile is None:
+        raise click.UsageError("give both --ssl-certfile and --ssl-keyfile, or neither")
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise click.UsageError(
+            f"cannot use --ssl-certfile {certfile} with --ssl-keyfile {keyfile}: {reason} "
+            "(expected a PEM certificate chain and its unencrypted PEM private key)"
+        ) from None
+    return True
 
 
 @click.command()
@@ -91,6 +110,18 @@ def _url(host: str, port: int) -> str:
     help="This gateway's public URL; Kling then calls back <URL>/callbacks/kling/... [env KLING_BUDGET_PUBLIC_URL].",
 )
 @click.option("--demo", is_flag=True, help="SQLite, the built-in simulator as upstream, a seeded key and budgets.")
+@click.option(
+    "--ssl-certfile",
+    metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Serve HTTPS with this PEM certificate (chain); needs --ssl-keyfile.",
+)
+@click.option(
+    "--ssl-keyfile",
+    metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The PEM private key of --ssl-certfile (unencrypted).",
+)
 @click.option(
     "--init",
     "create_ledger",
@@ -144,6 +175,8 @@ def serve(
     upstream: str | None,
     public_url: str | None,
     demo: bool,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
     create_ledger: bool,
     allow_callback_hosts: tuple[str, ...],
     public_metrics: bool,
@@ -165,17 +198,19 @@ def serve(
       kling-budget serve --demo
       KLING_ACCESS_KEY=... KLING_SECRET_KEY=... kling-budget --db postgresql://kb@db/kb serve --init \\
           --host 0.0.0.0 --public-url https://kling-gw.example.com
+      kling-budget serve --ssl-certfile gw.pem --ssl-keyfile gw-key.pem --public-url https://gw.example.com:8787
     """
     import uvicorn
 
     from kling_budget.server import GatewayConfig, GatewayState, create_app
     from kling_budget.server.limits import ServerLimits, guarded_protocol
 
+    tls = _tls(ssl_certfile, ssl_keyfile)
     _configure_logging(log_level)
     limits = ServerLimits(max_connections=max_connections, header_timeout=header_timeout)
     sock = _bind(host, port)
     listen_port = sock.getsockname()[1]
-    base_url = _url(host, listen_port)
+    base_url = _url(host, listen_port, tls=tls)
     options: dict[str, Any] = {
         "allow_callback_hosts": allow_callback_hosts,
         "listen_port": listen_port,
@@ -189,7 +224,12 @@ def serve(
             config, state = _demo(stack, app, base_url, public_url, options)
         else:
             config = GatewayConfig.from_env(
-                upstream_url=upstream, db=app.db, prices=app.prices, public_url=public_url, **options
+                upstream_url=upstream,
+                db=app.db,
+                prices=app.prices,
+                prices_overlay=app.prices_overlay,
+                public_url=public_url,
+                **options,
             )
             _require_ledger(app.db, create_ledger)
             state = GatewayState(config)
@@ -214,6 +254,8 @@ def serve(
                 timeout_graceful_shutdown=int(config.shutdown_grace),
                 timeout_keep_alive=int(limits.keep_alive_timeout),
                 backlog=2048,
+                ssl_certfile=ssl_certfile,
+                ssl_keyfile=ssl_keyfile,
             )
         )
         # uvicorn re-raises the stop signal after a graceful shutdown; a no-op SIGTERM handler makes that a
@@ -263,6 +305,7 @@ def _demo(
         upstream_api_key_auth=APIKeyAuth(sim.api_key) if sim.api_key else None,
         db=db,
         prices=app.prices,
+        prices_overlay=app.prices_overlay,
         home=home,
         public_url=public_url or base_url,
         admin_token=admin,

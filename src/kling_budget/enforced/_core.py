@@ -161,8 +161,22 @@ class _Enforcer:
         if canonical == quote.model:
             body["model_name"] = canonical
 
-    def prepare(self, submission: Submission) -> _Prepared:
-        """Quote and reserve; raises ``BudgetExceededError`` before anything is sent."""
+    def unbooked(self, submission: Submission) -> tuple[dict[str, Any], Quote | None]:
+        """The body to send through a kling-budget gateway (which prices and holds the job itself) and the local
+        quote for information (``None`` when the local table cannot price it); nothing is reserved here."""
+        body = self._body(submission)
+        try:
+            quote: Quote | None = self.quote(submission, body)
+        except PricingError:
+            quote = None
+        if quote is not None:
+            self._priced_model(body, quote)
+        path = submission.path
+        external = create_option(path, body, "external_task_id") or uuid.uuid4().hex
+        return with_create_option(path, body, "external_task_id", external), quote
+
+    def _body(self, submission: Submission) -> dict[str, Any]:
+        """The body to send: checked, with the default ``callback_url``."""
         path, body = submission.path, submission.body
         if not isinstance(path, str) or not path.startswith("/"):
             raise InvalidInputError(f"create path must start with '/', got {path!r}")
@@ -174,6 +188,13 @@ class _Enforcer:
             raise InvalidInputError("external_task_id must be a non-empty string")
         if self.callback_url and not create_option(path, prepared, "callback_url"):
             prepared = with_create_option(path, prepared, "callback_url", self.callback_url)
+        return prepared
+
+    def prepare(self, submission: Submission) -> _Prepared:
+        """Quote and reserve; raises ``BudgetExceededError`` before anything is sent."""
+        path = submission.path
+        prepared = self._body(submission)
+        external = create_option(path, prepared, "external_task_id")
         quote = self.quote(submission, prepared)
         self._priced_model(prepared, quote)
         key = external or uuid.uuid4().hex
@@ -259,12 +280,21 @@ class _JobBase:
 
     _REPR_NAME: ClassVar[str]
 
-    def __init__(self, owner: _EnforcedMethods[Any], path: str, reservation_id: str, quote: Quote | None, task: Task):
+    def __init__(
+        self,
+        owner: _EnforcedMethods[Any],
+        path: str,
+        reservation_id: str,
+        quote: Quote | None,
+        task: Task,
+        gateway_held: bool = False,
+    ):
         self._owner = owner
         self.path = path
         self.reservation_id = reservation_id
         self.quote = quote
         self.task = task
+        self.gateway_held = gateway_held
         self.outcome: SettleOutcome | None = None
 
     @property
@@ -285,12 +315,16 @@ class _JobBase:
         return milli_to_units(self.outcome.charged_milli)
 
     @property
-    def reservation(self) -> ReservationInfo:
-        """The reservation as stored now (a blocking ledger read)."""
+    def reservation(self) -> ReservationInfo | None:
+        """The reservation as stored now (a blocking ledger read); ``None`` when the gateway holds the job."""
+        if self.gateway_held:
+            return None
         return self._owner.tracker.ledger.get_reservation(self.reservation_id)
 
     def _settle(self, task: Task) -> Flow[Task]:
         self.task = task
+        if self.gateway_held:  # the gateway settles its own hold from the same answers
+            return task
         settler = self._owner.settler
         outcome = yield Blocking(lambda: settler.settle(task, reservation_id=self.reservation_id), shield=True)
         if task.is_terminal:
@@ -414,6 +448,7 @@ class _EnforcedMethods(Generic[C]):
     client: C
     _owns_client: bool
     _enforcer: _Enforcer
+    _gateway: bool | None = None
 
     def _attach(self, client: C | None, client_options: Mapping[str, Any], new_client: Callable[..., C]) -> None:
         """Send with ``client``, else with a new one built from ``client_options`` (then owned and closed)."""
@@ -432,10 +467,30 @@ class _EnforcedMethods(Generic[C]):
         """The settler jobs are committed and released with."""
         return self._enforcer.settler
 
-    def _new_job(self, path: str, reservation_id: str, quote: Quote | None, task: Task) -> _JobBase:
+    def _new_job(
+        self, path: str, reservation_id: str, quote: Quote | None, task: Task, gateway_held: bool = False
+    ) -> _JobBase:
         raise NotImplementedError
 
+    def _gateway_holds_budget(self) -> Flow[bool]:
+        """Whether a kling-budget gateway at the base URL budgets the jobs: the ``gateway`` option, else asked
+        once (an unanswered probe counts as "no": holding locally too can only over-count, never overspend)."""
+        if self._gateway is not None:
+            return self._gateway
+        found = yield from self.client._detect_gateway_flow()
+        return bool(found)
+
+    def _submit_through_gateway(self, submission: Submission) -> Flow[_JobBase]:
+        """Send without a local hold: the gateway prices, reserves and settles the job (1190 if it denies)."""
+        enforcer = self._enforcer
+        body, quote = enforcer.unbooked(submission)
+        created = yield from self.client._create_flow(submission.path, body)
+        external = create_option(submission.path, body, "external_task_id")
+        return self._new_job(submission.path, external, quote, created.created_task, True)
+
     def _submit_flow(self, submission: Submission) -> Flow[_JobBase]:
+        if (yield from self._gateway_holds_budget()):
+            return (yield from self._submit_through_gateway(submission))
         enforcer = self._enforcer
         prepared: _Prepared = yield Blocking(lambda: enforcer.prepare(submission))
         if _resumable(prepared):

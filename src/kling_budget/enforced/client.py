@@ -48,6 +48,9 @@ class Job(_JobBase, SyncDriver):
         path: the create path (``/v1/videos/text2video`` ...).
         task: Kling's task as last seen.
         outcome: how the job was settled, once ``wait()`` or ``refresh()`` saw it finish.
+        gateway_held: the job went through a kling-budget gateway, which holds and settles its budget; nothing
+            of it is in the local ledger (``reservation_id`` is then the ``external_task_id`` sent, ``reservation``
+            and ``outcome`` stay ``None``).
     """
 
     _REPR_NAME = "Job"
@@ -105,9 +108,11 @@ class _Products(_EnforcedMethods[C]):
         tags: Iterable[str] = (),
         callback_url: str | None = None,
         reservation_ttl: timedelta | None = DEFAULT_RESERVATION_TTL,
+        gateway: bool | None = None,
         **client_options: Any,
     ) -> None:
         self._attach(client, client_options, self._client_class)
+        self._gateway = gateway
         self._enforcer = _Enforcer(
             tracker,
             project_id=project_id,
@@ -132,6 +137,11 @@ class BudgetEnforcedClient(_Products[KlingClient], SyncDriver):
             :class:`~kling_budget.enforced.CallbackHandler`).
         reservation_ttl: a hold never marked submitted (the process died before sending) is released after
             this long by ``kling-budget reconcile``; ``None`` keeps it until released by hand.
+        gateway: whether the base URL is a kling-budget gateway that budgets the jobs itself. ``None`` (the
+            default) asks once, before the first job, with an unauthenticated ``HEAD /`` (a gateway marks
+            every answer with ``X-Kling-Budget-Gateway``); ``True`` never holds locally; ``False`` always does.
+            Behind a gateway a job is sent without a local hold (the gateway prices, holds, settles and denies
+            with :class:`~kling_budget.errors.GatewayBudgetExceededError`), so no job is booked twice.
         **client_options: passed to :class:`~kling_budget.kling.KlingClient` when ``client`` is not given.
 
     Methods: the recipe's ``generate_video``, ``image_to_video``, ``generate_image``, ``extend_video``,
@@ -149,8 +159,10 @@ class BudgetEnforcedClient(_Products[KlingClient], SyncDriver):
     def _drive(self, flow: Flow[T]) -> T:
         return self.client._drive(flow)
 
-    def _new_job(self, path: str, reservation_id: str, quote: Quote | None, task: Task) -> Job:
-        return Job(self, path, reservation_id, quote, task)
+    def _new_job(
+        self, path: str, reservation_id: str, quote: Quote | None, task: Task, gateway_held: bool = False
+    ) -> Job:
+        return Job(self, path, reservation_id, quote, task, gateway_held)
 
     def close(self) -> None:
         """Close the Kling client if this object created it."""
@@ -177,8 +189,10 @@ class AsyncBudgetEnforcedClient(_Products[AsyncKlingClient], AsyncDriver):
     async def _drive(self, flow: Flow[T]) -> T:
         return await self.client._drive(flow)
 
-    def _new_job(self, path: str, reservation_id: str, quote: Quote | None, task: Task) -> AsyncJob:
-        return AsyncJob(self, path, reservation_id, quote, task)
+    def _new_job(
+        self, path: str, reservation_id: str, quote: Quote | None, task: Task, gateway_held: bool = False
+    ) -> AsyncJob:
+        return AsyncJob(self, path, reservation_id, quote, task, gateway_held)
 
     async def aclose(self) -> None:
         """Close the Kling client if this object created it."""

@@ -2,11 +2,18 @@
 
 The class is chosen from the business code, never from the HTTP status alone: Kling answers 429 both for
 an exhausted pack (1102, a hard stop) and for throttling (1303, retry later).
+
+A kling-budget gateway adds one code of its own, :data:`DENIAL_CODE` (1190, a budget denial, raised as
+:class:`~kling_budget.errors.GatewayBudgetExceededError`), and marks every answer with :data:`GATEWAY_HEADER`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from kling_budget.errors import (
+    GatewayBudgetExceededError,
     KlingAccountError,
     KlingAPIError,
     KlingAuthError,
@@ -17,8 +24,14 @@ from kling_budget.errors import (
     KlingServerError,
     KlingTaskNotFoundError,
 )
+from kling_budget.types import Denial
 
-__all__ = ["CODE_MEANINGS", "error_class", "error_for_code", "one_line"]
+__all__ = ["CODE_MEANINGS", "DENIAL_CODE", "GATEWAY_HEADER", "error_class", "error_for_code", "one_line"]
+
+DENIAL_CODE = 1190
+"""A kling-budget gateway's budget denial (HTTP 429). Not one of Kling's codes (1000-1304, 5000-5002)."""
+GATEWAY_HEADER = "X-Kling-Budget-Gateway"
+"""Set (to ``1``) on every answer of a kling-budget gateway: a client behind one leaves budgeting to it."""
 
 CODE_MEANINGS: dict[int, str] = {
     1000: "authentication failed",
@@ -39,6 +52,7 @@ CODE_MEANINGS: dict[int, str] = {
     1302: "request rate limit exceeded",
     1303: "concurrency or QPS exceeds the resource pack limit",
     1304: "IP whitelisting policy triggered",
+    DENIAL_CODE: "denied by a budget of the kling-budget gateway",
     5000: "server internal error",
     5001: "server temporarily unavailable",
     5002: "server internal timeout",
@@ -49,6 +63,8 @@ _MAX_MESSAGE = 300
 
 def error_class(code: int) -> type[KlingAPIError]:
     """The exception class for a non-zero business code (unknown codes fall back by range)."""
+    if code == DENIAL_CODE:
+        return GatewayBudgetExceededError
     if code == 1102:
         return KlingPackExhaustedError
     if code in (1302, 1303):
@@ -79,6 +95,7 @@ def error_for_code(
     http_status: int | None,
     request_id: str | None,
     task_query: bool = False,
+    data: Any = None,
 ) -> KlingAPIError:
     """Build the exception for a business error.
 
@@ -88,6 +105,7 @@ def error_for_code(
         http_status: the HTTP status of the answer.
         request_id: Kling's ``request_id``.
         task_query: the request queried one task, so 1203 means "no such task".
+        data: the envelope's ``data`` (a gateway's 1190 carries the denial there).
 
     Returns:
         An instance (not raised) of the class for ``code``; its text is
@@ -101,4 +119,30 @@ def error_for_code(
         text += f": {detail}"
     if request_id:
         text += f" [request_id={request_id}]"
+    if cls is GatewayBudgetExceededError:
+        return _gateway_denial(text, data, code=code, http_status=http_status, request_id=request_id, message=message)
     return cls(text, code=code, http_status=http_status, request_id=request_id, kling_message=message)
+
+
+def _gateway_denial(
+    text: str, data: Any, *, code: int, http_status: int | None, request_id: str | None, message: str
+) -> GatewayBudgetExceededError:
+    """A 1190 with the denial details the gateway's ``data`` carries (``{"denial": {...}, "retry_after": s}``)."""
+    details = data if isinstance(data, Mapping) else {}
+    denial = None
+    if isinstance(details.get("denial"), Mapping):
+        try:
+            denial = Denial.from_dict(details["denial"])
+        except (KeyError, TypeError, ValueError):
+            denial = None  # an answer we cannot read still denies; the message says why
+    retry = details.get("retry_after")
+    retry_after = retry if isinstance(retry, int) and not isinstance(retry, bool) and retry >= 0 else None
+    return GatewayBudgetExceededError(
+        text,
+        denial=denial,
+        retry_after=retry_after,
+        code=code,
+        http_status=http_status,
+        request_id=request_id,
+        kling_message=message,
+    )

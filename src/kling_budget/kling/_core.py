@@ -35,7 +35,7 @@ from kling_budget.errors import (
     KlingTransportError,
     KlingWaitTimeoutError,
 )
-from kling_budget.kling._codes import error_for_code, one_line
+from kling_budget.kling._codes import GATEWAY_HEADER, error_for_code, one_line
 from kling_budget.kling._flow import Flow, Notify, ProgressCallback, Reply, Send, Sleep
 from kling_budget.kling.auth import ENV_API_BASE, Auth
 from kling_budget.kling.billing import BillingRecord, parse_billing_record
@@ -238,6 +238,9 @@ class _KlingCore:
         self._max_retries = max_retries
         self._clock = clock or time.time
         self._jitter = jitter or random.random
+        self.behind_gateway: bool | None = None
+        """Whether the base URL is a kling-budget gateway (its answers carry ``X-Kling-Budget-Gateway``);
+        ``None`` until an answer or :meth:`_detect_gateway_flow` tells."""
 
     @property
     def base_url(self) -> str:
@@ -286,7 +289,12 @@ class _KlingCore:
                     outcome = Ok(envelope.get("data"), request_id, message or "SUCCEED")
                 else:
                     outcome = error_for_code(
-                        code, message, http_status=reply.status, request_id=request_id, task_query=task_query
+                        code,
+                        message,
+                        http_status=reply.status,
+                        request_id=request_id,
+                        task_query=task_query,
+                        data=envelope.get("data"),
                     )
         logger.debug(
             "kling %s %s -> http=%s code=%s request_id=%s latency_ms=%d",
@@ -321,6 +329,8 @@ class _KlingCore:
         while True:
             send = Send(method, path, params, body, self._auth.authorization(self._clock()))
             reply: Reply = yield send
+            if reply.headers.get(GATEWAY_HEADER):
+                self.behind_gateway = True
             outcome = self._interpret(send, reply, task_query=task_query)
             if isinstance(outcome, KlingAPIError) and outcome.code == 1004 and not resigned and self._auth.renew():
                 resigned = True
@@ -349,6 +359,18 @@ class _KlingCore:
             delay = delay_for(outcome, attempt, jitter=self._jitter)
             logger.warning("kling %s %s failed (%s); retry %d in %.2fs", method, path, outcome, attempt, delay)
             yield Sleep(delay)
+
+    # -- kling-budget gateway ---------------------------------------------------------------------------
+
+    def _detect_gateway_flow(self) -> Flow[bool | None]:
+        """Whether the base URL is a kling-budget gateway: known from an earlier answer, else asked once with
+        an unauthenticated ``HEAD /`` (a gateway marks every answer with ``X-Kling-Budget-Gateway``; Kling
+        does not). ``None`` when no answer came (asked again next time)."""
+        if self.behind_gateway is None:
+            reply: Reply = yield Send("HEAD", "/", None, None, "")
+            if reply.status is not None:
+                self.behind_gateway = bool(reply.headers.get(GATEWAY_HEADER))
+        return self.behind_gateway
 
     # -- tasks ------------------------------------------------------------------------------------------
 

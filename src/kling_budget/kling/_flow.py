@@ -60,8 +60,8 @@ class Send:
     authorization: str = field(repr=False)
 
     def headers(self) -> dict[str, str]:
-        """The per-request headers (a driver adds its own ``User-Agent``)."""
-        headers = {"Authorization": self.authorization}
+        """The per-request headers (a driver adds its own ``User-Agent``); no ``Authorization`` when empty."""
+        headers = {"Authorization": self.authorization} if self.authorization else {}
         if self.body is not None:
             headers["Content-Type"] = "application/json"
         return headers
@@ -77,6 +77,8 @@ class Reply:
         failure: why no complete answer arrived (``None`` when one did), already free of secrets.
         sent: with a failure, whether the request may have reached Kling (``False``: it never left).
         elapsed: seconds the exchange took.
+        headers: the response headers (case-insensitive when the driver's library makes them so; only
+            looked at for a kling-budget gateway's marker).
     """
 
     status: int | None
@@ -84,6 +86,7 @@ class Reply:
     failure: str | None = None
     sent: bool = True
     elapsed: float = 0.0
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

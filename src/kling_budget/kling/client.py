@@ -394,6 +394,21 @@ class _KlingMethods(_KlingCore):
 
     get_billing_balance = operation(_get_billing_balance)
 
+    # -- kling-budget gateway -------------------------------------------------------------------------------
+
+    def _detect_gateway(self) -> Flow[bool | None]:
+        """Whether ``base_url`` is a kling-budget gateway (it then holds the budgets; see ``behind_gateway``).
+
+        Asks once with an unauthenticated ``HEAD /`` unless an earlier answer already told (a gateway marks
+        every answer with ``X-Kling-Budget-Gateway: 1``).
+
+        Returns:
+            ``True`` or ``False``; ``None`` when no answer came (the next call asks again).
+        """
+        return self._detect_gateway_flow()
+
+    detect_gateway = operation(_detect_gateway)
+
 
 def _list_body(
     start_time: datetime | int | None,
@@ -524,7 +539,7 @@ class KlingClient(_KlingMethods, SyncDriver):
             )
         except httpx.RequestError as exc:
             return _failed(exc, started)
-        return Reply(response.status_code, response.content, elapsed=_since(started))
+        return Reply(response.status_code, response.content, elapsed=_since(started), headers=response.headers)
 
     def _sleep(self, seconds: float) -> None:
         self._sleeper(seconds)
@@ -590,7 +605,7 @@ class AsyncKlingClient(_KlingMethods, AsyncDriver):
             )
         except httpx.RequestError as exc:
             return _failed(exc, started)
-        return Reply(response.status_code, response.content, elapsed=_since(started))
+        return Reply(response.status_code, response.content, elapsed=_since(started), headers=response.headers)
 
     async def _sleep(self, seconds: float) -> None:
         await self._sleeper(seconds)

@@ -1,7 +1,9 @@
 """HS256 JSON Web Tokens as Kling uses them (access key as ``iss``, signed with the secret key).
 
 Kling's documented sample signs ``{"iss": access_key, "exp": now + 1800, "nbf": now - 5}`` with header
-``{"alg": "HS256", "typ": "JWT"}``. This module is stdlib only and pure: the caller passes ``now``.
+``{"alg": "HS256", "typ": "JWT"}``. ``exp`` and ``nbf`` are RFC 7519 NumericDates: integer or fractional
+seconds (PyJWT passes a float through as it is), both accepted. This module is stdlib only and pure: the
+caller passes ``now``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +40,8 @@ class TokenClaims:
     """The claims Kling cares about."""
 
     issuer: str
-    expires_at: int
-    not_before: int
+    expires_at: float
+    not_before: float
 
 
 def _b64url(data: bytes) -> str:
@@ -82,8 +85,19 @@ def peek_issuer(token: str) -> str:
     return issuer
 
 
-def decode_token(token: str, secret_key: str, *, now: int, leeway: int = 0) -> TokenClaims:
-    """Verify an HS256 token's signature and time claims; return its claims or raise :class:`TokenError`."""
+def _numeric_date(value: Any, name: str) -> float:
+    """An RFC 7519 NumericDate: an int or a finite float (never a bool or a string)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TokenError("malformed", f"token needs a numeric '{name}' claim (seconds since the epoch)")
+    return value
+
+
+def decode_token(token: str, secret_key: str, *, now: float, leeway: float = 0) -> TokenClaims:
+    """Verify an HS256 token's signature and time claims; return its claims or raise :class:`TokenError`.
+
+    ``exp`` and ``nbf`` may be integer or fractional seconds; both are checked with ``leeway`` seconds of
+    tolerance for clock skew (a token is valid from ``nbf - leeway`` until ``exp + leeway``).
+    """
     parts = token.split(".")
     if len(parts) != 3:
         raise TokenError("malformed", "token must have three dot-separated parts")
@@ -101,9 +115,11 @@ def decode_token(token: str, secret_key: str, *, now: int, leeway: int = 0) -> T
         raise TokenError("signature", "token signature does not match")
     if not isinstance(payload, dict):
         raise TokenError("malformed", "token payload is not an object")
-    issuer, exp, nbf = payload.get("iss"), payload.get("exp"), payload.get("nbf", 0)
-    if not isinstance(issuer, str) or not isinstance(exp, int) or not isinstance(nbf, int):
-        raise TokenError("malformed", "token needs string 'iss' and integer 'exp'/'nbf' claims")
+    issuer = payload.get("iss")
+    if not isinstance(issuer, str):
+        raise TokenError("malformed", "token needs a string 'iss' claim")
+    exp = _numeric_date(payload.get("exp"), "exp")
+    nbf = _numeric_date(payload.get("nbf", 0), "nbf")
     if now + leeway < nbf:
         raise TokenError("not_yet_valid", "token is not yet valid (nbf)")
     if now - leeway >= exp:

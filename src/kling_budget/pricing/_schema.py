@@ -66,6 +66,7 @@ class PriceRow:
         default_duration, default_mode, default_resolution: per-row overrides of the product defaults.
         source, effective, note: provenance; ``entry`` is the 1-based ``[[prices]]`` index in the file.
         label: human description used in quote breakdowns, e.g. ``"kling-v2-6 pro + native audio"``.
+        overlay: the price overlay the row comes from (``"<version> (<file>)"``), ``""`` for the table's own.
     """
 
     product: str
@@ -93,6 +94,7 @@ class PriceRow:
     note: str
     entry: int
     label: str
+    overlay: str = ""
 
     @property
     def axis(self) -> str:
@@ -182,15 +184,7 @@ def parse_table(text: str, file: str) -> TableData:
         PriceTableError: on any syntax, type or consistency problem (one line, naming the entry).
     """
     where = _Where(file)
-    try:
-        doc = tomllib.loads(text, parse_float=_FloatLiteral)
-    except tomllib.TOMLDecodeError as exc:
-        where.fail("", f"not valid TOML: {exc}")
-    _refuse_floats(doc, where)
-
-    unknown = sorted(set(doc) - _TOP_KEYS)
-    if unknown:
-        where.fail("", f"unknown top-level key(s) {', '.join(unknown)}; accepted: {', '.join(sorted(_TOP_KEYS))}")
+    doc = load_document(text, where)
     version = _req_str(doc, "version", "top level", where)
     currency = _req_str(doc, "currency", "top level", where)
     if currency != "USD":
@@ -223,6 +217,19 @@ def parse_table(text: str, file: str) -> TableData:
         aliases=aliases,
         rows=tuple(rows),
     )
+
+
+def load_document(text: str, where: _Where) -> dict[str, Any]:
+    """The TOML document of a price file or overlay, floats refused and top-level keys checked."""
+    try:
+        doc = tomllib.loads(text, parse_float=_FloatLiteral)
+    except tomllib.TOMLDecodeError as exc:
+        where.fail("", f"not valid TOML: {exc}")
+    _refuse_floats(doc, where)
+    unknown = sorted(set(doc) - _TOP_KEYS)
+    if unknown:
+        where.fail("", f"unknown top-level key(s) {', '.join(unknown)}; accepted: {', '.join(sorted(_TOP_KEYS))}")
+    return doc
 
 
 # --- floats -------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from kling_budget.errors import InvalidInputError, PriceTableError, UnknownModel
 from kling_budget.money import usd_nano_for_units
 from kling_budget.numeric import plain_decimal, shown
 from kling_budget.pricing._schema import PriceRow, ProductInfo, TableData, normalise_name, parse_table
+from kling_budget.pricing.overlay import merge_overlay
 from kling_budget.types import PackType, Quote, QuoteLine
 
 __all__ = ["PACKAGED_FILE", "PriceTable"]
@@ -62,6 +63,8 @@ class PriceTable:
         path: where it was loaded from; ``"<packaged>"`` for the default table.
         currency: always ``"USD"``.
         description: the file's free-text description.
+        overlay: the price overlay applied on top (``"<version> (<file>)"``), or ``None``; see
+            :meth:`with_overlay`.
     """
 
     __slots__ = (
@@ -73,15 +76,17 @@ class PriceTable:
         "_resolve_any",
         "currency",
         "description",
+        "overlay",
         "path",
         "version",
     )
 
-    def __init__(self, data: TableData, path: str) -> None:
+    def __init__(self, data: TableData, path: str, overlay: str | None = None) -> None:
         """Index already-validated table data; prefer :meth:`default`, :meth:`load` or :meth:`loads`."""
         self._data = data
         self.version = data.version
         self.path = path
+        self.overlay = overlay
         self.currency = data.currency
         self.description = data.description
         self._resolution_mode: dict[str, str] = {}
@@ -157,20 +162,29 @@ class PriceTable:
                 the one-line message names the file, the entry and the problem.
         """
         name = os.fspath(path)
-        try:
-            text = Path(name).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise PriceTableError(f"{name}: no such price file") from None
-        except UnicodeDecodeError:
-            raise PriceTableError(f"{name}: not UTF-8 text") from None
-        except OSError as exc:
-            raise PriceTableError(f"{name}: cannot read price file: {exc.strerror or exc}") from None
-        return cls(parse_table(text, name), name)
+        return cls(parse_table(_read(name, "price file"), name), name)
 
     @classmethod
     def loads(cls, text: str, name: str = "<string>") -> PriceTable:
         """Validate price-table TOML given as text; ``name`` is used as its path in messages."""
         return cls(parse_table(text, name), name)
+
+    def with_overlay(self, path: str | os.PathLike[str]) -> PriceTable:
+        """This table with the price overlay file at ``path`` on top (see :mod:`kling_budget.pricing.overlay`).
+
+        Raises:
+            PriceTableError: the overlay file is missing, unreadable or invalid (one line naming it and the
+                entry), or this table already has an overlay.
+        """
+        name = os.fspath(path)
+        return self.with_overlay_text(_read(name, "price overlay file"), name)
+
+    def with_overlay_text(self, text: str, name: str = "<overlay>") -> PriceTable:
+        """This table with the overlay TOML ``text`` on top; ``name`` is used as its file name in messages."""
+        if self.overlay is not None:
+            raise PriceTableError(f"{name}: price table {self.version} already has the overlay {self.overlay}")
+        merged, label = merge_overlay(self._data, text, name)
+        return PriceTable(merged, self.path, overlay=label)
 
     # --- introspection ------------------------------------------------------------------------------
 
@@ -428,6 +442,7 @@ class PriceTable:
             price_version=self.version,
             source=row.source,
             effective=row.effective,
+            price_overlay=row.overlay,
         )
 
     def _axis_value(self, group: _Group, mode: str | None, resolution: str | None) -> tuple[str, str | None, bool]:
@@ -476,13 +491,25 @@ class PriceTable:
         return r, None, False
 
     def __repr__(self) -> str:
-        return f"PriceTable(version={self.version!r}, path={self.path!r})"
+        shown = "" if self.overlay is None else f", overlay={self.overlay!r}"
+        return f"PriceTable(version={self.version!r}, path={self.path!r}{shown})"
 
 
 @functools.cache
 def _packaged() -> PriceTable:
     text = (resources.files("kling_budget") / "prices" / PACKAGED_FILE).read_text(encoding="utf-8")
     return PriceTable(parse_table(text, f"<packaged>/{PACKAGED_FILE}"), "<packaged>")
+
+
+def _read(name: str, what: str) -> str:
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PriceTableError(f"{name}: no such {what}") from None
+    except UnicodeDecodeError:
+        raise PriceTableError(f"{name}: not UTF-8 text") from None
+    except OSError as exc:
+        raise PriceTableError(f"{name}: cannot read {what}: {exc.strerror or exc}") from None
 
 
 def _first(values: Iterable[_T | None]) -> _T | None:

@@ -22,6 +22,7 @@ import anyio.to_thread
 from kling_budget.designs import create_option
 from kling_budget.errors import InvalidInputError, PricingError
 from kling_budget.pricing import SourceVideo, check_body_fields, quote_kling_request
+from kling_budget.pricing.overlay import unpriced_message
 from kling_budget.server.callback_guard import CallbackURLError, parse_callback_url
 from kling_budget.server.keys import VirtualKey
 from kling_budget.server.request_json import BadJSONError, parse_object
@@ -98,7 +99,7 @@ class CreateAdmission:
         try:
             return quote_kling_request(self.state.prices, path, body, source=source)
         except PricingError as exc:
-            raise Refusal(400, 1201, f"cannot price this request: {exc}") from None
+            raise Refusal(400, 1201, unpriced_message(exc)) from None
         except InvalidInputError as exc:
             raise Refusal(400, 1201, str(exc)) from None
 

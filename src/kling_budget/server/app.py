@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kling_budget.server.account import AccountRoutes
 from kling_budget.server.admin import admin_routes
 from kling_budget.server.callbacks import CALLBACK_BODY, KlingCallbacks
+from kling_budget.server.compat import KlingEdge
 from kling_budget.server.dashboard import dashboard_routes
 from kling_budget.server.exposure import metrics_allowed
 from kling_budget.server.health import LedgerHealth
@@ -148,6 +149,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         run_worker = settle_worker and gateway.config.settle_interval > 0
+        _warn_without_public_url(gateway.config)
         async with anyio.create_task_group() as group:
             if run_worker:
                 group.start_soon(worker.run)
@@ -172,6 +174,7 @@ def create_app(
         *callbacks.routes(),
         *admin_routes(gateway),
         *dashboard_routes(gateway),
+        proxy.fallback_route(),  # last: whatever nothing above serves gets Kling's envelope
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
@@ -179,8 +182,21 @@ def create_app(
     app.state.worker = worker
     app.state.callbacks = callbacks
     app.add_middleware(BodyLimit, limits=gateway.config.limits, answer=_too_large)
+    app.add_middleware(KlingEdge)
     app.add_middleware(_Observe, state=gateway)
     return app
+
+
+def _warn_without_public_url(config: GatewayConfig) -> None:
+    """Say at start-up what a missing public URL means for callbacks (they bypass the gateway)."""
+    if config.public_url is None:
+        logger.warning(
+            "--public-url (KLING_BUDGET_PUBLIC_URL) is not set: Kling cannot call the gateway back, so a "
+            "client's callback_url is sent to Kling unchanged and its callbacks carry the gateway's "
+            "external_task_id (gw-...) instead of the client's, and holds settle only by polling; set "
+            "--public-url to this gateway's public address",
+            extra={"instance": config.instance},
+        )
 
 
 def _too_large(scope: Scope, cap: int) -> tuple[bytes, bytes]:

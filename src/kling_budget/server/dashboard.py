@@ -57,12 +57,17 @@ def dashboard_routes(state: Any = None) -> list[BaseRoute]:
     async def asset(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in _ASSETS:
-            return Response("not found\n", status_code=404, media_type="text/plain", headers=SECURITY_HEADERS)
+            return await not_found(request)
         return Response(_asset(name), media_type=_ASSETS[name], headers=SECURITY_HEADERS)
+
+    async def not_found(request: Request) -> Response:
+        return Response("not found\n", status_code=404, media_type="text/plain", headers=SECURITY_HEADERS)
 
     return [
         Route("/", root, methods=["GET"]),
         Route(DASHBOARD_PATH, page, methods=["GET"]),
         Route(DASHBOARD_PATH + "/", root, methods=["GET"]),
         Route(DASHBOARD_PATH + "/static/{name}", asset, methods=["GET"]),
+        # The dashboard's namespace is its own: anything else under it is its 404, not the Kling fallback.
+        Route(DASHBOARD_PATH + "/{rest:path}", not_found, methods=["GET"]),
     ]

@@ -3,8 +3,11 @@
 A virtual key is either (or both) of what Kling itself hands out:
 
 * an **access key + secret key** pair: the client signs its own HS256 JWT exactly as with Kling
-  (``{"iss": access_key, "exp": ..., "nbf": ...}``) and the gateway verifies it;
+  (``{"iss": access_key, "exp": ..., "nbf": ...}``; integer or fractional seconds) and the gateway verifies
+  it, allowing :data:`JWT_LEEWAY_SECONDS` of clock skew on ``nbf`` and ``exp``;
 * an **API key**, sent as ``Authorization: Bearer <key>``.
+
+Either goes in ``Authorization: Bearer <token>``; the scheme is matched case-insensitively (``bearer``).
 
 At rest (table ``gateway_keys``): an API key is stored only as its SHA-256 (it has 256 bits of entropy, so
 a plain hash is enough); a secret key — which HS256 verification needs in plaintext — and the per-key
@@ -57,6 +60,8 @@ KINDS = ("jwt", "api", "both")
 DEFAULT_CACHE_SECONDS = 1.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 _TOKEN_CODES = {"malformed": 1002, "signature": 1000, "not_yet_valid": 1003, "expired": 1004}
+JWT_LEEWAY_SECONDS = 10
+"""Clock-skew tolerance on a virtual JWT's ``nbf`` and ``exp``: a client clock this far off still works."""
 _KEY_COLUMNS = (
     "id, name, kind, project, user_id, tags, access_key, api_key_prefix, webhook_secret_enc IS NOT NULL, "
     "created_at, rotated_at, revoked_at"
@@ -194,9 +199,10 @@ def split_bearer(authorization: str | None) -> str:
         raise CredentialError(1001, "Authorization is empty")
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
-    if scheme == "Bearer" and not token:
+    bearer = scheme.lower() == "bearer"  # RFC 9110: the scheme is case-insensitive
+    if bearer and not token:
         raise CredentialError(1001, "Authorization is empty: no token after 'Bearer'")
-    if scheme != "Bearer" or " " in token:
+    if not bearer or " " in token:
         raise CredentialError(1002, "Authorization is invalid: expected 'Bearer <token>'")
     return token
 
@@ -422,9 +428,9 @@ class KeyStore:
             raise CredentialError(1000, "Authentication failed: this key was revoked")
         if ident.startswith("jwt:"):
             assert entry.secret is not None
-            now = int(self._clock())
+            now = self._clock()
             try:
-                claims = decode_token(token, entry.secret, now=now)
+                claims = decode_token(token, entry.secret, now=now, leeway=JWT_LEEWAY_SECONDS)
             except TokenError as exc:
                 code = _TOKEN_CODES.get(exc.reason, 1000)
                 raise CredentialError(code, f"Authorization is invalid: {exc}") from None
@@ -433,7 +439,7 @@ class KeyStore:
             if lifetime > MAX_TOKEN_LIFETIME_SECONDS:
                 raise CredentialError(
                     1002,
-                    f"Authorization is invalid: the token is valid for {lifetime} s (exp - nbf), more than the "
+                    f"Authorization is invalid: the token is valid for {lifetime:g} s (exp - nbf), more than the "
                     f"gateway's maximum of {MAX_TOKEN_LIFETIME_SECONDS} s (24 h); sign shorter-lived tokens",
                 )
         return entry.key

@@ -384,6 +384,7 @@ _SCHEMAS: dict[str, Schema] = {
     "Prices": _obj(
         {
             "version": _text(),
+            "overlay": _text(nullable=True, description="The price overlay on top of the table, if any."),
             "currency": _text(),
             "list_usd_per_unit": {"type": "object", "additionalProperties": _amount()},
             "products": {"type": "array", "items": _ref("Product")},
@@ -486,6 +487,7 @@ _SCHEMAS: dict[str, Schema] = {
             "units": _amount(),
             "usd": _amount("At the list price of the pack type."),
             "price_version": _text(),
+            "price_overlay": _text(nullable=True, description="The price overlay that priced it, else null."),
             "description": _text(),
             "params": {
                 "type": "object",

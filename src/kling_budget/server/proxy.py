@@ -10,7 +10,7 @@ One create::
     authenticate (virtual JWT or API key) ──bad──▶ 401, codes 1000-1004
     price the body (quote_kling_request) ──────────▶ 400/1201 naming what is accepted
     reserve + mark submitted + ownership row, one ledger transaction (worker thread)
-        ├─ a hard budget has no room ──────────────▶ 429, code 1190 (DENIAL_CODE), the full denial
+        ├─ a hard budget has no room ──────────────▶ 429, code 1190 (DENIAL_CODE), Retry-After (server/denial.py)
         ├─ external_task_id already used by key ──▶ 400/1201
         └─ ledger unreachable ─────────────────────▶ 503/5001, nothing forwarded (fail closed)
     forward with the real credentials, external_task_id = reservation id (shielded from cancellation)
@@ -38,6 +38,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from kling_budget.designs import MODEL_IN_PATH_PRODUCTS, is_model_in_path, with_create_option
 from kling_budget.enforced._core import keeps_hold
@@ -52,7 +53,8 @@ from kling_budget.kling._core import Created
 from kling_budget.kling.tasks import Task, parse_task
 from kling_budget.pricing import SUPPORTED_PATHS
 from kling_budget.server.admission import CreateAdmission, Refusal
-from kling_budget.server.exposure import scrub_upstream_error, tenant_denial_message
+from kling_budget.server.denial import DENIAL_CODE, DENIAL_HTTP_STATUS, denial_response
+from kling_budget.server.exposure import owns_budget, scrub_upstream_error, tenant_denial_message
 from kling_budget.server.keys import CredentialError, KeyDecryptionError, VirtualKey
 from kling_budget.server.state import GatewayState
 from kling_budget.server.task_store import (
@@ -78,9 +80,6 @@ __all__ = [
 
 logger = logging.getLogger("kling_budget.gateway")
 
-DENIAL_CODE = 1190
-"""Business code of a budget denial: not one of Kling's documented codes (1000-1304, 5000-5002)."""
-DENIAL_HTTP_STATUS = 429
 RESERVATION_PREFIX = "gw-"
 NO_API_KEY_MESSAGE = (
     "this gateway serves Kling's 2026 API design (/text-to-video/<model>, /image-to-video/<model>, "
@@ -123,6 +122,17 @@ def _detail(path: str, key: VirtualKey, quote: Quote) -> dict[str, Any]:
 
 def _json(http_status: int, envelope: dict[str, Any]) -> Response:
     return Response(dumps(envelope), status_code=http_status, media_type="application/json")
+
+
+class _Unknown:
+    """The fallback route's endpoint, an ASGI app so that the route matches every method."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.proxy.unknown(Request(scope, receive))
+        await response(scope, receive, send)
 
 
 class _Answer(Exception):
@@ -188,11 +198,14 @@ class Proxy:
             )
         for product in MODEL_IN_PATH_PRODUCTS:  # the 2026 design: the model in the path, queried on /tasks
             routes.append(Route(f"/{product}/{{model}}", self._model_in_path_create, methods=["POST"], name=product))
-        routes.append(Route("/v1/{rest:path}", self.unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]))
         return routes
 
     async def _model_in_path_create(self, request: Request) -> Response:
         return await self.create(request, request.url.path.rstrip("/"))
+
+    def fallback_route(self) -> BaseRoute:
+        """Every path and method no other route serves: Kling's envelope, after authentication (mount it last)."""
+        return Route("/{rest:path}", _Unknown(self), name="unknown")
 
     @staticmethod
     def _bind(handler: Callable[[Request, str], Awaitable[Response]], path: str) -> Callable[[Request], Any]:
@@ -206,13 +219,20 @@ class Proxy:
         return request_id(request)
 
     async def unknown(self, request: Request) -> Response:
-        """Anything else under ``/v1``: refused, never forwarded (no route around the budgets)."""
+        """Any path or method the gateway does not serve: 401 (as Kling) without valid credentials, else
+        404/1202 in Kling's envelope. Never forwarded: there is no route around the budgets."""
+        request_id = self._request_id(request)
+        try:
+            await self._authenticate(request, request_id)
+        except _Answer as answer:
+            return answer.response
         return kling_error(
             404,
             1202,
-            f"the gateway does not serve {request.method} {request.url.path}; supported create paths: "
-            + ", ".join(SUPPORTED_PATHS),
-            self._request_id(request),
+            f"the gateway does not serve {request.method} {request.url.path[:200]}; supported create paths: "
+            + ", ".join((*SUPPORTED_PATHS, *(f"/{product}/<model>" for product in MODEL_IN_PATH_PRODUCTS)))
+            + "; GET/POST /tasks; GET /account/costs; POST /account/billing/package, /account/billing/balance",
+            request_id,
         )
 
     # ------------------------------------------------------------------ authentication
@@ -282,7 +302,7 @@ class Proxy:
             budget = exc.denial.budget if exc.denial is not None else ""
             metrics.denial(budget)
             request.state.budget = budget
-            return kling_error(DENIAL_HTTP_STATUS, DENIAL_CODE, await self._denial_message(exc, key), request_id)
+            return await self._denial(exc, key, request_id)
         except DuplicateExternalIdError:
             return kling_error(
                 400, 1201, f"external_task_id {client_external!r} already exists for this key", request_id
@@ -311,15 +331,18 @@ class Proxy:
             metrics.in_flight_creates -= 1
         return response
 
-    async def _denial_message(self, exc: BudgetExceededError, key: VirtualKey) -> str:
-        """The denial as this tenant may see it: no totals of a budget wider than its own scope."""
-        if exc.denial is None:
-            return f"request denied: {exc}"
+    async def _denial(self, exc: BudgetExceededError, key: VirtualKey, request_id: str) -> Response:
+        """The 429/1190 answer as this tenant may see it: no totals of a budget wider than its own scope."""
+        denial = exc.denial
+        if denial is None:
+            return denial_response(None, f"request denied: {exc}", request_id, self.state.ledger.now(), full=False)
         try:
-            budget = await self.state.run_sync(self.state.tracker.get_budget, exc.denial.budget)
+            budget = await self.state.run_sync(self.state.tracker.get_budget, denial.budget)
         except Exception:
             budget = None  # shown as a wider budget: nothing but its name and reset time
-        return tenant_denial_message(exc.denial, budget, key)
+        own = budget is not None and owns_budget(key, budget)
+        message = tenant_denial_message(denial, budget, key)
+        return denial_response(denial, message, request_id, self.state.ledger.now(), full=own)
 
     def _reserve(
         self,

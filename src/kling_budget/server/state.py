@@ -99,6 +99,7 @@ class GatewayConfig:
         webhook_secret: ``KLING_WEBHOOK_SECRET`` (``whsec_...``) to verify Kling's callbacks, if any.
         admin_token: the admin API bearer token (part B), if any.
         prices: a price table file instead of the packaged one.
+        prices_overlay: a price overlay file on top of the table (``--prices-overlay``).
         home: the data directory (holds ``master.key``); default ``$KLING_BUDGET_HOME`` or the user data dir.
         upstream_timeout: seconds for one request to Kling.
         settle_interval: seconds between settle-worker sweeps (0 disables the worker).
@@ -123,6 +124,7 @@ class GatewayConfig:
     webhook_secret: Secret | None = None
     admin_token: Secret | None = None
     prices: str | None = None
+    prices_overlay: str | None = None
     home: Path | None = None
     upstream_timeout: float = 30.0
     settle_interval: float = 1.0
@@ -209,7 +211,11 @@ class GatewayState:
         from kling_budget.tracker import CostTracker
 
         self.config = config
-        self.tracker: CostTracker = tracker if tracker is not None else CostTracker(config.db, prices=config.prices)
+        self.tracker: CostTracker = (
+            tracker
+            if tracker is not None
+            else CostTracker(config.db, prices=config.prices, prices_overlay=config.prices_overlay)
+        )
         self.ledger = self.tracker.ledger
         enable = getattr(self.ledger.backend, "enable_group_commit", None)
         if enable is not None:  # SQLite: concurrent creates share one fsync (see SQLiteBackend)

@@ -240,6 +240,9 @@ class SimulatorConfig:
             templates, for one); ``None`` refuses such requests with 1201/1203 instead.
         retention_seconds: forget tasks this long after they end (their ids and external ids too), to bound
             memory in long benchmarks; ``None`` keeps every task (Kling keeps results 30 days).
+        extra_models: model names accepted on every ``/v1`` endpoint that takes ``model_name``, beyond the
+            built-in lists: a model Kling released after this simulator (e.g. ``kling-v4``); pass a ``pricer``
+            that prices it, or it is charged ``unpriced_units``.
     """
 
     accounts: tuple[AccountConfig, ...] = (AccountConfig(api_keys=(DEFAULT_API_KEY,)),)
@@ -264,6 +267,7 @@ class SimulatorConfig:
     media_base_url: str = "https://media.kling-simulator.invalid"
     unpriced_units: Decimal | int | str | None = 1
     retention_seconds: float | None = None
+    extra_models: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.accounts:

@@ -129,10 +129,13 @@ def prepare(
     pricer: Pricer,
     unpriced_units: Decimal | int | str | None,
     warned: set[tuple[str, str]],
+    *,
+    extra_models: tuple[str, ...] = (),
 ) -> Creation:
     """Validate and price a create request of either design.
 
-    ``warned`` remembers the ``(path, model)`` pairs already logged as unpriced.
+    ``warned`` remembers the ``(path, model)`` pairs already logged as unpriced; ``extra_models`` are accepted
+    on ``/v1`` endpoints beyond their own model lists (``SimulatorConfig.extra_models``).
 
     Raises:
         SimError: 1202 no create route at ``path``; 1200 the body is not a JSON object; 1203 unknown model;
@@ -162,7 +165,7 @@ def prepare(
         )
     if not isinstance(body, dict):
         raise SimError(1200, "the request body must be a JSON object")
-    model = endpoint.check(body)
+    model = endpoint.check(body, extra_models)
     quote = _price(pricer, endpoint.path, endpoint.pack_type, body, model, unpriced_units, warned)
     prompt = body.get("prompt")
     return Creation(

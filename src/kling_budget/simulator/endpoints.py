@@ -237,15 +237,18 @@ class Endpoint:
             return PackType.TRY_ON
         return PackType.IMAGE if self.result == "images" else PackType.VIDEO
 
-    def check(self, body: Body) -> str:
-        """Validate ``body``; return the effective model name (``""`` when the endpoint has none)."""
+    def check(self, body: Body, extra_models: tuple[str, ...] = ()) -> str:
+        """Validate ``body``; return the effective model name (``""`` when the endpoint has none).
+
+        ``extra_models`` are accepted beyond the endpoint's own list (see ``SimulatorConfig.extra_models``).
+        """
         model = ""
         if self.models is not None:
             given = body.get("model_name")
             if given is not None and not isinstance(given, str):
                 raise _bad("model_name", "must be a string")
             model = given or self.default_model or ""
-            if model not in self.models:
+            if model not in self.models and model not in extra_models:
                 raise SimError(1203, f"model_name {model!r} is not available on {self.path}")
         _common(body)
         self.validate(body, model)

@@ -225,7 +225,9 @@ class Simulator:
                 when a cash balance cannot either), 1303 concurrency quota used up.
         """
         config = self._config
-        creation = prepare(path, body, self._pricer, config.unpriced_units, self._unpriced_warned)
+        creation = prepare(
+            path, body, self._pricer, config.unpriced_units, self._unpriced_warned, extra_models=config.extra_models
+        )
         markers = read_markers(creation.prompt, enabled=config.prompt_markers)
         external = creation.external_task_id
         with self._lock:

@@ -43,6 +43,7 @@ async def _prices(request: Request, state: GatewayState) -> Response:
     return ok(
         {
             "version": table.version,
+            "overlay": table.overlay,
             "currency": table.currency,
             "list_usd_per_unit": {p.value: f"{table.list_usd_per_unit(p):f}" for p in PackType},
             "products": [_product_json(state, name) for name in table.products()],
@@ -162,6 +163,7 @@ async def _quote(request: Request, state: GatewayState) -> Response:
             "units": units_text(quote.units_milli),
             "usd": usd_text(quote.list_usd_nano),
             "price_version": quote.price_version,
+            "price_overlay": quote.price_overlay or None,
             "description": quote.describe(),
             "params": dict(quote.params),
             "breakdown": [{"label": line.label, "units": units_text(line.units_milli)} for line in quote.breakdown],
