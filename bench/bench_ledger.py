@@ -21,6 +21,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -312,11 +313,22 @@ def timed(fn: object, repeat: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100k prior entries instead of 1M")
-    parser.add_argument("--dir", help="directory for the databases (default: a temp dir on this disk)")
+    parser.add_argument("--dir", help="directory for the databases (default: a temp dir on this disk, removed after)")
     args = parser.parse_args()
-    prior_reservations = 50_000 if args.quick else 500_000
-    directory = Path(args.dir or tempfile.mkdtemp(prefix="kb-bench-", dir=os.getcwd()))
-    directory.mkdir(parents=True, exist_ok=True)
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
+        run(Path(args.dir), args.quick)
+        return
+    directory = Path(tempfile.mkdtemp(prefix="kb-bench-", dir=os.getcwd()))
+    try:
+        run(directory, args.quick)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(directory: Path, quick: bool) -> None:
+    """Every measurement, with the databases in ``directory``."""
+    prior_reservations = 50_000 if quick else 500_000
     print(
         f"kling-budget ledger benchmark — {sys.platform}, {os.cpu_count()} CPUs, SQLite {sqlite3.sqlite_version}, "
         f"WAL + synchronous=FULL, dir {directory}"

@@ -5,7 +5,9 @@ backend sends), it cuts the connection that sends it, once:
 
 * ``before``: drops the message and closes both sides: the server never sees it;
 * ``after``: forwards it, swallows the server's answer and closes both sides after ``linger`` seconds:
-  the server committed, the client never heard.
+  the server committed, the client never heard;
+* ``hold``: drops it (and whatever follows) but keeps the connection open: the client waits until the server
+  side goes away (a crash), as if the server died while the message was on its way.
 
 ``refuse_new`` closes every new connection at once (the server looks down).
 """
@@ -37,7 +39,7 @@ class CuttingProxy:
 
     def arm(self, pattern: bytes, mode: str) -> None:
         """Cut the next connection whose client sends ``pattern`` (``mode`` ``before`` or ``after``)."""
-        assert mode in ("before", "after")
+        assert mode in ("before", "after", "hold")
         with self._lock:
             self._pattern, self._mode = pattern, mode
 
@@ -78,9 +80,13 @@ class CuttingProxy:
         return ""
 
     def _client_to_server(self, client: socket.socket, server: socket.socket, state: dict[str, bool]) -> None:
+        held = False
         try:
             while data := client.recv(65536):
                 mode = self._take(data)
+                held = held or mode == "hold"
+                if held:
+                    continue
                 if mode == "before":
                     break
                 if mode == "after":

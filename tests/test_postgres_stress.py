@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,8 +220,8 @@ class Cluster:
         if done.returncode != 0:
             raise RuntimeError(f"{Path(args[0]).name} failed: {(done.stderr or done.stdout).strip()[-500:]}")
 
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1"
+    def start(self, extra: str = "") -> None:
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 {extra}"
         self._run(
             str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.base / "log"), "-w", "start"
         )
@@ -273,3 +274,55 @@ def test_immediate_shutdown_of_the_server_loses_no_acknowledged_operation(
         assert acked > 30, "the workers did not get far enough to make the test meaningful"
     server_log = (cluster.base / "log").read_text(encoding="utf-8", errors="replace")
     assert server_log.count("automatic recovery in progress") == 2  # two real crash recoveries
+
+
+def test_an_in_doubt_commit_across_a_crash_is_never_taken_for_committed(cluster: Cluster, tmp_path: Path) -> None:
+    """COMMIT lost on the way, then the server crashes before the transaction's WAL reached the disk: after
+    recovery its transaction id is handed out again, and pg_xact_status reports the *new* transaction as
+    committed. The backend must not believe it: the call fails closed and a retry with the same key runs it."""
+    import psycopg
+
+    from kling_budget.errors import LedgerUnavailableError
+    from kling_budget.ledger import Ledger, ReservationState
+    from kling_budget.ledger.postgres import PostgresBackend
+    from kling_budget.types import Attribution, PackType
+    from tests.pgproxy import CuttingProxy
+    from tests.pgutil import with_host
+
+    cluster.stop("fast")
+    cluster.start("-c wal_writer_delay=10000 -c wal_writer_flush_after=0")  # WAL is flushed only by commits
+    truth = Ledger(PostgresBackend(cluster.url))
+    proxy = CuttingProxy("127.0.0.1", cluster.port)
+    via = Ledger(PostgresBackend(with_host(cluster.url, "127.0.0.1", proxy.port), timeout=30, pool_max=1))
+    job = {"units_milli": 1500, "pack_type": PackType.VIDEO, "attribution": Attribution(project="p")}
+    outcome: list[object] = []
+
+    def reserve() -> None:
+        try:
+            outcome.append(via.reserve("in-doubt", **job))  # type: ignore[arg-type]
+        except LedgerUnavailableError as exc:
+            outcome.append(exc)
+
+    proxy.arm(b"COMMIT\x00", "hold")  # COMMIT never reaches the server, which then dies
+    worker = threading.Thread(target=reserve)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while proxy.cuts == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    cluster.stop("immediate")  # the transaction's WAL is still in memory: its id was never durable
+    cluster.start()
+    with psycopg.connect(cluster.url, autocommit=True) as other:
+        for _ in range(3):  # new transactions take the ids after the last durable one, ours among them
+            other.execute("BEGIN")
+            other.execute("SELECT pg_current_xact_id()")
+            other.execute("COMMIT")
+    worker.join(timeout=60)
+    proxy.close()
+    assert not worker.is_alive()
+    assert isinstance(outcome[0], LedgerUnavailableError), outcome  # unknown, never "committed"
+    assert truth.list_reservations(limit=10) == []  # it really did not commit
+    again = via.reserve("in-doubt", **job)  # type: ignore[arg-type]
+    assert again.state is ReservationState.HELD and not again.replayed
+    assert truth.verify().ok
+    via.close()
+    truth.close()

@@ -12,8 +12,11 @@ at READ COMMITTED means a concurrent call inserted the same key between our chec
 re-run reads the winner's row; and a connection lost *before* COMMIT was sent (the server rolled the
 transaction back). A connection lost *during* COMMIT is in doubt: the transaction id taken at BEGIN is
 looked up with ``pg_xact_status`` on a new connection, and the transaction is re-run only if it is known
-to have aborted. Anything else that stops the ledger from answering in time raises
-:class:`LedgerUnavailableError` (fail closed).
+to have aborted. If the server restarted in between (a crash), ``committed`` is not believed: a transaction
+whose WAL never reached the disk leaves its id free to be handed out again after recovery, so the status
+read may be another transaction's; the outcome is then reported unknown (retry with the same key).
+Anything else that stops the ledger from answering in time raises :class:`LedgerUnavailableError` (fail
+closed).
 
 URL: ``postgresql://user[:password]@host[:port]/dbname[?param=value...]``. Every libpq parameter is
 passed through; kling-budget reads and removes ``timeout`` (seconds to wait for a connection or a lock,
@@ -54,7 +57,9 @@ _SECRET_OPTIONS = ("password", "sslpassword")
 _RETRY_STATES = frozenset({"40001", "40P01"})
 _DUPLICATE_STATE = "23505"
 _LOCKED_STATES = frozenset({"55P03", "57014"})  # lock_timeout, statement timeout / cancel
-_WRITE_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_current_xact_id()::text"
+_WRITE_BEGIN = (
+    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_current_xact_id()::text, pg_postmaster_start_time()::text"
+)
 _READ_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 _MIGRATION_LOCK = (
     "SELECT pg_advisory_xact_lock(hashtextextended('kling_budget.migrate:' || COALESCE(current_schema(), ''), 0))"
@@ -104,10 +109,11 @@ class _Lost(Exception):
     """The connection broke. ``xid`` is set when it broke after a write transaction sent COMMIT (in
     doubt); ``result`` is then what ``fn`` returned, valid if that transaction committed."""
 
-    def __init__(self, reason: str, *, xid: str | None = None, result: Any = None) -> None:
+    def __init__(self, reason: str, *, xid: str | None = None, started: str = "", result: Any = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.xid = xid
+        self.started = started  # the server's start time when the transaction began
         self.result = result
 
 
@@ -242,7 +248,7 @@ class PostgresBackend:
                 self._putconn(conn)
                 self._drop_dead_connections()
                 if exc.xid is not None:
-                    status = self._xact_status(exc.xid, deadline)
+                    status = self._xact_status(exc.xid, exc.started, deadline)
                     self.stats[f"in_doubt_{status or 'unknown'}"] += 1
                     if status == "committed":
                         result: T = exc.result
@@ -313,13 +319,13 @@ class PostgresBackend:
 
     def _attempt(self, conn: psycopg.Connection[Any], fn: Callable[[Connection], T], write: bool) -> T:
         """One try; returns the connection to the pool itself only on success."""
-        xid = ""
+        xid = started = ""
         try:
             if write:
                 cursor = conn.execute(_WRITE_BEGIN)
                 cursor.nextset()
                 row = cursor.fetchone()
-                xid = str(row[0]) if row else ""
+                xid, started = (str(row[0]), str(row[1])) if row else ("", "")
             else:
                 conn.execute(_READ_BEGIN)
             result = fn(_PgConnection(conn))
@@ -341,15 +347,16 @@ class PostgresBackend:
             if not write:
                 self._putconn(conn)
                 return result  # nothing to lose: the reads are done
-            raise _Lost(self._reason(exc), xid=xid, result=result) from None
+            raise _Lost(self._reason(exc), xid=xid, started=started, result=result) from None
         except BaseException:
             conn.close()  # interrupted mid-COMMIT: never reuse a connection in an unknown state
             raise
         self._putconn(conn)
         return result
 
-    def _xact_status(self, xid: str, deadline: float) -> str | None:
-        """``committed``, ``aborted``, or ``None`` when it cannot be learned before ``deadline``."""
+    def _xact_status(self, xid: str, started: str, deadline: float) -> str | None:
+        """``committed``, ``aborted``, or ``None`` when it cannot be learned before ``deadline`` (or cannot be
+        trusted: see the module docstring)."""
         if not xid:
             return None
         while True:
@@ -358,8 +365,13 @@ class PostgresBackend:
             except psycopg.Error:
                 return None
             try:
-                row = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()
+                row = conn.execute(
+                    "SELECT pg_xact_status(%s::xid8), pg_postmaster_start_time()::text", (xid,)
+                ).fetchone()
                 status = row[0] if row else None
+                if status == "committed" and row is not None and row[1] != started:
+                    self.stats["in_doubt_after_restart"] += 1
+                    return None  # the server restarted: the id may have been handed out again
             except psycopg.Error:
                 status = "unreachable"
             finally:
