@@ -203,6 +203,19 @@ def _ms(value: datetime | int, what: str) -> int:
     return value
 
 
+def _json_number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def json_text(data: Any) -> str:
+    """Compact JSON as Kling takes it. Decimals (bodies are read with ``parse_float=Decimal``) are written as
+    JSON numbers: an integral one exactly, another in the shortest form that reads back as the same double
+    (a cfg_scale of 0.5 stays 0.5)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=_json_number)
+
+
 def _parsed(data: Any, endpoint: str | None, what: str) -> Task:
     """Kling's ``data`` as a :class:`Task`; an unusable one is a transport error (Kling's answer is broken)."""
     try:
@@ -427,7 +440,7 @@ class _KlingCore:
         return [_parsed(item, None, f"GET {TASKS_PATH}") for item in items]
 
     def _find_tasks_flow(self, body: Mapping[str, Any]) -> Flow[TaskPage]:
-        payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        payload = json_text(body).encode("utf-8")
         ok = yield from self._call("POST", TASKS_PATH, body=payload)
         data = ok.data if isinstance(ok.data, Mapping) else {}
         found = data.get("result")
@@ -436,7 +449,7 @@ class _KlingCore:
         return TaskPage(tasks, _cursor(data), bool(data.get("has_more")))
 
     def _billing_flow(self, path: str, body: Mapping[str, Any]) -> Flow[BillingPage]:
-        payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        payload = json_text(body).encode("utf-8")
         ok = yield from self._call("POST", path, body=payload)
         data = ok.data if isinstance(ok.data, Mapping) else {}
         found = data.get("result")
@@ -461,7 +474,7 @@ class _KlingCore:
             raise InvalidInputError(f"external_task_id must be a string, got {type(external).__name__}")
         prepared = with_create_option(path, body, "external_task_id", external)
         try:
-            payload = json.dumps(prepared, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            payload = json_text(prepared).encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"create body is not JSON-serialisable: {exc}") from None
         return external, payload

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kling_budget.kling._core import json_text
 from kling_budget.ledger.backend import Backend, Connection, Row
 from kling_budget.ledger.locks import skip_locked
 
@@ -111,15 +112,8 @@ def now_micros() -> int:
 
 
 def dumps(data: Any) -> str:
-    """Compact JSON; Decimals written as numbers."""
-    from decimal import Decimal
-
-    def default(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            return int(value) if value == value.to_integral_value() else float(value)
-        raise TypeError(f"cannot serialise {type(value).__name__}")
-
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=default)
+    """Compact JSON; Decimals written as numbers (see :func:`kling_budget.kling._core.json_text`)."""
+    return json_text(data)
 
 
 class TaskStore:
