@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
@@ -248,10 +248,3 @@ class operation(Generic[S, P, T]):
 def _without_self(fn: Callable[..., Any]) -> inspect.Signature:
     signature = inspect.signature(fn)
     return signature.replace(parameters=list(signature.parameters.values())[1:])
-
-
-def drive(driver: SyncDriver | AsyncDriver, flow: Flow[T]) -> T | Awaitable[T]:
-    """Run ``flow`` on ``driver``: its result, or an awaitable of it on an :class:`AsyncDriver`."""
-    if isinstance(driver, AsyncDriver):
-        return driver._drive(flow)
-    return driver._drive(flow)
