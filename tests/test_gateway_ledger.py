@@ -46,6 +46,35 @@ def test_reserve_submitted_with_also_is_one_transaction(ledger):
     assert ledger.verify().ok
 
 
+def test_commit_and_release_with_also_are_one_transaction(ledger):
+    """commit(also=...) and release(also=...) store the hook's write with the settlement, or neither; a replay
+    does not run the hook."""
+    ledger.backend.run(lambda c: c.execute("CREATE TABLE side (id TEXT PRIMARY KEY)"))
+    for key in ("c1", "r1"):
+        ledger.reserve(key, units_milli=1500, pack_type=PackType.VIDEO, attribution=ATTR, submitted=True)
+
+    def fail(conn):
+        conn.execute("INSERT INTO side (id) VALUES ('lost')")
+        raise Boom
+
+    with pytest.raises(Boom):
+        ledger.commit("c1", units_milli=1000, also=fail)
+    with pytest.raises(Boom):
+        ledger.release("r1", also=fail)
+    assert ledger.get_reservation("c1").state is ReservationState.SUBMITTED
+    assert ledger.get_reservation("r1").state is ReservationState.SUBMITTED
+    ledger.commit("c1", units_milli=1000, also=lambda c: c.execute("INSERT INTO side (id) VALUES ('c1')"))
+    ledger.release("r1", also=lambda c: c.execute("INSERT INTO side (id) VALUES ('r1')"))
+    assert ledger.commit("c1", units_milli=1000, also=fail).replayed
+    assert ledger.release("r1", also=fail).replayed
+    assert ledger.backend.run(lambda c: c.fetchall("SELECT id FROM side ORDER BY id"), write=False) == [
+        ("c1",),
+        ("r1",),
+    ]
+    assert ledger.get_reservation("c1").actual_milli == 1000
+    assert ledger.verify().ok
+
+
 def test_group_commit_admits_exactly_the_budget_under_concurrency(tmp_path):
     """With group commit on, 16 threads racing for a 30-unit budget get exactly 20 holds of 1.5 units."""
     ledger = open_ledger(f"sqlite:///{tmp_path / 'l.db'}")

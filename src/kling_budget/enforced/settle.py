@@ -33,6 +33,7 @@ Everything here is blocking ledger I/O and thread-safe; async callers run it in 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -47,6 +48,7 @@ from kling_budget.errors import (
 )
 from kling_budget.kling.tasks import ChargeType
 from kling_budget.ledger import Ledger, ReservationInfo, ReservationState
+from kling_budget.ledger.backend import Connection
 from kling_budget.money import format_units, units_text, usd_to_nano
 from kling_budget.types import AlertEvent, AlertKind, PackType
 
@@ -267,12 +269,20 @@ class JobSettler:
 
     # ------------------------------------------------------------------ settling
 
-    def settle(self, task: Task, *, reservation_id: str | None = None) -> SettleOutcome:
+    def settle(
+        self,
+        task: Task,
+        *,
+        reservation_id: str | None = None,
+        also: Callable[[Connection], None] | None = None,
+    ) -> SettleOutcome:
         """Apply Kling's answer about one task to its reservation, idempotently.
 
         Args:
             task: the task as just queried from Kling (a callback body is only a hint: query first).
             reservation_id: the reservation the task was submitted for, when the caller knows it.
+            also: run in the ledger transaction that commits or releases the reservation, when this call
+                does (the outcome's action is then ``COMMITTED`` or ``RELEASED``); not run otherwise.
 
         Returns:
             What was done; :attr:`SettleOutcome.conflict` is set when the ledger and Kling disagree.
@@ -294,8 +304,8 @@ class JobSettler:
         charged = task.charged_units_milli
         # Compared by value so this module does not import the Kling client (and httpx).
         if task.status.value == "succeeded" or (charged is not None and charged > 0):
-            return self._commit(info, task)
-        return self._release(info, task)
+            return self._commit(info, task, also)
+        return self._release(info, task, also)
 
     def reject(
         self, reservation_id: str, error: KlingAPIError, *, pack_type: PackType | str | None = None
@@ -351,7 +361,9 @@ class JobSettler:
             SettleAction.RUNNING, task, info, message=f"Kling task {task.task_id} is {task.status.value}"
         )
 
-    def _commit(self, info: ReservationInfo, task: Task) -> SettleOutcome:
+    def _commit(
+        self, info: ReservationInfo, task: Task, also: Callable[[Connection], None] | None = None
+    ) -> SettleOutcome:
         charge = kling_charge(task, info.pack_type, info.units_milli)
         units = charge.units_milli
         assumed = units is None
@@ -362,7 +374,7 @@ class JobSettler:
                 info = self._record_task(info, task)
             if info.state.is_open:
                 try:
-                    done = self.ledger.commit(info.id, units_milli=units, cash_usd_nano=charge.cash_usd_nano)
+                    done = self.ledger.commit(info.id, units_milli=units, cash_usd_nano=charge.cash_usd_nano, also=also)
                 except ReservationResolvedError:
                     info = self.ledger.get_reservation(info.id)  # settled by someone else meanwhile
                 else:
@@ -398,14 +410,16 @@ class JobSettler:
             f"{task.status.value} and charged {format_units(units)} units",
         )
 
-    def _release(self, info: ReservationInfo, task: Task) -> SettleOutcome:
+    def _release(
+        self, info: ReservationInfo, task: Task, also: Callable[[Connection], None] | None = None
+    ) -> SettleOutcome:
         reason = f"Kling task {task.task_id} failed" + (f": {task.status_message}" if task.status_message else "")
         if info.state.is_open:
             if info.task_id is None:
                 info = self._record_task(info, task)
             if info.state.is_open:
                 try:
-                    done = self.ledger.release(info.id, reason=reason)
+                    done = self.ledger.release(info.id, reason=reason, also=also)
                 except ReservationResolvedError:
                     info = self.ledger.get_reservation(info.id)
                 else:

@@ -515,12 +515,15 @@ class Ledger(BudgetStore, PackStore):
         units_milli: int | None = None,
         cash_usd_nano: int | None = None,
         now: datetime | None = None,
+        also: Callable[[Connection], None] | None = None,
     ) -> ReservationInfo:
         """Settle a reservation with what Kling charged (default: the held amount).
 
         Units above the hold are recorded as overage (they count against the budgets and raise an alert);
         units below it return the difference to the budgets. ``cash_usd_nano``: Kling took money from a cash
         balance instead of pack units; the job costs exactly that, and any pack holds are released.
+        ``also(conn)`` runs in the same transaction when this call settles the reservation (not on a replay);
+        if it raises, nothing is stored.
         """
         if units_milli is not None:
             validate_amount(units_milli, "charged units")
@@ -540,6 +543,8 @@ class Ledger(BudgetStore, PackStore):
                 )
             if not info.state.is_open:
                 raise ReservationResolvedError(f"reservation {key} is {info.state.value} and cannot be committed")
+            if also is not None:
+                also(conn)  # before the budget rows: their locks are held until COMMIT (see reserve)
             config = self._load_config(conn, version=version)
             if cash_usd_nano is None:
                 actual_nano = self._settle_allocs(conn, config, info, actual, at)
@@ -656,8 +661,18 @@ class Ledger(BudgetStore, PackStore):
 
         return self.backend.run(tx)
 
-    def release(self, key: str, *, reason: str = "", now: datetime | None = None) -> ReservationInfo:
-        """Return a reservation's hold to its budgets (Kling failed the task, or it was never sent)."""
+    def release(
+        self,
+        key: str,
+        *,
+        reason: str = "",
+        now: datetime | None = None,
+        also: Callable[[Connection], None] | None = None,
+    ) -> ReservationInfo:
+        """Return a reservation's hold to its budgets (Kling failed the task, or it was never sent).
+
+        ``also(conn)`` runs in the same transaction when this call releases the reservation (not on a replay).
+        """
         at = to_micros(now or self.now())
 
         def tx(conn: Connection) -> ReservationInfo:
@@ -666,6 +681,8 @@ class Ledger(BudgetStore, PackStore):
                 return replace(info, replayed=True)
             if not info.state.is_open:
                 raise ReservationResolvedError(f"reservation {key} is {info.state.value} and cannot be released")
+            if also is not None:
+                also(conn)
             config = self._load_config(conn, version=version)
             self._release_in(conn, config, info, at, reason)
             fresh = self._fetch(conn, key)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.requests import Request
@@ -67,6 +67,10 @@ from kling_budget.server.task_store import (
 )
 from kling_budget.server.upstream import Upstream, UpstreamReply
 from kling_budget.types import Quote
+
+if TYPE_CHECKING:
+    from kling_budget.enforced.settle import SettleOutcome
+    from kling_budget.ledger.backend import Connection
 
 __all__ = [
     "DENIAL_CODE",
@@ -598,24 +602,39 @@ class Proxy:
         return task
 
     def _apply(self, row: TaskRow, task: Task, data: Any, status: str) -> None:
+        tasks = self.state.tasks
         settled = False
         if task.is_terminal and not row.settled:
-            outcome = self._settler_instance().settle(task, reservation_id=row.reservation_id)
+            # The row is marked settled in the ledger transaction that commits or releases the hold.
+            ran: list[bool] = []
+            hook = tasks.update_hook(row.reservation_id, status=status, data=data, settled=True, task_id=task.task_id)
+
+            def settle_row(conn: Connection) -> None:
+                hook(conn)
+                ran.append(True)
+
+            outcome = self._settler_instance().settle(task, reservation_id=row.reservation_id, also=settle_row)
+            if ran:
+                self._count_settled(outcome)
+                return
             settled = outcome.settled or outcome.conflict
-            info = outcome.reservation
-            if outcome.action.value == "committed" and info is not None:
-                self.state.metrics.units("committed", info.pack_type.value, info.actual_milli or 0)
-            elif outcome.action.value == "released" and info is not None:
-                self.state.metrics.units("released", info.pack_type.value, info.units_milli)
+            self._count_settled(outcome)
         elif not row.task_id:
             self._settler_instance().settle(task, reservation_id=row.reservation_id)  # records the task id
-        self.state.tasks.update(
+        tasks.update(
             row.reservation_id,
             status=status,
             data=data,
             settled=True if settled else None,
             task_id=task.task_id,
         )
+
+    def _count_settled(self, outcome: SettleOutcome) -> None:
+        info = outcome.reservation
+        if outcome.action.value == "committed" and info is not None:
+            self.state.metrics.units("committed", info.pack_type.value, info.actual_milli or 0)
+        elif outcome.action.value == "released" and info is not None:
+            self.state.metrics.units("released", info.pack_type.value, info.units_milli)
 
     async def _list(self, request: Request, path: str) -> Response:
         request_id = self._request_id(request)

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import anyio.to_thread
-
 from kling_budget.designs import is_model_in_path
 from kling_budget.errors import ConfigurationError
 from kling_budget.kling._core import TASKS_PATH, resolve_base_url
@@ -33,6 +31,7 @@ from kling_budget.server.keys import KeyStore, data_dir, load_master_key
 from kling_budget.server.limits import ServerLimits
 from kling_budget.server.metrics import Metrics
 from kling_budget.server.task_store import TaskStore
+from kling_budget.server.threads import BlockingPool
 from kling_budget.server.upstream import Upstream
 
 __all__ = [
@@ -222,7 +221,7 @@ class GatewayState:
             enable()
         # Threads beyond the connection pool only queue for a connection and fight for the GIL (PostgreSQL);
         # SQLite's group-commit callers mostly wait on their batch, so more of them batch better.
-        self._threads = 64 if enable is not None else 8
+        self._blocking = BlockingPool(64 if enable is not None else 8)
         self.prices = self.tracker.prices
         self.metrics = Metrics()
         box = load_master_key(home=config.home or data_dir())
@@ -249,18 +248,13 @@ class GatewayState:
         )
         base = config.callback_url
         self.callback_tokens = None if base is None else CallbackTokens.load(self.ledger.backend, box, base)
-        self._limiter: anyio.CapacityLimiter | None = None
 
     def __repr__(self) -> str:
         return f"GatewayState(ledger={self.ledger.backend.display_url!r}, upstream={self.config.upstream_url!r})"
 
     async def run_sync(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking call (ledger, key store) in a worker thread and await its result."""
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self._threads)
-        if kwargs:
-            return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        return await self._blocking.run(fn, *args, **kwargs)
 
     def kling_client(self) -> Any:
         """A new :class:`~kling_budget.kling.AsyncKlingClient` with the real credentials (close it after use)."""
@@ -285,4 +279,5 @@ class GatewayState:
         await self.upstream.aclose()
         if self.model_in_path_upstream is not None and self.model_in_path_upstream is not self.upstream:
             await self.model_in_path_upstream.aclose()
+        self._blocking.close()
         self.tracker.close()

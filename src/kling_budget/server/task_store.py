@@ -179,6 +179,30 @@ class TaskStore:
     ) -> None:
         """Change a row: latest status/data, settled flag, next check time, Kling's task id (if not known
         yet); ``free_external_id`` after a definite rejection so the client may retry with the same id."""
+        self.backend.run(
+            self.update_hook(
+                reservation_id,
+                status=status,
+                data=data,
+                settled=settled,
+                free_external_id=free_external_id,
+                check_at=check_at,
+                task_id=task_id,
+            )
+        )
+
+    @staticmethod
+    def update_hook(
+        reservation_id: str,
+        *,
+        status: str | None = None,
+        data: Any = None,
+        settled: bool | None = None,
+        free_external_id: bool = False,
+        check_at: int | None = None,
+        task_id: str | None = None,
+    ) -> Callable[[Connection], None]:
+        """:meth:`update` as a hook for another transaction (the ledger's commit or release of the task)."""
         sets: list[str] = ["updated_at = ?"]
         params: list[Any] = [now_micros()]
         if status is not None:
@@ -201,7 +225,7 @@ class TaskStore:
         params.append(reservation_id)
         videos = _video_ids(data)
 
-        def tx(conn: Connection) -> None:
+        def hook(conn: Connection) -> None:
             conn.execute(f"UPDATE gateway_tasks SET {', '.join(sets)} WHERE reservation_id = ?", params)
             for video_id in videos:
                 conn.execute(
@@ -209,7 +233,7 @@ class TaskStore:
                     (video_id, reservation_id),
                 )
 
-        self.backend.run(tx)
+        return hook
 
     def mark_forwarded(self, reservation_id: str, status: str) -> bool:
         """Record that ``status`` of this task goes to the client's callback_url; ``False`` if it already went

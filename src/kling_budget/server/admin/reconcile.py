@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import inspect
 import weakref
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-import anyio.from_thread
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -27,12 +27,13 @@ op = Operations()
 class _BlockingKling:
     """The blocking face of an ``AsyncKlingClient`` (same API), for reconcile run in a worker thread.
 
-    Each awaitable method runs on the gateway's event loop through ``anyio.from_thread``, so reconcile
-    shares the loop's connection pool instead of opening a second client.
+    Each awaitable method runs on the gateway's event loop (``loop``), so reconcile shares the loop's
+    connection pool instead of opening a second client.
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._client = client
+        self._loop = loop
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
@@ -40,7 +41,7 @@ class _BlockingKling:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return anyio.from_thread.run(functools.partial(attr, *args, **kwargs))
+            return asyncio.run_coroutine_threadsafe(attr(*args, **kwargs), self._loop).result()
 
         return call
 
@@ -63,11 +64,12 @@ async def _reconcile(request: Request, state: GatewayState) -> Response:
             client = state.kling_client()
         except ConfigurationError as exc:
             raise ApiError(409, "not_available", f"reconcile needs the upstream Kling client: {exc}") from None
+        loop = asyncio.get_running_loop()
         try:
             report = await state.run_sync(
                 lambda: reconciling.reconcile(
                     state.tracker,
-                    cast("KlingClient", _BlockingKling(client)),
+                    cast("KlingClient", _BlockingKling(client, loop)),
                     check_costs=check_costs,
                     held_grace=timedelta(seconds=grace),
                     release_missing_older_than=None if missing is None else timedelta(seconds=missing),
