@@ -488,6 +488,16 @@ class Ledger(BudgetStore, PackStore):
         """
 
         def tx(conn: Connection) -> ReservationInfo:
+            # The common case in one statement (the row lock is taken by the UPDATE itself): an open hold.
+            row = conn.fetchone(
+                "UPDATE reservations SET state = 'submitted', task_id = COALESCE(?, task_id) "
+                f"WHERE id = ? AND state IN ('held', 'submitted') RETURNING {RESERVATION_COLUMNS}",
+                (task_id, key),
+            )
+            if row is not None:
+                if also is not None:
+                    also(conn)
+                return info_from_row(row)
             info = self._require(conn, key, lock=True)
             if info.state is ReservationState.HELD or info.state is ReservationState.SUBMITTED:
                 conn.execute(
