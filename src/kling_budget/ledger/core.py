@@ -555,7 +555,7 @@ class Ledger(BudgetStore, PackStore):
                 raise ReservationResolvedError(f"reservation {key} is {info.state.value} and cannot be committed")
             if also is not None:
                 also(conn)  # before the budget rows: their locks are held until COMMIT (see reserve)
-            config = self._load_config(conn, version=version)
+            config = self._load_config(conn, locked=True, version=version)  # locked by _require_for_write
             if cash_usd_nano is None:
                 actual_nano = self._settle_allocs(conn, config, info, actual, at)
             else:
@@ -693,7 +693,7 @@ class Ledger(BudgetStore, PackStore):
                 raise ReservationResolvedError(f"reservation {key} is {info.state.value} and cannot be released")
             if also is not None:
                 also(conn)
-            config = self._load_config(conn, version=version)
+            config = self._load_config(conn, locked=True, version=version)  # locked by _require_for_write
             self._release_in(conn, config, info, at, reason)
             fresh = self._fetch(conn, key)
             assert fresh is not None
@@ -1024,10 +1024,17 @@ class Ledger(BudgetStore, PackStore):
         return (None if found[1] is None else info_from_row(found[1:])), True, None
 
     def _require_for_write(self, conn: Connection, key: str) -> tuple[ReservationInfo, str | None]:
-        """The reservation ``key`` locked for resolution, and ``meta.config_version`` when the backend lets
-        it be read in the same statement (one writer at a time); else ``None`` (read it after the lock)."""
-        if config_lock_expression(conn) is not None:  # dialect hook: see ledger/locks.py
-            return self._require(conn, key, lock=True), None
+        """The reservation ``key`` locked for resolution, with the config lock held (taken in the same
+        statement where the backend needs one), and ``meta.config_version`` when the backend lets it be read
+        in the same statement (one writer at a time); else ``None`` (read it in a later statement)."""
+        expression = config_lock_expression(conn)  # dialect hook: see ledger/locks.py
+        if expression is not None:
+            row = conn.fetchone(
+                f"SELECT {expression}, {RESERVATION_COLUMNS} FROM reservations WHERE id = ?{for_update(conn)}", (key,)
+            )
+            if row is None:
+                raise ReservationNotFoundError(f"no reservation with id {key!r}")
+            return info_from_row(row[1:]), None
         row = conn.fetchone(_REQUIRE_WITH_VERSION, (key,))
         if row is None:
             raise ReservationNotFoundError(f"no reservation with id {key!r}")
