@@ -130,3 +130,24 @@ def test_serve_needs_kling_credentials(capsys, sqlite_url):
     """serve without KLING_ACCESS_KEY/KLING_SECRET_KEY or KLING_API_KEY says so in one line (exit 2)."""
     code, _, err = _run(capsys, "--db", sqlite_url, "serve", "--port", "0")
     assert code == 2 and "KLING_ACCESS_KEY" in err and "\n" not in err.strip()
+
+
+def test_a_different_master_key_cannot_add_or_rotate_keys(capsys, sqlite_url, tmp_path, monkeypatch):
+    """keys create/rotate with a master key that cannot read the ledger's secrets fail in one line and store
+    nothing; the right key still works."""
+    monkeypatch.setenv(MASTER_KEY_ENV, SecretBox.generate())
+    code, _, _ = _run(capsys, "--db", sqlite_url, "keys", "create", "--name", "first", "--project", "p")
+    assert code == 0
+    right = os.environ[MASTER_KEY_ENV]
+    monkeypatch.setenv(MASTER_KEY_ENV, SecretBox.generate())
+    code, _, err = _run(capsys, "--db", sqlite_url, "keys", "create", "--name", "second", "--project", "p")
+    assert code != 0 and "another master key" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = _run(capsys, "--db", sqlite_url, "keys", "rotate", "first")
+    assert code != 0 and "another master key" in err
+    monkeypatch.setenv(MASTER_KEY_ENV, right)
+    code, listed, _ = _run(capsys, "--db", sqlite_url, "keys", "list", "--json")
+    assert [k["name"] for k in json.loads(listed)] == ["first"]
+    assert json.loads(listed)[0]["rotated_at"] is None
+    code, _, _ = _run(capsys, "--db", sqlite_url, "keys", "rotate", "first")
+    assert code == 0

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kling_budget.alerts._secrets import check_master_key
 from kling_budget.errors import ConfigurationError, KeyDecryptionError, KlingBudgetError
 from kling_budget.kling.jwt import TokenError, decode_token, peek_issuer
 from kling_budget.ledger.backend import Backend, Connection, Row
@@ -256,6 +257,7 @@ class KeyStore:
 
         Raises:
             ConfigurationError: a bad name, project or kind, or a key with that name exists (even revoked).
+            KeyDecryptionError: this process's master key cannot read the ledger's existing secrets.
         """
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigurationError(
@@ -270,6 +272,7 @@ class KeyStore:
         now = to_micros(datetime.now(UTC))
 
         def tx(conn: Connection) -> VirtualKey:
+            check_master_key(conn, box)  # never add a secret the other keys' readers cannot decrypt
             if conn.fetchone("SELECT 1 FROM gateway_keys WHERE name = ?", (name,)):
                 raise ConfigurationError(f"a key named {name!r} already exists (names are never reused)")
             conn.execute(
@@ -303,6 +306,7 @@ class KeyStore:
 
         Raises:
             ConfigurationError: no such key, or it is revoked.
+            KeyDecryptionError: this process's master key cannot read the ledger's existing secrets.
         """
         box = self._require_box()
         now = to_micros(datetime.now(UTC))
@@ -311,6 +315,7 @@ class KeyStore:
             current = self._get(conn, name)
             if current.revoked:
                 raise ConfigurationError(f"key {name!r} is revoked; create a new key instead")
+            check_master_key(conn, box)
             fresh = _new_secrets(current.kind)
             access, secret, api, webhook = fresh
             conn.execute(
