@@ -181,7 +181,7 @@ class KlingCallbacks:
 
     async def refresh(self, reservation_id: str) -> None:
         """Query one task from Kling, settle from the answer, and forward a new status to the client once."""
-        from kling_budget.server.proxy import task_status
+        from kling_budget.server.settlement import task_status
 
         row = await self.state.run_sync(self.state.tasks.get, reservation_id)
         if row is None:
@@ -190,11 +190,11 @@ class KlingCallbacks:
         if row.settled and isinstance(row.data, dict):
             data = row.data  # its final state is known: no query to Kling with the real credentials
         else:
-            reply = await self.proxy.query_upstream(row, operation="poll")
+            reply = await self.proxy.settlement.query_upstream(row, operation="poll")
             if not reply.ok or not isinstance(reply.data, dict):
                 return
             data = reply.data
-            await self.proxy.observe(row, data)
+            await self.proxy.settlement.observe(row, data)
         status = task_status(data)
         if not row.callback_url or status is None:
             return

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -48,29 +48,23 @@ from kling_budget.errors import (
     KlingAPIError,
     KlingConnectError,
 )
-from kling_budget.kling._codes import error_for_code
 from kling_budget.kling._core import Created
-from kling_budget.kling.tasks import Task, parse_task
 from kling_budget.pricing import SUPPORTED_PATHS
 from kling_budget.server.admission import CreateAdmission, Refusal
 from kling_budget.server.denial import DENIAL_CODE, DENIAL_HTTP_STATUS, denial_response
 from kling_budget.server.exposure import owns_budget, scrub_upstream_error, tenant_denial_message
 from kling_budget.server.keys import CredentialError, KeyDecryptionError, VirtualKey
+from kling_budget.server.settlement import NO_API_KEY_MESSAGE, UNCONFIRMED_GRACE_SECONDS, Settlement, task_status
 from kling_budget.server.state import GatewayState
 from kling_budget.server.task_store import (
     MODE_DETAIL_KEY,
     DuplicateExternalIdError,
-    TaskRow,
     dumps,
     new_id,
     now_micros,
 )
 from kling_budget.server.upstream import Upstream, UpstreamReply
 from kling_budget.types import Quote
-
-if TYPE_CHECKING:
-    from kling_budget.enforced.settle import SettleOutcome
-    from kling_budget.ledger.backend import Connection
 
 __all__ = [
     "DENIAL_CODE",
@@ -85,20 +79,12 @@ __all__ = [
 logger = logging.getLogger("kling_budget.gateway")
 
 RESERVATION_PREFIX = "gw-"
-NO_API_KEY_MESSAGE = (
-    "this gateway serves Kling's 2026 API design (/text-to-video/<model>, /image-to-video/<model>, "
-    "/omni-video/<model>, /motion-control/<model>, /tasks) only with a Kling API key, which Kling requires there; "
-    "its operator configured an access key/secret key pair only (set KLING_API_KEY); the /v1 routes work"
-)
 _HTTP_FOR_CODE = {
     1000: 401, 1001: 401, 1002: 401, 1003: 401, 1004: 401, 1100: 429, 1101: 429, 1102: 429, 1103: 403,
     1200: 400, 1201: 400, 1202: 404, 1203: 404, 1300: 400, 1301: 400, 1302: 429, 1303: 429, 1304: 429,
     5000: 500, 5001: 503, 5002: 504,
 }  # fmt: skip
 _LOOKUP_DELAYS = (0.2, 0.6)
-# A task the worker has not heard of for this long after its create was sent may be looked up by
-# external id, and released if Kling does not know it: the create request has certainly ended by then.
-_UNCONFIRMED_GRACE_SECONDS = 10.0
 _FIRST_CHECK_SECONDS = 5.0
 
 
@@ -147,15 +133,6 @@ class _Answer(Exception):
         self.response = response
 
 
-def task_status(data: Any) -> str | None:
-    """Kling's own status word in a task object of either design (``succeed`` on ``/v1``, ``succeeded`` on
-    the 2026 design), ``None`` when it has none."""
-    if not isinstance(data, dict):
-        return None
-    status = data.get("task_status", data.get("status"))
-    return status if isinstance(status, str) and status else None
-
-
 def show_client_ids(data: Any, row_external: str | None, *, model_in_path: bool = False) -> Any:
     """Kling's task object as the client must see it: its own external id (``task_info.external_task_id`` on
     ``/v1``, ``external_id`` on the 2026 design: ``model_in_path``), never ours (nor the gateway's callback URL
@@ -187,7 +164,7 @@ class Proxy:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.admission = CreateAdmission(state)
-        self._settler: Any = None
+        self.settlement = Settlement(state)
 
     # ------------------------------------------------------------------ routing
 
@@ -358,7 +335,7 @@ class Proxy:
         client_callback: str | None,
     ) -> None:
 
-        check_at = now_micros() + int((self.state.config.upstream_timeout + _UNCONFIRMED_GRACE_SECONDS) * 1e6)
+        check_at = now_micros() + int((self.state.config.upstream_timeout + UNCONFIRMED_GRACE_SECONDS) * 1e6)
         self.state.tracker.reserve_quote(
             quote,
             project_id=key.project,
@@ -396,7 +373,7 @@ class Proxy:
             if exc.request_id:
                 request.state.upstream_request_id = exc.request_id
             if keeps_hold(exc):
-                await self._keep_unknown(reservation_id)
+                await self.settlement.keep_unknown(reservation_id)
                 shown = client_external or reservation_id
                 logger.warning(
                     "create outcome unknown; hold kept for the settle worker",
@@ -409,7 +386,7 @@ class Proxy:
                     f"tells. Query the task by external_task_id {shown!r} before sending it again",
                     request_id,
                 )
-            await self._rejected(reservation_id, quote, exc)
+            await self.settlement.rejected(reservation_id, quote, exc)
             return self.pass_error(UpstreamReply.of(exc), request_id)
         if created.request_id:
             request.state.upstream_request_id = created.request_id
@@ -446,7 +423,7 @@ class Proxy:
         data = created.data
         if created.task is None:
             # A synchronous endpoint (no task): Kling has done the work and charged it.
-            await self._settle_sync(reservation_id, quote, data)
+            await self.settlement.settle_sync(reservation_id, quote, data)
         else:
             task_id = created.task.task_id
             request.state.task_id = task_id
@@ -472,61 +449,6 @@ class Proxy:
         model_in_path = created.task is not None and is_model_in_path(created.task.endpoint or "")
         envelope["data"] = show_client_ids(data, client_external, model_in_path=model_in_path)
         return _json(200, envelope)
-
-    async def _settle_sync(self, reservation_id: str, quote: Quote, data: Any) -> None:
-        try:
-            await self.state.run_sync(self.state.ledger.commit, reservation_id)
-            await self.state.run_sync(
-                self.state.tasks.update, reservation_id, status="succeed", data=data, settled=True
-            )
-            self.state.metrics.units("committed", quote.pack_type.value, quote.units_milli)
-        except Exception as exc:
-            logger.error(
-                "could not commit a synchronous call (%s); left for the settle worker",
-                type(exc).__name__,
-                extra={"reservation_id": reservation_id},
-            )
-
-    async def _rejected(self, reservation_id: str, quote: Quote, error: KlingAPIError) -> None:
-        try:
-            await self.state.run_sync(self._settler_instance().reject, reservation_id, error, pack_type=quote.pack_type)
-            await self.state.run_sync(
-                self.state.tasks.update, reservation_id, status="rejected", settled=True, free_external_id=True
-            )
-            self.state.metrics.units("released", quote.pack_type.value, quote.units_milli)
-        except Exception as exc:
-            # Ownership row stays unsettled: the worker releases the hold once the ledger is back.
-            logger.error(
-                "could not release a rejected create (%s)", type(exc).__name__, extra={"reservation_id": reservation_id}
-            )
-            try:
-                await self.state.run_sync(
-                    self.state.tasks.update,
-                    reservation_id,
-                    status="rejected",
-                    free_external_id=True,
-                    check_at=now_micros(),
-                )
-            except Exception:
-                logger.error("could not mark a rejected create", extra={"reservation_id": reservation_id})
-
-    async def _keep_unknown(self, reservation_id: str) -> None:
-        try:
-            await self.state.run_sync(
-                self.state.tasks.update,
-                reservation_id,
-                status="unknown",
-                check_at=now_micros() + int(_UNCONFIRMED_GRACE_SECONDS * 1e6),
-            )
-        except Exception:
-            logger.error("could not mark an unconfirmed create", extra={"reservation_id": reservation_id})
-
-    def _settler_instance(self) -> Any:
-        if self._settler is None:
-            from kling_budget.enforced.settle import JobSettler
-
-            self._settler = JobSettler(self.state.tracker)
-        return self._settler
 
     # ------------------------------------------------------------------ queries
 
@@ -557,84 +479,16 @@ class Proxy:
         if row is None:
             return kling_error(404, 1203, f"task {ref!r} does not exist on {path}", request_id)
         request.state.reservation_id = row.reservation_id
-        reply = await self.query_upstream(row)
+        reply = await self.settlement.query_upstream(row)
         if reply.request_id:
             request.state.upstream_request_id = reply.request_id
         if not reply.ok:
             return self.pass_error(reply, request_id)
         data = reply.data
-        await self.observe(row, data)
+        await self.settlement.observe(row, data)
         envelope = dict(reply.envelope or {})
         envelope["data"] = show_client_ids(data, row.client_external_id)
         return _json(200, envelope)
-
-    async def query_upstream(self, row: TaskRow, operation: str = "query") -> UpstreamReply:
-        """Kling's answer about ``row``'s task, in its own design: by Kling's task id, else by the gateway's
-        external id (the reservation id); a 2026-design task without an API key configured is 403/1103."""
-        upstream = self.state.upstream_for(row.endpoint)
-        if upstream is None:
-            error = error_for_code(1103, NO_API_KEY_MESSAGE, http_status=403, request_id=None)
-            return UpstreamReply.of(error)
-        if row.task_id:
-            return await upstream.query_task(row.endpoint, task_id=row.task_id, operation=operation)
-        return await upstream.query_task(row.endpoint, external_task_id=row.reservation_id, operation=operation)
-
-    async def observe(self, row: TaskRow, data: Any) -> Task | None:
-        """Hand Kling's fresh answer about ``row``'s task to the settler and keep the latest state."""
-        try:
-            task = parse_task(data if isinstance(data, dict) else {}, endpoint=row.endpoint)
-        except InvalidInputError:
-            return None
-        status = task_status(data) or task.status.value
-        if row.settled and row.status == status:
-            return task
-        if not task.is_terminal and row.status == status and row.task_id == task.task_id:
-            return task
-        try:
-            await self.state.run_sync(self._apply, row, task, data, status)
-        except Exception as exc:
-            logger.error(
-                "could not settle task %s (%s); will retry",
-                task.task_id,
-                type(exc).__name__,
-                extra={"reservation_id": row.reservation_id},
-            )
-        return task
-
-    def _apply(self, row: TaskRow, task: Task, data: Any, status: str) -> None:
-        tasks = self.state.tasks
-        settled = False
-        if task.is_terminal and not row.settled:
-            # The row is marked settled in the ledger transaction that commits or releases the hold.
-            ran: list[bool] = []
-            hook = tasks.update_hook(row.reservation_id, status=status, data=data, settled=True, task_id=task.task_id)
-
-            def settle_row(conn: Connection) -> None:
-                hook(conn)
-                ran.append(True)
-
-            outcome = self._settler_instance().settle(task, reservation_id=row.reservation_id, also=settle_row)
-            if ran:
-                self._count_settled(outcome)
-                return
-            settled = outcome.settled or outcome.conflict
-            self._count_settled(outcome)
-        elif not row.task_id:
-            self._settler_instance().settle(task, reservation_id=row.reservation_id)  # records the task id
-        tasks.update(
-            row.reservation_id,
-            status=status,
-            data=data,
-            settled=True if settled else None,
-            task_id=task.task_id,
-        )
-
-    def _count_settled(self, outcome: SettleOutcome) -> None:
-        info = outcome.reservation
-        if outcome.action.value == "committed" and info is not None:
-            self.state.metrics.units("committed", info.pack_type.value, info.actual_milli or 0)
-        elif outcome.action.value == "released" and info is not None:
-            self.state.metrics.units("released", info.pack_type.value, info.units_milli)
 
     async def _list(self, request: Request, path: str) -> Response:
         request_id = self._request_id(request)

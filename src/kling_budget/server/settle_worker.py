@@ -124,9 +124,9 @@ class SettleWorker:
             await self.state.run_sync(self.state.ledger.release, row.reservation_id, reason="Kling rejected the create")
             await self.state.run_sync(tasks.update, row.reservation_id, settled=True)
             return
-        reply = await self.proxy.query_upstream(row, operation="poll")
+        reply = await self.proxy.settlement.query_upstream(row, operation="poll")
         if reply.ok:
-            await self.proxy.observe(row, reply.data)
+            await self.proxy.settlement.observe(row, reply.data)
             return
         if isinstance(reply.error, KlingTaskNotFoundError) and row.task_id is None:
             # The create's outcome was never learned and Kling has no task with our external id: it was

@@ -160,7 +160,7 @@ class TaskRoutes:
                 row = wanted.get(item.get(field)) if isinstance(item, dict) else None
                 if row is not None and row.reservation_id not in answers:
                     answers[row.reservation_id] = item
-                    await self.proxy.observe(row, item)
+                    await self.proxy.settlement.observe(row, item)
         return answers
 
     async def list_tasks(self, request: Request) -> Response:
