@@ -242,6 +242,11 @@ class SQLiteBackend:
 
                 self.run(apply)
                 applied.append(migration.version)
+            if applied:
+                # A migration that rebuilds a table writes it whole to the WAL; give that space back now
+                # rather than when the last connection closes (best effort: readers may hold it).
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return applied
 
     def _commit_batch(self, batch: Sequence[Call[Callable[[Connection], Any]]]) -> int:
