@@ -263,7 +263,7 @@ class Ledger(BudgetStore, PackStore):
                 return info
             return replace(info, alerts=tuple(self._insert_events(conn, events, at)))
 
-        together = [True]  # one statement for every window, until a window refuses (see ledger/counters.py)
+        together = [True]  # every window at once (SQLite), until a window refuses (see ledger/counters.py)
         try:
             try:
                 result = self.backend.run(tx)
