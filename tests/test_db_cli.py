@@ -13,8 +13,9 @@ import pytest
 
 from kling_budget.budgets import Budget
 from kling_budget.cli import main
-from kling_budget.ledger import open_ledger
-from kling_budget.ledger.schema import LATEST_VERSION
+from kling_budget.cli.db_cmds import open_unmigrated
+from kling_budget.ledger import Ledger, open_ledger
+from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS, apply_migration
 from kling_budget.types import Attribution, PackType
 
 
@@ -68,6 +69,54 @@ def test_status_then_upgrade_of_a_new_sqlite_file(kb: Any, tmp_path: Path) -> No
     assert after.code == 0 and "none" in after.out and str(LATEST_VERSION) in after.out
     again = kb("--db", url, "db", "upgrade")
     assert again.code == 0 and "up to date" in again.out
+
+
+def test_upgrade_to_7_keeps_the_entry_log_and_its_sequence(kb: Any, tmp_path: Path) -> None:
+    """Migration 7 rebuilds a version-6 SQLite ledger's entries with the same rows and seq values, still
+    append-only, and later entries continue the sequence without a sqlite_sequence row."""
+    url = f"sqlite:///{tmp_path / 'v6.db'}"
+    backend = open_unmigrated(url)
+    for migration in MIGRATIONS[:6]:
+
+        def apply(conn: Any, migration: Any = migration) -> None:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+            )
+            apply_migration(conn, migration, "sqlite")
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, 0)",
+                (migration.version, migration.name),
+            )
+
+        backend.run(apply)
+    old = Ledger(backend)
+    old.set_budget(Budget.create("account", limit_units=100))
+    for key in ("r1", "r2", "r3"):
+        old.reserve(key, units_milli=2500, pack_type=PackType.VIDEO, attribution=Attribution(project="p"))
+    old.commit("r1")
+    old.release("r2")
+    log = "SELECT seq, reservation_id, kind, units_milli, usd_nano, at FROM entries ORDER BY seq"
+    before = backend.run(lambda c: c.fetchall(log), write=False)
+    old.close()
+    assert [p["version"] for p in kb("--db", url, "db", "status", "--json").json()["pending"]] == [7]
+    assert kb("--db", url, "db", "upgrade", "--json").json()["applied"] == [7]
+    ledger = open_ledger(url)
+    run = ledger.backend.run
+    assert run(lambda c: c.fetchall(log), write=False) == before
+    assert run(lambda c: c.fetchone("SELECT 1 FROM sqlite_sequence WHERE name LIKE 'entries%'"), write=False) is None
+    ledger.commit("r3")
+    after = run(lambda c: c.fetchall(log), write=False)
+    assert after[:-1] == before and after[-1][:3] == (before[-1][0] + 1, "r3", "commit")
+    with pytest.raises(Exception, match="append-only"):
+        run(lambda c: c.execute("DELETE FROM entries WHERE seq = ?", (after[-1][0],)))
+    with pytest.raises(Exception, match="append-only"):
+        run(lambda c: c.execute("UPDATE entries SET units_milli = 0"))
+    duplicate = "INSERT INTO entries (reservation_id, kind, units_milli, usd_nano, at) VALUES ('r1', 'commit', 1, 1, 1)"
+    with pytest.raises(Exception, match="UNIQUE"):
+        run(lambda c: c.execute(duplicate))
+    assert ledger.verify().ok and ledger.budget_status("account").counters.committed_milli == 5000
+    ledger.close()
 
 
 def test_postgres_status_never_shows_the_password(kb: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,7 @@ A ``total`` window never resets: it starts at the epoch and has no end.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
@@ -61,16 +61,15 @@ class Window:
 
     start: datetime
     end: datetime | None
+    #: Start as integer microseconds since the epoch (the ledger's window key).
+    start_us: int = field(init=False, repr=False, compare=False)
+    #: End as integer microseconds since the epoch, or ``None``.
+    end_us: int | None = field(init=False, repr=False, compare=False)
 
-    @property
-    def start_us(self) -> int:
-        """Start as integer microseconds since the epoch (the ledger's window key)."""
-        return to_micros(self.start)
-
-    @property
-    def end_us(self) -> int | None:
-        """End as integer microseconds since the epoch, or ``None``."""
-        return None if self.end is None else to_micros(self.end)
+    def __post_init__(self) -> None:
+        # Computed once: the ledger reads them several times per operation.
+        object.__setattr__(self, "start_us", to_micros(self.start))
+        object.__setattr__(self, "end_us", None if self.end is None else to_micros(self.end))
 
     def contains(self, instant: datetime) -> bool:
         """Whether ``instant`` falls inside the window."""

@@ -108,7 +108,7 @@ def _copy_all(src: Connection, dst: Connection) -> dict[str, int]:
         if set(_columns(dst, table)) != set(columns):
             raise ConfigurationError(f"table {table} has different columns in source and destination")
         copied[table] = _copy_table(src, dst, table, columns, _primary_key(src, table) or columns)
-    if dst.dialect == "postgresql":  # SQLite's AUTOINCREMENT follows explicit ids by itself
+    if dst.dialect == "postgresql":  # SQLite's rowids and AUTOINCREMENT follow explicit ids by themselves
         for table, column in identity_columns(dst):
             dst.fetchone(
                 f"SELECT setval(pg_get_serial_sequence(?, ?), COALESCE(MAX({column}), 0) + 1, false) FROM {table}",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import threading
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,7 @@ from kling_budget.errors import (
     ReservationResolvedError,
 )
 from kling_budget.ledger.backend import Backend, Connection
-from kling_budget.ledger.budget_store import BudgetStore, LedgerConfig, NewWindows, crosses
+from kling_budget.ledger.budget_store import BudgetStore, LedgerConfig, NewWindows
 from kling_budget.ledger.counters import HoldRefused, add_held, hold_all, hold_limits, one_statement, settle_all
 from kling_budget.ledger.events import (
     DENIAL_ALERT_INTERVAL_MICROS,
@@ -262,7 +263,7 @@ class Ledger(BudgetStore, PackStore):
                 return info
             return replace(info, alerts=tuple(self._insert_events(conn, events, at)))
 
-        together = [True]  # one statement for every window, until a window refuses (see ledger/counters.py)
+        together = [True]  # every window at once (SQLite), until a window refuses (see ledger/counters.py)
         try:
             try:
                 result = self.backend.run(tx)
@@ -1043,9 +1044,20 @@ class Ledger(BudgetStore, PackStore):
     def _may_alert(self, config: LedgerConfig, budget: Budget, after: Counters, units: int, usd: int) -> bool:
         """Whether moving a window's used amounts by ``units``/``usd`` up to ``after`` can raise an alert
         (the exact check, :meth:`_threshold_events`, runs only when it can)."""
-        unit_points, usd_points = self._alert_points(config, budget)
-        used_milli, used_nano = after.used_milli, after.used_nano
-        return crosses(unit_points, used_milli - units, used_milli) or crosses(usd_points, used_nano - usd, used_nano)
+        points = config.alert_points.get(budget.id) or self._alert_points(config, budget)
+        # crosses() of both amounts, inlined: this runs for every window of every reserve and commit.
+        unit_points, usd_points = points
+        if unit_points:
+            used = after.committed_milli + after.held_milli
+            index = bisect_right(unit_points, used - units)
+            if index < len(unit_points) and unit_points[index] <= used:
+                return True
+        if usd_points:
+            used = after.committed_nano + after.held_nano
+            index = bisect_right(usd_points, used - usd)
+            if index < len(usd_points) and usd_points[index] <= used:
+                return True
+        return False
 
     def _require(self, conn: Connection, key: str, *, lock: bool = False) -> ReservationInfo:
         info = self._fetch(conn, key, lock=lock)

@@ -110,8 +110,11 @@ def validate_amount(units_milli: int, what: str = "units") -> int:
     return units_milli
 
 
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # what json.dumps(..., separators=(",", ":")) builds per call
+
+
 def hash_request(kind: str, units_milli: int, pack: PackType, attribution: Attribution, product: str) -> str:
-    text = json.dumps(
+    text = _COMPACT_JSON.encode(
         [
             kind,
             units_milli,
@@ -122,8 +125,7 @@ def hash_request(kind: str, units_milli: int, pack: PackType, attribution: Attri
             attribution.model,
             list(attribution.tags),
             product,
-        ],
-        separators=(",", ":"),
+        ]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -121,7 +121,8 @@ class SQLiteBackend:
             raw.close()
             raise LedgerUnavailableError(f"{self.path} is not a usable ledger database: {exc}") from None
         self._conn = _SQLiteConnection(raw)
-        self._identity = _identity(self.path)
+        self._path_text = os.fspath(self.path)  # checked before every transaction: no Path conversion there
+        self._identity = _identity(self._path_text)
         # Commits and syncs so far (under self._lock / self._sync_lock): a sync that starts after commit n
         # returned covers every commit up to n (the WAL is written in order).
         self._commits = 0
@@ -195,7 +196,7 @@ class SQLiteBackend:
     def _check_file(self) -> None:
         """Fail closed when the file was deleted or replaced under the open connection: SQLite would keep
         writing into the unlinked inode, and every write since would vanish with the process."""
-        if _identity(self.path) != self._identity:
+        if _identity(self._path_text) != self._identity:
             raise LedgerUnavailableError(
                 f"ledger file {self.path} was deleted or replaced while open; refusing to use it "
                 "(restore the file, then restart)"
@@ -242,6 +243,11 @@ class SQLiteBackend:
 
                 self.run(apply)
                 applied.append(migration.version)
+            if applied:
+                # A migration that rebuilds a table writes it whole to the WAL; give that space back now
+                # rather than when the last connection closes (best effort: readers may hold it).
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return applied
 
     def _commit_batch(self, batch: Sequence[Call[Callable[[Connection], Any]]]) -> int:
@@ -323,7 +329,7 @@ class SQLiteBackend:
         return f"SQLiteBackend({str(self.path)!r})"
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def _identity(path: str) -> tuple[int, int] | None:
     """(device, inode) of the file at ``path``; ``None`` when there is none."""
     try:
         found = os.stat(path)
