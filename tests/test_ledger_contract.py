@@ -291,6 +291,22 @@ def test_budget_created_mid_window_counts_existing_spend(ledger: Ledger) -> None
     assert ledger.verify().ok
 
 
+def test_commit_into_a_window_with_no_row_yet_is_counted_once(ledger: Ledger) -> None:
+    """A job committed after a budget covering it was created (its window has no row yet) is counted exactly
+    once, beside a budget whose window row exists."""
+    ledger.set_budget(budget("wide", project=None, limit_units=100))
+    reserve(ledger, "r1")
+    ledger.set_budget(budget("late", limit_units=100))
+    ledger.commit("r1", units_milli=2000)
+    assert ledger.budget_status("wide").counters.committed_milli == 2000
+    assert ledger.budget_status("late").counters.committed_milli == 2000
+    assert (ledger.budget_status("late").counters.held_milli, ledger.budget_status("wide").counters.held_milli) == (
+        0,
+        0,
+    )
+    assert ledger.verify().ok
+
+
 def test_changing_a_budget_scope_rederives_its_counters(ledger: Ledger) -> None:
     """Changing what a budget covers recomputes its counters; changing the limit keeps them."""
     ledger.set_budget(budget(limit_units=100))

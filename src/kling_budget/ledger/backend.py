@@ -29,6 +29,10 @@ class Connection(Protocol):
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run a query and return all its rows."""
 
+    def fetch_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Row | None]:
+        """Run ``statements`` in order and return each one's first row (``None`` when it returns none);
+        on a networked backend in one round trip. If one fails, the transaction is aborted."""
+
 
 class Backend(Protocol):
     """A ledger database.

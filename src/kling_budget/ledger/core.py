@@ -36,7 +36,15 @@ from kling_budget.errors import (
 )
 from kling_budget.ledger.backend import Backend, Connection
 from kling_budget.ledger.budget_store import BudgetStore, LedgerConfig, NewWindows
-from kling_budget.ledger.counters import HoldRefused, add_held, hold_all, hold_limits, one_statement, settle_all
+from kling_budget.ledger.counters import (
+    HoldRefused,
+    add_held,
+    hold_all,
+    hold_limits,
+    one_statement,
+    pipelined,
+    settle_all,
+)
 from kling_budget.ledger.events import (
     DENIAL_ALERT_INTERVAL_MICROS,
     budget_event,
@@ -103,8 +111,32 @@ def _write_all(conn: Connection, *writes: Write) -> None:
         for sql, params in writes:
             conn.execute(sql, params)
         return
+    conn.execute(*_one_statement(writes))
+
+
+def _one_statement(writes: Sequence[Write]) -> Write:
+    """Several writes as one PostgreSQL statement (data-modifying CTEs; the last one is the main statement)."""
+    if len(writes) == 1:
+        return writes[0]
     ctes = ", ".join(f"w{i} AS ({sql} RETURNING 1)" for i, (sql, _) in enumerate(writes[:-1]))
-    conn.execute(f"WITH {ctes} {writes[-1][0]}", [p for _, params in writes for p in params])
+    return f"WITH {ctes} {writes[-1][0]}", tuple(p for _, params in writes for p in params)
+
+
+def _settle_window(
+    budget_id: int | None, window_start: int, units: tuple[int, int, int], usd: tuple[int, int, int]
+) -> Write:
+    """The move of one budget window at a commit: the held amounts out, the charged and overage in."""
+    return (
+        "UPDATE budget_windows SET held_milli = held_milli - ?, committed_milli = committed_milli + ?, "
+        "overage_milli = overage_milli + ?, held_nano = held_nano - ?, "
+        "committed_nano = committed_nano + ?, overage_nano = overage_nano + ? "
+        f"WHERE budget_id = ? AND window_start = ? RETURNING {COUNTER_COLUMNS}",
+        (*units, *usd, budget_id, window_start),
+    )
+
+
+class _WindowMissing(Exception):
+    """A window had no row in the pipelined commit: roll back and commit window by window."""
 
 
 class _Denied(Exception):
@@ -564,8 +596,7 @@ class Ledger(BudgetStore, PackStore):
                 actual_nano = cash_usd_nano
             overage = max(0, actual - info.units_milli)
             overage_nano = max(0, actual_nano - info.usd_nano)
-            _write_all(
-                conn,
+            writes = (
                 (
                     "UPDATE reservations SET state = 'committed', actual_milli = ?, actual_nano = ?, "
                     "overage_milli = ?, overage_nano = ?, resolved_at = ? WHERE id = ?",
@@ -594,8 +625,26 @@ class Ledger(BudgetStore, PackStore):
                 )
                 for budget in budgets
             ]
+            usd_moves = (info.usd_nano, actual_nano, overage_nano)
             moved: dict[int, Counters] | None = None
-            if moves and one_statement(conn):  # dialect hook: see ledger/counters.py
+            if moves and pipeline[0] and pipelined(conn):  # dialect hook: see ledger/counters.py
+                # The writes and every window's move in one round trip, in lock order: the hot rows (the
+                # usage roll-up, the account-wide window) stay locked one round trip (COMMIT) after it.
+                rows = conn.fetch_each(
+                    [
+                        _one_statement(writes),
+                        *(
+                            _settle_window(budget.id, window.start_us, (held, charged, over), usd_moves)
+                            for budget, window, held, charged, over in moves
+                        ),
+                    ]
+                )
+                if any(row is None for row in rows[1:]):
+                    raise _WindowMissing
+                moved = {budget.id: Counters(*row) for (budget, *_), row in zip(moves, rows[1:], strict=True)}  # type: ignore[misc]
+            else:
+                _write_all(conn, *writes)
+            if moved is None and moves and one_statement(conn):  # dialect hook: see ledger/counters.py
                 moved = settle_all(
                     conn,
                     [
@@ -617,21 +666,8 @@ class Ledger(BudgetStore, PackStore):
                         )
                         events += self._threshold_events(budget, window, before, after, at, key)
                     continue
-                update = (
-                    "UPDATE budget_windows SET held_milli = held_milli - ?, committed_milli = committed_milli + ?, "
-                    "overage_milli = overage_milli + ?, held_nano = held_nano - ?, "
-                    "committed_nano = committed_nano + ?, overage_nano = overage_nano + ? "
-                    f"WHERE budget_id = ? AND window_start = ? RETURNING {COUNTER_COLUMNS}",
-                    (
-                        held_delta,
-                        actual_delta,
-                        overage_delta,
-                        info.usd_nano,
-                        actual_nano,
-                        overage_nano,
-                        budget.id,
-                        window.start_us,
-                    ),
+                update = _settle_window(
+                    budget.id, window.start_us, (held_delta, actual_delta, overage_delta), usd_moves
                 )
                 row = conn.fetchone(*update)
                 if row is None and lock_window(conn, budget.id, window.start_us, exclusive=False):
@@ -670,7 +706,12 @@ class Ledger(BudgetStore, PackStore):
                 alerts=tuple(stored),
             )
 
-        return self.backend.run(tx)
+        pipeline = [True]  # every window in one round trip with the writes, until a window has no row
+        try:
+            return self.backend.run(tx)
+        except _WindowMissing:
+            pipeline[0] = False  # window by window: waits for a concurrent creation, skips a missing row
+            return self.backend.run(tx)
 
     def release(
         self,

@@ -19,7 +19,7 @@ from kling_budget.ledger.backend import Connection
 from kling_budget.ledger.rows import COUNTER_COLUMNS
 from kling_budget.windows import Window
 
-__all__ = ["HoldRefused", "add_held", "hold_all", "hold_limits", "one_statement", "settle_all"]
+__all__ = ["HoldRefused", "add_held", "hold_all", "hold_limits", "one_statement", "pipelined", "settle_all"]
 
 Target = tuple[Budget, Window, int]
 """A budget, the job's window in it and the units the job counts against it."""
@@ -28,6 +28,12 @@ Target = tuple[Budget, Window, int]
 class HoldRefused(Exception):
     """A window of the one-statement hold had no room: the transaction must be rolled back and the job
     reserved window by window (which finds the denial, or the room a concurrent release made)."""
+
+
+def pipelined(conn: Connection) -> bool:
+    """Whether a commit sends its writes and every window's move in one round trip, as statements run in
+    order (PostgreSQL: row locks still taken one by one in lock order)."""
+    return conn.dialect == "postgresql"
 
 
 def one_statement(conn: Connection) -> bool:

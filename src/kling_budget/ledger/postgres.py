@@ -83,6 +83,7 @@ class _PgConnection:
     dialect = "postgresql"
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self._raw = raw
         self._cursor = raw.cursor()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -99,6 +100,17 @@ class _PgConnection:
         cursor = self._cursor
         cursor.execute(translate(sql), tuple(params))
         return cursor.fetchall()
+
+    def fetch_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Row | None]:
+        # Pipeline mode: every statement is sent before any answer is read, and the server runs them in
+        # order (so row locks are taken in the order given), all in one network round trip.
+        cursors = []
+        with self._raw.pipeline():
+            for sql, params in statements:
+                cursor = self._raw.cursor()
+                cursor.execute(translate(sql), tuple(params))
+                cursors.append(cursor)
+        return [cursor.fetchone() if cursor.description is not None else None for cursor in cursors]
 
 
 class StatementLost(Exception):

@@ -67,6 +67,9 @@ class _SQLiteConnection:
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return list(self.raw.execute(sql, params).fetchall())
 
+    def fetch_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Row | None]:
+        return [self.raw.execute(sql, params).fetchone() for sql, params in statements]
+
 
 class SQLiteBackend:
     """A ledger in one SQLite file. Thread-safe: one connection per backend, guarded by a lock; concurrent
