@@ -99,8 +99,8 @@ def test_upgrade_to_7_keeps_the_entry_log_and_its_sequence(kb: Any, tmp_path: Pa
     log = "SELECT seq, reservation_id, kind, units_milli, usd_nano, at FROM entries ORDER BY seq"
     before = backend.run(lambda c: c.fetchall(log), write=False)
     old.close()
-    assert [p["version"] for p in kb("--db", url, "db", "status", "--json").json()["pending"]] == [7]
-    assert kb("--db", url, "db", "upgrade", "--json").json()["applied"] == [7]
+    assert [p["version"] for p in kb("--db", url, "db", "status", "--json").json()["pending"]] == [7, 8]
+    assert kb("--db", url, "db", "upgrade", "--json").json()["applied"] == [7, 8]
     ledger = open_ledger(url)
     run = ledger.backend.run
     assert run(lambda c: c.fetchall(log), write=False) == before

@@ -164,3 +164,42 @@ def test_without_the_function_the_ledger_reserves_the_long_way(ledger: Ledger) -
     assert ledger._one_trip is not None and not ledger._one_trip.enabled
     assert ledger.budget_status("account").counters.held_milli == 10 * 1000
     assert ledger.verify().ok
+
+
+def test_ownership_rows_go_in_before_the_reservation_and_are_still_checked(ledger: Ledger) -> None:
+    """On the one-trip path the gateway's ownership row is written before its reservation (the hot rows stay
+    locked only until COMMIT); its foreign key is still enforced, at COMMIT."""
+    import psycopg
+
+    from kling_budget.master_key import SecretBox
+    from kling_budget.server.keys import KeyStore
+    from kling_budget.server.task_store import TaskStore
+
+    attribution = Attribution(project="p", user="u", model="kling-v2-6")
+    ledger.set_budget(Budget.create("account", limit_units=100))
+    _warm(ledger, attribution)
+    key = KeyStore(ledger.backend, SecretBox(SecretBox.generate())).create("k", project="p").key
+    tasks = TaskStore(ledger.backend)
+
+    def owned(reservation_id: str) -> Callable[[Connection], None]:
+        return tasks.insert_hook(
+            reservation_id, key_id=key.id, endpoint="/v1/videos/text2video", client_external_id=None,
+            callback_url=None, check_at=0,
+        )  # fmt: skip
+
+    one_trip = ledger._one_trip
+    assert one_trip is not None
+    answers: list[bool] = []
+    reserve = one_trip.reserve
+    one_trip.reserve = lambda prepared: answers.append(reserve(prepared)) or answers[-1]  # type: ignore[method-assign]
+    ledger.reserve("gw-1", attribution=attribution, submitted=True, also=owned("gw-1"), **JOB)
+    assert answers == [True]  # applied in one trip, not declined to the general path
+    row = ledger.backend.run(
+        lambda c: c.fetchone("SELECT r.state FROM gateway_tasks g JOIN reservations r ON r.id = g.reservation_id"),
+        write=False,
+    )
+    assert row == ("submitted",)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        ledger.backend.run(owned("gw-never-reserved"))
+    assert ledger.backend.run(lambda c: c.fetchone("SELECT count(*) FROM gateway_tasks"), write=False) == (1,)
+    assert ledger.verify().ok

@@ -16,7 +16,7 @@ reservation of that batch is then reserved alone by :meth:`Ledger.reserve`'s gen
 each its exact answer. The same happens when the connection is lost during the statement (the outcome is
 unknown): the general path, keyed by the reservation id, finds the reservation if it committed (a
 replay) or makes it, waiting for the lost transaction if the server is still finishing it. Reservations
-that bring their own statements (``also``) run the function and those statements in one transaction.
+that bring their own statements (``also``) run those statements, then the function, in one transaction.
 """
 
 from __future__ import annotations
@@ -164,11 +164,13 @@ class OneTrip:
 
 
 def _apply_with_hooks(conn: Connection, args: Sequence[Any], hooks: Sequence[Callable[[Connection], None]]) -> None:
+    # The hooks' rows first (their foreign keys are checked at COMMIT, migration 8): the function locks the
+    # hot rows, and they stay locked only until the COMMIT that follows it, not across the hooks' round trips.
+    for hook in hooks:
+        hook(conn)
     row = conn.fetchone(_CALL, args)
     if row is None or row[0] != 0:
         raise Declined
-    for hook in hooks:
-        hook(conn)
 
 
 def _arguments(version: str, items: Sequence[Prepared]) -> list[Any]:

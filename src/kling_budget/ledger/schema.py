@@ -374,6 +374,20 @@ _M7_SQLITE = (
     *_M1_SQLITE,
 )
 
+# PostgreSQL: a gateway's ownership row may be written before its reservation in the same transaction (the
+# foreign key is checked at COMMIT), so a reservation that brings its own statements runs them first and
+# locks the hot rows (usage roll-up, account-wide window) only for the last round trip before COMMIT.
+_M8_POSTGRESQL = (
+    """DO $$
+    DECLARE
+        fk text;
+    BEGIN
+        SELECT conname INTO fk FROM pg_constraint
+         WHERE conrelid = 'gateway_tasks'::regclass AND confrelid = 'reservations'::regclass AND contype = 'f';
+        EXECUTE 'ALTER TABLE gateway_tasks ALTER CONSTRAINT ' || quote_ident(fk) || ' DEFERRABLE INITIALLY DEFERRED';
+    END $$""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial ledger", _M1_COMMON, {"sqlite": _M1_SQLITE, "postgresql": _M1_POSTGRESQL}),
     Migration(2, "alert delivery leases and sinks", _M2_COMMON, {}),
@@ -382,6 +396,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "gateway source videos and forwarded callbacks", _M5_COMMON, {}),
     Migration(6, "reservations in one round trip (PostgreSQL)", (), {"postgresql": _M6_POSTGRESQL}),
     Migration(7, "ledger entries without an AUTOINCREMENT counter (SQLite)", (), {"sqlite": _M7_SQLITE}),
+    Migration(
+        8, "ownership rows checked against their reservation at COMMIT (PostgreSQL)", (), {"postgresql": _M8_POSTGRESQL}
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
