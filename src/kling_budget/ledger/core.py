@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import threading
-from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -35,7 +34,7 @@ from kling_budget.errors import (
     ReservationResolvedError,
 )
 from kling_budget.ledger.backend import Backend, Connection
-from kling_budget.ledger.budget_store import BudgetStore, LedgerConfig, NewWindows
+from kling_budget.ledger.budget_store import BudgetStore, LedgerConfig, NewWindows, crosses
 from kling_budget.ledger.counters import (
     HoldRefused,
     add_held,
@@ -44,6 +43,7 @@ from kling_budget.ledger.counters import (
     one_statement,
     pipelined,
     settle_all,
+    settle_window,
 )
 from kling_budget.ledger.events import (
     DENIAL_ALERT_INTERVAL_MICROS,
@@ -120,19 +120,6 @@ def _one_statement(writes: Sequence[Write]) -> Write:
         return writes[0]
     ctes = ", ".join(f"w{i} AS ({sql} RETURNING 1)" for i, (sql, _) in enumerate(writes[:-1]))
     return f"WITH {ctes} {writes[-1][0]}", tuple(p for _, params in writes for p in params)
-
-
-def _settle_window(
-    budget_id: int | None, window_start: int, units: tuple[int, int, int], usd: tuple[int, int, int]
-) -> Write:
-    """The move of one budget window at a commit: the held amounts out, the charged and overage in."""
-    return (
-        "UPDATE budget_windows SET held_milli = held_milli - ?, committed_milli = committed_milli + ?, "
-        "overage_milli = overage_milli + ?, held_nano = held_nano - ?, "
-        "committed_nano = committed_nano + ?, overage_nano = overage_nano + ? "
-        f"WHERE budget_id = ? AND window_start = ? RETURNING {COUNTER_COLUMNS}",
-        (*units, *usd, budget_id, window_start),
-    )
 
 
 class _WindowMissing(Exception):
@@ -634,7 +621,7 @@ class Ledger(BudgetStore, PackStore):
                     [
                         _one_statement(writes),
                         *(
-                            _settle_window(budget.id, window.start_us, (held, charged, over), usd_moves)
+                            settle_window(budget.id, window.start_us, (held, charged, over), usd_moves)
                             for budget, window, held, charged, over in moves
                         ),
                     ]
@@ -666,9 +653,7 @@ class Ledger(BudgetStore, PackStore):
                         )
                         events += self._threshold_events(budget, window, before, after, at, key)
                     continue
-                update = _settle_window(
-                    budget.id, window.start_us, (held_delta, actual_delta, overage_delta), usd_moves
-                )
+                update = settle_window(budget.id, window.start_us, (held_delta, actual_delta, overage_delta), usd_moves)
                 row = conn.fetchone(*update)
                 if row is None and lock_window(conn, budget.id, window.start_us, exclusive=False):
                     row = conn.fetchone(*update)  # dialect hook: a concurrent creation is now committed or not
@@ -1085,20 +1070,9 @@ class Ledger(BudgetStore, PackStore):
     def _may_alert(self, config: LedgerConfig, budget: Budget, after: Counters, units: int, usd: int) -> bool:
         """Whether moving a window's used amounts by ``units``/``usd`` up to ``after`` can raise an alert
         (the exact check, :meth:`_threshold_events`, runs only when it can)."""
-        points = config.alert_points.get(budget.id) or self._alert_points(config, budget)
-        # crosses() of both amounts, inlined: this runs for every window of every reserve and commit.
-        unit_points, usd_points = points
-        if unit_points:
-            used = after.committed_milli + after.held_milli
-            index = bisect_right(unit_points, used - units)
-            if index < len(unit_points) and unit_points[index] <= used:
-                return True
-        if usd_points:
-            used = after.committed_nano + after.held_nano
-            index = bisect_right(usd_points, used - usd)
-            if index < len(usd_points) and usd_points[index] <= used:
-                return True
-        return False
+        unit_points, usd_points = self._alert_points(config, budget)
+        used_milli, used_nano = after.used_milli, after.used_nano
+        return crosses(unit_points, used_milli - units, used_milli) or crosses(usd_points, used_nano - usd, used_nano)
 
     def _require(self, conn: Connection, key: str, *, lock: bool = False) -> ReservationInfo:
         info = self._fetch(conn, key, lock=lock)

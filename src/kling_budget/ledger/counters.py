@@ -19,7 +19,16 @@ from kling_budget.ledger.backend import Connection
 from kling_budget.ledger.rows import COUNTER_COLUMNS
 from kling_budget.windows import Window
 
-__all__ = ["HoldRefused", "add_held", "hold_all", "hold_limits", "one_statement", "pipelined", "settle_all"]
+__all__ = [
+    "HoldRefused",
+    "add_held",
+    "hold_all",
+    "hold_limits",
+    "one_statement",
+    "pipelined",
+    "settle_all",
+    "settle_window",
+]
 
 Target = tuple[Budget, Window, int]
 """A budget, the job's window in it and the units the job counts against it."""
@@ -89,6 +98,14 @@ _SETTLE = (
     "overage_milli = overage_milli + ?, held_nano = held_nano - ?, committed_nano = committed_nano + ?, "
     "overage_nano = overage_nano + ? WHERE budget_id = ? AND window_start = ?"
 )
+
+
+def settle_window(
+    budget_id: int | None, window_start: int, units: tuple[int, int, int], usd: tuple[int, int, int]
+) -> tuple[str, tuple[Any, ...]]:
+    """The move of one window at a commit (held amounts out, charged and overage in), returning its counters:
+    one statement per window, in lock order (PostgreSQL)."""
+    return f"{_SETTLE} RETURNING {COUNTER_COLUMNS}", (*units, *usd, budget_id, window_start)
 
 
 @lru_cache(maxsize=32)

@@ -22,7 +22,6 @@ from kling_budget.types import Quote
 
 if TYPE_CHECKING:
     from kling_budget.enforced.settle import JobSettler, SettleOutcome
-    from kling_budget.ledger.backend import Connection
 
 __all__ = ["NO_API_KEY_MESSAGE", "UNCONFIRMED_GRACE_SECONDS", "Settlement", "task_status"]
 
@@ -99,20 +98,14 @@ class Settlement:
         tasks = self.state.tasks
         settled = False
         if task.is_terminal and not row.settled:
-            # The row is marked settled in the ledger transaction that commits or releases the hold.
-            ran: list[bool] = []
+            # The row is marked settled in the ledger transaction that commits or releases the hold; that
+            # transaction ran in this call exactly when the outcome is COMMITTED or RELEASED.
             hook = tasks.update_hook(row.reservation_id, status=status, data=data, settled=True, task_id=task.task_id)
-
-            def settle_row(conn: Connection) -> None:
-                hook(conn)
-                ran.append(True)
-
-            outcome = self.settler().settle(task, reservation_id=row.reservation_id, also=settle_row)
-            if ran:
-                self._count_settled(outcome)
+            outcome = self.settler().settle(task, reservation_id=row.reservation_id, also=hook)
+            self._count_settled(outcome)
+            if outcome.action.value in ("committed", "released"):
                 return
             settled = outcome.settled or outcome.conflict
-            self._count_settled(outcome)
         elif not row.task_id:
             self.settler().settle(task, reservation_id=row.reservation_id)  # records the task id
         tasks.update(

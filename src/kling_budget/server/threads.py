@@ -44,8 +44,7 @@ class BlockingPool:
         """Run ``fn(*args, **kwargs)`` in a worker thread and return its result (or raise its error)."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.size, thread_name_prefix=self._name)
-        call = functools.partial(fn, *args, **kwargs) if kwargs else functools.partial(fn, *args)
-        future = asyncio.get_running_loop().run_in_executor(self._executor, call)
+        future = asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
