@@ -18,6 +18,7 @@ from kling_budget.errors import (
     ReservationResolvedError,
 )
 from kling_budget.ledger import Ledger, Pack, ReservationState
+from kling_budget.ledger.backend import Connection, RowMissing
 from kling_budget.types import AlertKind, Attribution, PackType
 
 MARKETING = Attribution(project="marketing", user="alice", model="kling-v2-6", tags=("launch",))
@@ -305,6 +306,52 @@ def test_commit_into_a_window_with_no_row_yet_is_counted_once(ledger: Ledger) ->
         0,
     )
     assert ledger.verify().ok
+
+
+def _meta(ledger: Ledger, key: str) -> object:
+    row = ledger.backend.run(lambda conn: conn.fetchone("SELECT value FROM meta WHERE key = ?", (key,)), write=False)
+    return None if row is None else row[0]
+
+
+def test_last_statements_commit_the_transaction(ledger: Ledger) -> None:
+    """fetch_each(last=True): the statements before and the last ones are all committed, rows answered."""
+
+    def tx(conn: Connection) -> list[object]:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('t-before', 'a')")
+        return conn.fetch_each(
+            [
+                ("INSERT INTO meta (key, value) VALUES ('t-last', 'b')", ()),
+                ("UPDATE meta SET value = 'c' WHERE key = 't-before' RETURNING value", ()),
+            ],
+            required=(1,),
+            last=True,
+        )
+
+    assert ledger.backend.run(tx) == [None, ("c",)]
+    assert (_meta(ledger, "t-before"), _meta(ledger, "t-last")) == ("c", "b")
+
+
+def test_a_required_statement_without_a_row_keeps_nothing(ledger: Ledger) -> None:
+    """A required statement that finds no row raises RowMissing, nothing of the transaction is stored (not
+    even with last=True), and the backend goes on working."""
+
+    def tx(conn: Connection) -> list[object]:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('t-kept', 'a')")
+        return conn.fetch_each(
+            [
+                ("INSERT INTO meta (key, value) VALUES ('t-also', 'b')", ()),
+                ("UPDATE meta SET value = 'x' WHERE key = 't-nowhere' RETURNING value", ()),
+            ],
+            required=(1,),
+            last=True,
+        )
+
+    for _ in range(2):  # the same pooled connection is usable again
+        with pytest.raises(RowMissing):
+            ledger.backend.run(tx)
+    assert (_meta(ledger, "t-kept"), _meta(ledger, "t-also")) == (None, None)
+    ledger.backend.run(lambda conn: conn.execute("INSERT INTO meta (key, value) VALUES ('t-after', 'ok')"))
+    assert _meta(ledger, "t-after") == "ok"
 
 
 def test_changing_a_budget_scope_rederives_its_counters(ledger: Ledger) -> None:

@@ -171,3 +171,26 @@ def test_one_round_trip_reservation_cut_is_resolved_by_its_key(direct_url: str, 
     assert report.ok, report.problems
     via.close()
     truth.close()
+
+
+@pytest.mark.parametrize("mode", ["before", "after"])
+def test_a_commit_whose_last_statements_carry_commit_is_resolved_when_cut(
+    direct_url: str, proxy: CuttingProxy, mode: str
+) -> None:
+    """A commit of the held amount sends COMMIT with its writes (one round trip). Cut before the server got
+    them: run again. Cut after it committed: pg_xact_status says so and the call returns the commit (a
+    replay, as the answer was lost). Either way the job is committed once."""
+    via, truth = _ledgers(direct_url, proxy)
+    via.reserve("job-6", **JOB)  # type: ignore[arg-type]
+    proxy.arm(COMMIT, mode)
+    info = via.commit("job-6")
+    assert proxy.cuts == 1
+    assert via.backend.stats[f"in_doubt_{'aborted' if mode == 'before' else 'committed'}"] == 1  # type: ignore[attr-defined]
+    assert info.state is ReservationState.COMMITTED and info.actual_milli == 2500
+    assert info.replayed is (mode == "after")
+    counters = truth.budget_status("account").counters
+    assert (counters.held_milli, counters.committed_milli) == (0, 2500)
+    report = truth.verify()
+    assert report.ok, report.problems
+    via.close()
+    truth.close()

@@ -122,7 +122,8 @@ def test_malformed_bodies_are_a_clear_400_with_no_hold(
     assert seconds < 2.0
     assert _holds(gateway) == before
     time.sleep(0.05)  # the access line is written after the answer
-    new = gateway.log_lines()[lines_before:]
+    # Start-up lines may still be arriving when the module's first test runs: count access lines only.
+    new = [line for line in gateway.log_lines()[lines_before:] if '"route"' in line]
     assert len(new) == 1 and json.loads(new[0])["status"] == 400, new
     assert not any("Traceback" in line for line in gateway.log_lines())
 

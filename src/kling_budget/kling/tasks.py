@@ -45,6 +45,7 @@ logger = logging.getLogger("kling_budget.kling")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Below this a timestamp is taken as seconds (1e11 s is the year 5138; 1e11 ms is 1973).
 _SECONDS_THRESHOLD = 10**11
+_MAX_TIMESTAMP = 10**20  # parse_decimal's bound, so the fast path accepts nothing it refuses
 
 
 class TaskStatus(StrEnum):
@@ -223,12 +224,15 @@ def _timestamp(value: Any, what: str) -> datetime | None:
     """Unix milliseconds (or seconds, when too small to be milliseconds) as an aware UTC datetime."""
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        raise InvalidInputError(f"{what} must be a Unix timestamp, got a boolean")
-    exact = parse_decimal(value, what)
-    if exact != exact.to_integral_value():
-        raise InvalidInputError(f"{what} must be a whole number of milliseconds, got {value!r}")
-    number = int(exact)
+    if type(value) is int and abs(value) < _MAX_TIMESTAMP:
+        number = value  # what Kling sends: skips the decimal parse
+    else:
+        if isinstance(value, bool):
+            raise InvalidInputError(f"{what} must be a Unix timestamp, got a boolean")
+        exact = parse_decimal(value, what)
+        if exact != exact.to_integral_value():
+            raise InvalidInputError(f"{what} must be a whole number of milliseconds, got {value!r}")
+        number = int(exact)
     if abs(number) < _SECONDS_THRESHOLD:
         return _EPOCH + timedelta(seconds=number)
     return _EPOCH + timedelta(milliseconds=number)

@@ -6,10 +6,10 @@ connections, transactions with the right locking and retry policy, and applies m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Backend", "Connection", "Row", "T"]
+__all__ = ["Backend", "Connection", "Row", "RowMissing", "T"]
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -29,9 +29,22 @@ class Connection(Protocol):
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run a query and return all its rows."""
 
-    def fetch_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Row | None]:
+    def fetch_each(
+        self, statements: Sequence[tuple[str, Sequence[Any]]], *, last: bool = False, required: Collection[int] = ()
+    ) -> list[Row | None]:
         """Run ``statements`` in order and return each one's first row (``None`` when it returns none);
-        on a networked backend in one round trip. If one fails, the transaction is aborted."""
+        on a networked backend in one round trip. If one fails, the transaction is aborted.
+
+        ``required``: indexes of statements that must return a row; when one returns none,
+        :class:`RowMissing` is raised and nothing of the transaction is kept. ``last``: these are the
+        transaction's final statements (the caller runs no more): a networked backend sends COMMIT in the
+        same round trip, so row locks are released without waiting for the client.
+        """
+
+
+class RowMissing(Exception):
+    """A statement :meth:`Connection.fetch_each` required to return a row returned none: the transaction
+    must not commit (the caller rolls back, or the backend already has)."""
 
 
 class Backend(Protocol):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kling_budget.errors import LedgerUnavailableError
-from kling_budget.ledger.backend import Connection
+from kling_budget.ledger.backend import Connection, RowMissing
 from kling_budget.ledger.group_commit import Call, GroupCommit
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ __all__ = ["OneTrip", "Prepared", "WindowMove"]
 log = logging.getLogger(__name__)
 
 _CALL = "SELECT kling_budget_reserve(?, ?::jsonb, ?::jsonb, ?::jsonb)"
+_APPLIED = "SELECT code FROM kling_budget_reserve(?, ?::jsonb, ?::jsonb, ?::jsonb) AS result(code) WHERE code = 0"
 _RESERVATION_FIELDS = (
     "id",
     None,  # kind: always 'reserve'
@@ -164,13 +165,15 @@ class OneTrip:
 
 
 def _apply_with_hooks(conn: Connection, args: Sequence[Any], hooks: Sequence[Callable[[Connection], None]]) -> None:
-    # The hooks' rows first (their foreign keys are checked at COMMIT, migration 8): the function locks the
-    # hot rows, and they stay locked only until the COMMIT that follows it, not across the hooks' round trips.
+    # The hooks' rows first (their foreign keys are checked at COMMIT, migration 8), then the function and
+    # COMMIT in one round trip: the hot rows the function locks are released without waiting for this
+    # client. A declined batch returns no row, which stops the COMMIT (the transaction is rolled back).
     for hook in hooks:
         hook(conn)
-    row = conn.fetchone(_CALL, args)
-    if row is None or row[0] != 0:
-        raise Declined
+    try:
+        conn.fetch_each([(_APPLIED, args)], required=(0,), last=True)
+    except RowMissing:
+        raise Declined from None
 
 
 def _arguments(version: str, items: Sequence[Prepared]) -> list[Any]:

@@ -25,12 +25,13 @@ default 10), ``pool_min`` (default 1) and ``pool_max`` (default 10).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import lru_cache, partial
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
@@ -40,7 +41,7 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from kling_budget.errors import ConfigurationError, LedgerUnavailableError
-from kling_budget.ledger.backend import Connection, Row, T
+from kling_budget.ledger.backend import Connection, Row, RowMissing, T
 from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS, Migration, apply_migration
 
 __all__ = ["PostgresBackend", "StatementLost", "translate"]
@@ -85,32 +86,78 @@ class _PgConnection:
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self._raw = raw
         self._cursor = raw.cursor()
+        self.commit_sent = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        if self.commit_sent:
+            raise _AfterCommit
         cursor = self._cursor
         cursor.execute(translate(sql), tuple(params))
         return cursor.rowcount
 
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        if self.commit_sent:
+            raise _AfterCommit
         cursor = self._cursor
         cursor.execute(translate(sql), tuple(params))
         return cursor.fetchone()
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        if self.commit_sent:
+            raise _AfterCommit
         cursor = self._cursor
         cursor.execute(translate(sql), tuple(params))
         return cursor.fetchall()
 
-    def fetch_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Row | None]:
+    def fetch_each(
+        self, statements: Sequence[tuple[str, Sequence[Any]]], *, last: bool = False, required: Collection[int] = ()
+    ) -> list[Row | None]:
         # Pipeline mode: every statement is sent before any answer is read, and the server runs them in
-        # order (so row locks are taken in the order given), all in one network round trip.
+        # order (so row locks are taken in the order given), all in one network round trip. A required
+        # statement fails on the server when it finds no row, so a COMMIT sent after it is never applied.
+        if self.commit_sent:
+            raise _AfterCommit
         cursors = []
-        with self._raw.pipeline():
-            for sql, params in statements:
-                cursor = self._raw.cursor()
-                cursor.execute(translate(sql), tuple(params))
-                cursors.append(cursor)
+        may_fail = missing = False
+        with self._raw.pipeline() as pipeline:
+            try:
+                for index, (sql, params) in enumerate(statements):
+                    cursor = self._raw.cursor()
+                    # psycopg's prepared-statement cache loses track of a statement it prepares in a
+                    # pipeline that fails before it: so none after a statement that may fail is prepared.
+                    query = _REQUIRED.format(sql=translate(sql)) if index in required else translate(sql)
+                    cursor.execute(query, tuple(params), prepare=False if may_fail else None)
+                    may_fail = may_fail or index in required
+                    cursors.append(cursor)
+                if last:
+                    self.commit_sent = True
+                    self._raw.execute("COMMIT", prepare=False if may_fail else None)
+                pipeline.sync()
+            except psycopg.errors.DivisionByZero:
+                # The server skipped the rest (COMMIT included): read up to the end of the pipeline, so the
+                # connection is ready for the caller's ROLLBACK.
+                missing, self.commit_sent = True, False
+                with contextlib.suppress(psycopg.errors.PipelineAborted):
+                    pipeline.sync()
+        if missing:
+            raise RowMissing
         return [cursor.fetchone() if cursor.description is not None else None for cursor in cursors]
+
+
+# A required statement, made to fail when it returns no row: COUNT(*) of its rows divides 1 (an error the
+# ledger's own statements cannot raise otherwise). A CTE referenced twice is run once; the guard is the
+# preserved side of the join and its value the join condition, so it is evaluated even with no row.
+_REQUIRED = (
+    "WITH found AS ({sql}) SELECT found.* FROM (SELECT 1 / COUNT(*) FROM found) AS guard(one) "
+    "LEFT JOIN found ON guard.one = 1"
+)
+
+
+class _AfterCommit(RuntimeError):
+    """A statement after ``fetch_each(last=True)``: a bug in the caller (that transaction is committed)."""
+
+    def __init__(self) -> None:
+        super().__init__("a statement after fetch_each(last=True), which committed the transaction")
 
 
 class StatementLost(Exception):
@@ -119,14 +166,18 @@ class StatementLost(Exception):
 
 class _Lost(Exception):
     """The connection broke. ``xid`` is set when it broke after a write transaction sent COMMIT (in
-    doubt); ``result`` is then what ``fn`` returned, valid if that transaction committed."""
+    doubt); ``result`` is then what ``fn`` returned, valid if that transaction committed (``has_result``:
+    ``fn`` had returned; it had not when its own last statements carried the COMMIT)."""
 
-    def __init__(self, reason: str, *, xid: str | None = None, started: str = "", result: Any = None) -> None:
+    def __init__(
+        self, reason: str, *, xid: str | None = None, started: str = "", result: Any = None, has_result: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.xid = xid
         self.started = started  # the server's start time when the transaction began
         self.result = result
+        self.has_result = has_result
 
 
 class PostgresBackend:
@@ -262,9 +313,13 @@ class PostgresBackend:
                 if exc.xid is not None:
                     status = self._xact_status(exc.xid, exc.started, deadline)
                     self.stats[f"in_doubt_{status or 'unknown'}"] += 1
-                    if status == "committed":
+                    if status == "committed" and exc.has_result:
                         result: T = exc.result
                         return result
+                    if status == "committed":
+                        # fn committed itself (fetch_each(last=True)) and its answer was lost with the
+                        # connection: every ledger write is keyed, so running it again returns the replay.
+                        continue
                     if status != "aborted":
                         raise LedgerUnavailableError(
                             f"lost the connection to ledger {self.display_url} during COMMIT and could not "
@@ -332,6 +387,7 @@ class PostgresBackend:
     def _attempt(self, conn: psycopg.Connection[Any], fn: Callable[[Connection], T], write: bool) -> T:
         """One try; returns the connection to the pool itself only on success."""
         xid = started = ""
+        pg: _PgConnection | None = None
         try:
             if write:
                 cursor = conn.execute(_WRITE_BEGIN)
@@ -340,16 +396,24 @@ class PostgresBackend:
                 xid, started = (str(row[0]), str(row[1])) if row else ("", "")
             else:
                 conn.execute(_READ_BEGIN)
-            result = fn(_PgConnection(conn))
+            pg = _PgConnection(conn)
+            result = fn(pg)
         except psycopg.Error as exc:
             if conn.broken or conn.closed:
-                raise _Lost(self._reason(exc)) from None
+                # Lost after fn sent its COMMIT (fetch_each(last=True)): in doubt, and there is no result to
+                # return if it committed; run() resolves the transaction's fate, then runs fn again.
+                raise _Lost(
+                    self._reason(exc), xid=xid if pg is not None and pg.commit_sent else None, started=started
+                ) from None
             _rollback(conn)
             raise
         except BaseException:
             if not (conn.broken or conn.closed):
                 _rollback(conn)
             raise
+        if pg.commit_sent:
+            self._putconn(conn)  # fn's last statements carried the COMMIT
+            return result
         try:
             conn.execute("COMMIT")
         except psycopg.Error as exc:
@@ -359,7 +423,7 @@ class PostgresBackend:
             if not write:
                 self._putconn(conn)
                 return result  # nothing to lose: the reads are done
-            raise _Lost(self._reason(exc), xid=xid, started=started, result=result) from None
+            raise _Lost(self._reason(exc), xid=xid, started=started, result=result, has_result=True) from None
         except BaseException:
             conn.close()  # interrupted mid-COMMIT: never reuse a connection in an unknown state
             raise

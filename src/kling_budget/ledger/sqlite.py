@@ -26,12 +26,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from kling_budget.errors import ConfigurationError, LedgerUnavailableError
-from kling_budget.ledger.backend import Connection, Row, T
+from kling_budget.ledger.backend import Connection, Row, RowMissing, T
 from kling_budget.ledger.group_commit import Call, GroupCommit
 from kling_budget.ledger.schema import LATEST_VERSION, MIGRATIONS, apply_migration
 from kling_budget.ledger.urls import sqlite_url
@@ -67,8 +67,13 @@ class _SQLiteConnection:
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return list(self.raw.execute(sql, params).fetchall())
 
-    def fetch_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Row | None]:
-        return [self.raw.execute(sql, params).fetchone() for sql, params in statements]
+    def fetch_each(
+        self, statements: Sequence[tuple[str, Sequence[Any]]], *, last: bool = False, required: Collection[int] = ()
+    ) -> list[Row | None]:
+        rows = [self.raw.execute(sql, params).fetchone() for sql, params in statements]
+        if any(rows[index] is None for index in required):
+            raise RowMissing  # raised inside the transaction's function: it rolls back
+        return rows
 
 
 class SQLiteBackend:
