@@ -209,3 +209,29 @@ def test_a_reservation_whose_commit_travels_with_it_is_resolved_when_cut(
     assert report.ok, report.problems
     via.close()
     truth.close()
+
+
+@pytest.mark.parametrize("mode", ["before", "after"])
+def test_a_commit_whose_commit_travels_with_it_is_resolved_when_cut(
+    direct_url: str, proxy: CuttingProxy, mode: str
+) -> None:
+    """A commit of no more than the hold sends COMMIT with its writes and window moves. The cut leaves it in
+    doubt; pg_xact_status says whether it committed (the call then returns it as a replay) or not (it runs
+    again). Either way the job is committed once."""
+    via, truth = _ledgers(direct_url, proxy)
+    via.reserve("job-7", **JOB)  # type: ignore[arg-type]
+    proxy.arm(COMMIT, mode)
+    info = via.commit("job-7")
+    assert proxy.cuts == 1
+    stats = via.backend.stats  # type: ignore[attr-defined]
+    assert stats["in_doubt_committed"] + stats["in_doubt_aborted"] == 1, stats
+    if mode == "before":
+        assert stats["in_doubt_aborted"] == 1, stats
+    assert info.state is ReservationState.COMMITTED and info.actual_milli == 2500
+    assert info.replayed is (stats["in_doubt_committed"] == 1)
+    counters = truth.budget_status("account").counters
+    assert (counters.held_milli, counters.committed_milli) == (0, 2500)
+    report = truth.verify()
+    assert report.ok, report.problems
+    via.close()
+    truth.close()

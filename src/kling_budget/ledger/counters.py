@@ -28,6 +28,7 @@ __all__ = [
     "pipelined",
     "settle_all",
     "settle_window",
+    "windows_moved",
 ]
 
 Target = tuple[Budget, Window, int]
@@ -106,6 +107,22 @@ def settle_window(
     """The move of one window at a commit (held amounts out, charged and overage in), returning its counters:
     one statement per window, in lock order (PostgreSQL)."""
     return f"{_SETTLE} RETURNING {COUNTER_COLUMNS}", (*units, *usd, budget_id, window_start)
+
+
+@lru_cache(maxsize=32)
+def _windows_moved_sql(count: int) -> str:
+    windows = " OR ".join(["(budget_id = ? AND window_start = ?)"] * count)
+    return (
+        "SELECT COUNT(*) FROM budget_windows WHERE xmin = pg_current_xact_id()::xid "
+        f"AND ({windows}) HAVING COUNT(*) = ?"
+    )
+
+
+def windows_moved(keys: Sequence[tuple[int | None, int]]) -> tuple[str, tuple[Any, ...]]:
+    """PostgreSQL: a statement with a row only when every window ``(budget id, window start)`` was moved by
+    the current transaction (its row version is this transaction's): a window whose row was missing to
+    this transaction's ``UPDATE`` (a concurrent transaction creating it) makes it return none."""
+    return _windows_moved_sql(len(keys)), (*(value for key in keys for value in key), len(keys))
 
 
 @lru_cache(maxsize=32)

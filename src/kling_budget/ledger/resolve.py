@@ -11,9 +11,9 @@ from datetime import datetime
 from kling_budget.budgets import Counters
 from kling_budget.errors import ReservationNotFoundError, ReservationResolvedError
 from kling_budget.ledger._shared import LedgerShared, _entry_write, _one_statement, _write_all
-from kling_budget.ledger.backend import Connection
+from kling_budget.ledger.backend import Connection, RowMissing
 from kling_budget.ledger.budget_store import LedgerConfig
-from kling_budget.ledger.counters import one_statement, pipelined, settle_all, settle_window
+from kling_budget.ledger.counters import one_statement, pipelined, settle_all, settle_window, windows_moved
 from kling_budget.ledger.locks import config_lock_expression, for_update, lock_window, skip_locked
 from kling_budget.ledger.packs import PackStore
 from kling_budget.ledger.records import ReservationInfo, ReservationState
@@ -115,20 +115,29 @@ class HoldResolver(PackStore, LedgerShared):
             usd_moves = (info.usd_nano, actual_nano, overage_nano)
             moved: dict[int, Counters] | None = None
             if moves and pipeline[0] and pipelined(conn):  # dialect hook: see ledger/counters.py
-                # The writes and every window's move in one round trip, in lock order: the hot rows (the
-                # usage roll-up, the account-wide window) stay locked one round trip (COMMIT) after it.
-                rows = conn.fetch_each(
-                    [
-                        _one_statement(writes),
-                        *(
-                            settle_window(budget.id, window.start_us, (held, charged, over), usd_moves)
-                            for budget, window, held, charged, over in moves
-                        ),
-                    ]
-                )
-                if any(row is None for row in rows[1:]):
+                # The writes and every window's move in one round trip, in lock order. A charge no larger
+                # than the hold raises no alert, so nothing follows the moves: COMMIT goes with them and the
+                # hot rows (the usage roll-up, the account-wide window) are released without waiting for
+                # this client; a last statement stops that COMMIT unless every window had a row to move.
+                # Otherwise they stay locked one round trip (COMMIT) after it.
+                final = actual <= info.units_milli and actual_nano <= info.usd_nano
+                statements = [
+                    _one_statement(writes),
+                    *(
+                        settle_window(budget.id, window.start_us, (held, charged, over), usd_moves)
+                        for budget, window, held, charged, over in moves
+                    ),
+                ]
+                if final:
+                    statements.append(windows_moved([(budget.id, window.start_us) for budget, window, *_ in moves]))
+                try:
+                    rows = conn.fetch_each(statements, required=(len(moves) + 1,) if final else (), last=final)
+                except RowMissing:
+                    raise _WindowMissing from None
+                rows = rows[1 : len(moves) + 1]
+                if any(row is None for row in rows):
                     raise _WindowMissing
-                moved = {budget.id: Counters(*row) for (budget, *_), row in zip(moves, rows[1:], strict=True)}  # type: ignore[misc]
+                moved = {budget.id: Counters(*row) for (budget, *_), row in zip(moves, rows, strict=True)}  # type: ignore[misc]
             else:
                 _write_all(conn, *writes)
             if moved is None and moves and one_statement(conn):  # dialect hook: see ledger/counters.py
