@@ -12,9 +12,11 @@ have) run for S seconds:
   RETURNING held; COMMIT`` with psycopg 3 on the same server, one shared row or one row per worker;
 * ledger/hot, batched: the hot layout with the N workers as threads of one process sharing one ledger,
   whose concurrent reservations go to the server in one transaction (compared with raw/hot at N).
+* ledger/hot, jobs: the same threads running whole jobs, a reservation then its commit at the held price
+  (as the gateway's settle worker commits), against raw/hot at N counted as two transactions per job.
 
-The unit counted is one reservation (one job admitted against every budget of its hierarchy). Each row
-prints the 1-minute load average at its end.
+The unit counted is one reservation (one job admitted against every budget of its hierarchy); on the
+"jobs" rows, one job reserved and committed. Each row prints the 1-minute load average at its end.
 
 It prints tx/s for each, the ratio ledger/raw, p50/p99 latency, the deadlocks ``pg_stat_database``
 counted in the database during the cell (database-wide: other users of the same database count too) and
@@ -122,8 +124,16 @@ def ledger_worker(url: str, layout: str, worker: int, ready: Any, start: Any, st
     ledger.close()
 
 
-def ledger_threads_worker(url: str, layout: str, workers: int, ready: Any, start: Any, stop_at: Any, out: Any) -> None:
-    """``workers`` threads of this process reserving through one shared ledger (batched)."""
+def ledger_jobs_worker(url: str, layout: str, workers: int, ready: Any, start: Any, stop_at: Any, out: Any) -> None:
+    """``workers`` threads of this process running whole jobs (reserve, then commit) through one ledger."""
+    ledger_threads_worker(url, layout, workers, ready, start, stop_at, out, commit=True)
+
+
+def ledger_threads_worker(
+    url: str, layout: str, workers: int, ready: Any, start: Any, stop_at: Any, out: Any, *, commit: bool = False
+) -> None:
+    """``workers`` threads of this process reserving through one shared ledger (batched); with ``commit``
+    each reservation is then committed at its held price (a whole job)."""
     import threading
 
     backend = PostgresBackend(url, pool_min=1, pool_max=4)
@@ -144,9 +154,10 @@ def ledger_threads_worker(url: str, layout: str, workers: int, ready: Any, start
             t0 = time.perf_counter()
             if time.time() >= stop_at.value:
                 break
-            ledger.reserve(
-                f"{prefix}-{worker}-{count}", units_milli=PRICE_MILLI, pack_type=PackType.VIDEO, attribution=attribution
-            )
+            key = f"{prefix}-{worker}-{count}"
+            ledger.reserve(key, units_milli=PRICE_MILLI, pack_type=PackType.VIDEO, attribution=attribution)
+            if commit:
+                ledger.commit(key)
             latencies.append(time.perf_counter() - t0)
             count += 1
         results.append(Result(count, latencies[::10], 0))
@@ -223,8 +234,9 @@ def run_cell(kind: str, url: str, layout: str, workers: int, seconds: float) -> 
     ready = ctx.Value("i", 0)
     stop_at = ctx.Value("d", 0.0)
     out = ctx.Queue()
-    if kind == "ledger-threads":
-        procs = [ctx.Process(target=ledger_threads_worker, args=(url, layout, workers, ready, start, stop_at, out))]
+    if kind in ("ledger-threads", "ledger-jobs"):
+        target = ledger_jobs_worker if kind == "ledger-jobs" else ledger_threads_worker
+        procs = [ctx.Process(target=target, args=(url, layout, workers, ready, start, stop_at, out))]
     else:
         target = ledger_worker if kind == "ledger" else raw_worker
         procs = [ctx.Process(target=target, args=(url, layout, w, ready, start, stop_at, out)) for w in range(workers)]
@@ -270,20 +282,22 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for workers in counts:
-        for layout in ("hot", "spread", "hot, batched"):
-            if layout == "hot, batched" and workers == 1:
+        for layout in ("hot", "spread", "hot, batched", "hot, jobs"):
+            if layout in ("hot, batched", "hot, jobs") and workers == 1:
                 continue
             schema = f"kb_bench_{uuid.uuid4().hex[:12]}"
             with psycopg.connect(base, autocommit=True) as conn:
                 conn.execute(f'CREATE SCHEMA "{schema}"')
             url = _schema_url(base, schema)
             try:
-                shape = "hot" if layout == "hot, batched" else layout
+                shape = "hot" if layout.startswith("hot") else layout
                 setup_ledger(url, shape, workers)
                 setup_raw(url, workers)
-                kind = "ledger-threads" if layout == "hot, batched" else "ledger"
+                kind = {"hot, batched": "ledger-threads", "hot, jobs": "ledger-jobs"}.get(layout, "ledger")
                 ledger = run_cell(kind, url, shape, workers, args.seconds)
                 raw = run_cell("raw", url, shape, workers, args.seconds)
+                if layout == "hot, jobs":  # a raw job: two transactions (hold, then settle) on the hot row
+                    raw = (raw[0] / 2, *raw[1:])
             finally:
                 with psycopg.connect(base, autocommit=True) as conn:
                     conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
