@@ -173,3 +173,25 @@ def test_a_search_path_without_a_schema_is_a_configuration_error(pg_url: str) ->
 
     with pytest.raises(ConfigurationError, match="no existing schema"):
         PostgresBackend(with_search_path(base_url(), "kb_no_such_schema"))
+
+
+def test_begin_travels_with_the_first_statement_and_sets_the_transaction(backend: PostgresBackend) -> None:
+    """BEGIN goes with a transaction's first statement: writes run at READ COMMITTED with a transaction id
+    known, reads at REPEATABLE READ READ ONLY (a write there is refused), and a function that runs no
+    statement opens nothing."""
+    write = backend.run(
+        lambda c: (c.fetchone("SHOW transaction_isolation"), c.fetchone("SELECT txid_current_if_assigned()"))
+    )
+    assert write[0] == ("read committed",) and write[1] is not None and write[1][0] is not None
+    read = backend.run(
+        lambda c: c.fetchall(
+            "SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only')"
+        ),
+        write=False,
+    )
+    assert read == [("repeatable read", "on")]
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        backend.run(lambda c: c.execute("INSERT INTO meta (key, value) VALUES ('ro', 'x')"), write=False)
+    assert backend.run(lambda c: [c.fetch_each([("SHOW transaction_isolation", ())])]) == [[("read committed",)]]
+    assert backend.run(lambda c: 42) == 42
+    assert backend.run(lambda c: c.fetchone("SELECT value FROM meta WHERE key = 'ro'")) is None

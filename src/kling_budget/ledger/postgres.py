@@ -59,9 +59,10 @@ _RETRY_STATES = frozenset({"40001", "40P01"})
 _DUPLICATE_STATE = "23505"
 _LOCKED_STATES = frozenset({"55P03", "57014"})  # lock_timeout, statement timeout / cancel
 _WRITE_BEGIN = (
-    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_current_xact_id()::text, pg_postmaster_start_time()::text"
+    "BEGIN ISOLATION LEVEL READ COMMITTED",
+    "SELECT pg_current_xact_id()::text, pg_postmaster_start_time()::text",
 )
-_READ_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+_READ_BEGIN = ("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",)
 _MIGRATION_LOCK = (
     "SELECT pg_advisory_xact_lock(hashtextextended('kling_budget.migrate:' || COALESCE(current_schema(), ''), 0))"
 )
@@ -79,35 +80,59 @@ def translate(sql: str) -> str:
 
 
 class _PgConnection:
-    """The :class:`Connection` the ledger's functions see: one psycopg cursor inside one transaction."""
+    """The :class:`Connection` the ledger's functions see: one psycopg cursor inside one transaction.
+
+    The transaction's BEGIN is sent with its first statement, in one round trip (pipeline mode); a write
+    transaction also reads its transaction id there (for a COMMIT whose answer is lost)."""
 
     dialect = "postgresql"
 
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+    def __init__(self, raw: psycopg.Connection[Any], *, write: bool) -> None:
         self._raw = raw
         self._cursor = raw.cursor()
+        self._begin: tuple[str, ...] | None = _WRITE_BEGIN if write else _READ_BEGIN
         self.commit_sent = False
+        self.xid = self.started = ""
+
+    @property
+    def began(self) -> bool:
+        """Whether BEGIN was sent (a function that ran no statement has no transaction to end)."""
+        return self._begin is None
+
+    def _run(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
+        if self.commit_sent:
+            raise _AfterCommit
+        cursor = self._cursor
+        if self._begin is None:
+            cursor.execute(translate(sql), tuple(params))
+            return cursor
+        with self._raw.pipeline():
+            ids = self._send_begin()
+            cursor.execute(translate(sql), tuple(params))
+        self._read_ids(ids)
+        return cursor
+
+    def _send_begin(self) -> psycopg.Cursor[Any] | None:
+        """Queue BEGIN (and the transaction id query of a write) in the open pipeline."""
+        begin = self._begin
+        assert begin is not None
+        self._begin = None
+        self._raw.execute(begin[0], prepare=False)
+        return self._raw.execute(begin[1]) if len(begin) > 1 else None
+
+    def _read_ids(self, ids: psycopg.Cursor[Any] | None) -> None:
+        row = ids.fetchone() if ids is not None else None
+        if row:
+            self.xid, self.started = str(row[0]), str(row[1])
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        if self.commit_sent:
-            raise _AfterCommit
-        cursor = self._cursor
-        cursor.execute(translate(sql), tuple(params))
-        return cursor.rowcount
+        return self._run(sql, params).rowcount
 
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        if self.commit_sent:
-            raise _AfterCommit
-        cursor = self._cursor
-        cursor.execute(translate(sql), tuple(params))
-        return cursor.fetchone()
+        return self._run(sql, params).fetchone()
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        if self.commit_sent:
-            raise _AfterCommit
-        cursor = self._cursor
-        cursor.execute(translate(sql), tuple(params))
-        return cursor.fetchall()
+        return self._run(sql, params).fetchall()
 
     def fetch_each(
         self, statements: Sequence[tuple[str, Sequence[Any]]], *, last: bool = False, required: Collection[int] = ()
@@ -119,8 +144,11 @@ class _PgConnection:
             raise _AfterCommit
         cursors = []
         may_fail = missing = False
+        ids = None
         with self._raw.pipeline() as pipeline:
             try:
+                if self._begin is not None:
+                    ids = self._send_begin()
                 for index, (sql, params) in enumerate(statements):
                     cursor = self._raw.cursor()
                     # psycopg's prepared-statement cache loses track of a statement it prepares in a
@@ -139,6 +167,7 @@ class _PgConnection:
                 missing, self.commit_sent = True, False
                 with contextlib.suppress(psycopg.errors.PipelineAborted):
                     pipeline.sync()
+        self._read_ids(ids)
         if missing:
             raise RowMissing
         return [cursor.fetchone() if cursor.description is not None else None for cursor in cursors]
@@ -386,34 +415,25 @@ class PostgresBackend:
 
     def _attempt(self, conn: psycopg.Connection[Any], fn: Callable[[Connection], T], write: bool) -> T:
         """One try; returns the connection to the pool itself only on success."""
-        xid = started = ""
-        pg: _PgConnection | None = None
+        pg = _PgConnection(conn, write=write)
         try:
-            if write:
-                cursor = conn.execute(_WRITE_BEGIN)
-                cursor.nextset()
-                row = cursor.fetchone()
-                xid, started = (str(row[0]), str(row[1])) if row else ("", "")
-            else:
-                conn.execute(_READ_BEGIN)
-            pg = _PgConnection(conn)
             result = fn(pg)
         except psycopg.Error as exc:
             if conn.broken or conn.closed:
                 # Lost after fn sent its COMMIT (fetch_each(last=True)): in doubt, and there is no result to
                 # return if it committed; run() resolves the transaction's fate, then runs fn again.
-                raise _Lost(
-                    self._reason(exc), xid=xid if pg is not None and pg.commit_sent else None, started=started
-                ) from None
-            _rollback(conn)
-            raise
-        except BaseException:
-            if not (conn.broken or conn.closed):
+                raise _Lost(self._reason(exc), xid=pg.xid if pg.commit_sent else None, started=pg.started) from None
+            if pg.began:
                 _rollback(conn)
             raise
-        if pg.commit_sent:
-            self._putconn(conn)  # fn's last statements carried the COMMIT
+        except BaseException:
+            if pg.began and not (conn.broken or conn.closed):
+                _rollback(conn)
+            raise
+        if pg.commit_sent or not pg.began:
+            self._putconn(conn)  # fn's last statements carried the COMMIT, or fn ran no statement
             return result
+        xid, started = pg.xid, pg.started
         try:
             conn.execute("COMMIT")
         except psycopg.Error as exc:
