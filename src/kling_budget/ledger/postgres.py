@@ -143,8 +143,9 @@ class _PgConnection:
         if self.commit_sent:
             raise _AfterCommit
         cursors = []
-        may_fail = missing = False
+        may_fail = False
         ids = None
+        error: psycopg.Error | None = None
         with self._raw.pipeline() as pipeline:
             try:
                 if self._begin is not None:
@@ -161,15 +162,19 @@ class _PgConnection:
                     self.commit_sent = True
                     self._raw.execute("COMMIT", prepare=False if may_fail else None)
                 pipeline.sync()
-            except psycopg.errors.DivisionByZero:
-                # The server skipped the rest (COMMIT included): read up to the end of the pipeline, so the
-                # connection is ready for the caller's ROLLBACK.
-                missing, self.commit_sent = True, False
-                with contextlib.suppress(psycopg.errors.PipelineAborted):
-                    pipeline.sync()
-        self._read_ids(ids)
-        if missing:
+            except psycopg.Error as exc:
+                error = exc
+                if not self._raw.broken:
+                    # The server skipped the rest, COMMIT included: read up to the end of the pipeline so the
+                    # connection is ready for the caller's ROLLBACK (and psycopg logs no second error).
+                    self.commit_sent = False
+                    with contextlib.suppress(psycopg.Error):
+                        pipeline.sync()
+        if isinstance(error, psycopg.errors.DivisionByZero):
             raise RowMissing
+        if error is not None:
+            raise error
+        self._read_ids(ids)
         return [cursor.fetchone() if cursor.description is not None else None for cursor in cursors]
 
 
@@ -345,11 +350,9 @@ class PostgresBackend:
                     if status == "committed" and exc.has_result:
                         result: T = exc.result
                         return result
-                    if status == "committed":
-                        # fn committed itself (fetch_each(last=True)) and its answer was lost with the
-                        # connection: every ledger write is keyed, so running it again returns the replay.
-                        continue
-                    if status != "aborted":
+                    # Committed by fn's own last statements (fetch_each(last=True)), its answer lost with the
+                    # connection: run it again like an aborted one; every ledger write is keyed, so it replays.
+                    if status not in ("committed", "aborted"):
                         raise LedgerUnavailableError(
                             f"lost the connection to ledger {self.display_url} during COMMIT and could not "
                             "learn whether it committed; retry the operation with the same key"
