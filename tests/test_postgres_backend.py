@@ -144,7 +144,9 @@ def test_deadlocks_are_retried(backend: PostgresBackend) -> None:
         thread.join(timeout=180)
     assert not any(thread.is_alive() for thread in threads)
     assert not errors, errors
-    assert backend.stats["conflict"] == 1
+    # Usually one of the two is killed; on a loaded machine both deadlock checks can fire before either
+    # transaction is gone, and both are killed (and re-run).
+    assert backend.stats["conflict"] in (1, 2)
     assert backend.run(lambda c: c.fetchall("SELECT n FROM dl ORDER BY id")) == [(2,), (2,)]
 
 
