@@ -161,6 +161,31 @@ def test_a_row_locked_past_the_timeout_fails_closed(pg_url: str) -> None:
     fast.close()
 
 
+def test_a_commit_whose_commit_travels_with_it_fails_closed_behind_a_lock_and_keeps_nothing(pg_url: str) -> None:
+    """A commit sending COMMIT with its window moves, stuck behind a lock on the account window past the
+    timeout: LedgerUnavailableError, nothing of it kept (COMMIT was not applied), and the same commit
+    succeeds once the lock is gone, counted once."""
+    from kling_budget.budgets import Budget
+    from kling_budget.ledger import Ledger, ReservationState
+    from kling_budget.types import Attribution, PackType
+
+    ledger = Ledger(PostgresBackend(pg_url, timeout=0.5))
+    ledger.set_budget(Budget.create("account", limit_units=100))
+    ledger.reserve("job", units_milli=2500, pack_type=PackType.VIDEO, attribution=Attribution(project="p"))
+    with psycopg.connect(pg_url) as blocker:
+        blocker.execute("UPDATE budget_windows SET held_milli = held_milli")  # holds every window row's lock
+        with pytest.raises(LedgerUnavailableError, match="locked"):
+            ledger.commit("job")
+        blocker.rollback()
+    assert ledger.get_reservation("job").state is ReservationState.HELD
+    info = ledger.commit("job")
+    assert info.state is ReservationState.COMMITTED and not info.replayed
+    counters = ledger.budget_status("account").counters
+    assert (counters.held_milli, counters.committed_milli) == (0, 2500)
+    assert ledger.verify().ok
+    ledger.close()
+
+
 def test_closed_backend_refuses_work(pg_url: str) -> None:
     """After close() every call fails closed."""
     closed = PostgresBackend(pg_url)
