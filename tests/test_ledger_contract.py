@@ -18,7 +18,7 @@ from kling_budget.errors import (
     ReservationResolvedError,
 )
 from kling_budget.ledger import Ledger, Pack, ReservationState
-from kling_budget.ledger.backend import Connection, RowMissing
+from kling_budget.ledger.backend import Connection, RowMissing, Statements
 from kling_budget.types import AlertKind, Attribution, PackType
 
 MARKETING = Attribution(project="marketing", user="alice", model="kling-v2-6", tags=("launch",))
@@ -537,3 +537,48 @@ def test_reservation_serialises_to_json(ledger: Ledger) -> None:
     data = json.loads(json.dumps(info.to_dict()))
     assert data["units"] == "2.5" and data["usd"] == "0.35" and data["tags"] == ["launch"]
     assert data["detail"]["params"] == {"mode": "pro"}
+
+
+def _note(key: str, value: str, *, required: bool = False) -> Statements:
+    """A caller's statement as data: insert a meta row (required: it must be new)."""
+    sql = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING" + (" RETURNING key" if required else "")
+    return Statements(((sql, (key, value), required),), error=lambda: ValueError(f"{key} exists"))
+
+
+def test_statement_hooks_go_with_mark_submitted_and_the_long_way_still_answers(ledger: Ledger) -> None:
+    """mark_submitted with the caller's statements: stored with an open hold; a released hold refuses and
+    stores nothing; a committed one takes the task id and the statements."""
+    ledger.set_budget(budget())
+    reserve(ledger, "open")
+    info = ledger.mark_submitted("open", task_id="t-open", also=_note("n-open", "1"))
+    assert (info.state, info.task_id, _meta(ledger, "n-open")) == (ReservationState.SUBMITTED, "t-open", "1")
+    reserve(ledger, "gone")
+    ledger.release("gone")
+    with pytest.raises(ReservationResolvedError):
+        ledger.mark_submitted("gone", task_id="t-gone", also=_note("n-gone", "1"))
+    assert _meta(ledger, "n-gone") is None
+    reserve(ledger, "done")
+    ledger.commit("done")
+    info = ledger.mark_submitted("done", task_id="t-done", also=_note("n-done", "1"))
+    assert (info.state, info.task_id, _meta(ledger, "n-done")) == (ReservationState.COMMITTED, "t-done", "1")
+    with pytest.raises(ValueError, match="n-open exists"):
+        ledger.mark_submitted("open", task_id="t-open", also=_note("n-open", "2", required=True))
+    assert _meta(ledger, "n-open") == "1"
+    assert ledger.verify().ok
+
+
+def test_a_required_statement_hook_that_finds_no_row_refuses_the_reservation(ledger: Ledger) -> None:
+    """A reservation whose caller's required statement finds no row raises the caller's error and stores
+    nothing, also when the reservation would otherwise go in one round trip; the next one is stored."""
+    ledger.set_budget(budget())
+    reserve(ledger, "warm")  # the configuration is cached: later reservations may take one round trip
+    ledger.backend.run(lambda conn: conn.execute("INSERT INTO meta (key, value) VALUES ('taken', 'x')"))
+    with pytest.raises(ValueError, match="taken exists"):
+        reserve(ledger, "r1", also=_note("taken", "y", required=True))
+    with pytest.raises(ReservationNotFoundError):
+        ledger.get_reservation("r1")
+    assert ledger.budget_status("mk").counters.held_milli == 2500
+    info = reserve(ledger, "r2", also=_note("fresh", "z", required=True))
+    assert info.state is ReservationState.HELD and _meta(ledger, "fresh") == "z"
+    assert ledger.budget_status("mk").counters.held_milli == 5000
+    assert ledger.verify().ok

@@ -7,9 +7,10 @@ connections, transactions with the right locking and retry policy, and applies m
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Backend", "Connection", "Row", "RowMissing", "T"]
+__all__ = ["Backend", "Connection", "Row", "RowMissing", "Statements", "T"]
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -45,6 +46,28 @@ class Connection(Protocol):
 class RowMissing(Exception):
     """A statement :meth:`Connection.fetch_each` required to return a row returned none: the transaction
     must not commit (the caller rolls back, or the backend already has)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """A caller's own statements for a ledger transaction (an ``also=`` hook), given as data so that the
+    ledger may send them in the same round trip as its own (PostgreSQL). Called like any hook, it runs them
+    in order; a statement marked required must return a row (``RETURNING``), else ``error()`` is raised.
+
+    Args:
+        items: ``(sql, params, required)`` in order.
+        error: the exception for a required statement that returned no row (default :class:`RowMissing`).
+    """
+
+    items: tuple[tuple[str, tuple[Any, ...], bool], ...]
+    error: Callable[[], Exception] | None = None
+
+    def __call__(self, conn: Connection) -> None:
+        for sql, params, required in self.items:
+            if not required:
+                conn.execute(sql, params)
+            elif conn.fetchone(sql, params) is None:
+                raise self.error() if self.error is not None else RowMissing()
 
 
 class Backend(Protocol):

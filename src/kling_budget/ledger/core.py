@@ -33,9 +33,9 @@ from typing import Any
 from kling_budget.budgets import Budget, Counters, check_admission
 from kling_budget.errors import BudgetExceededError, IdempotencyConflictError, ReservationResolvedError
 from kling_budget.ledger._shared import Write, _entry_write, _write_all
-from kling_budget.ledger.backend import Backend, Connection
+from kling_budget.ledger.backend import Backend, Connection, RowMissing, Statements
 from kling_budget.ledger.budget_store import BudgetStore, LedgerConfig, NewWindows
-from kling_budget.ledger.counters import HoldRefused, add_held, hold_all, hold_limits, one_statement
+from kling_budget.ledger.counters import HoldRefused, add_held, hold_all, hold_limits, one_statement, pipelined
 from kling_budget.ledger.events import DENIAL_ALERT_INTERVAL_MICROS, over_limit, percent_text
 from kling_budget.ledger.locks import config_lock_expression, lock_order
 from kling_budget.ledger.one_trip import OneTrip, Prepared, WindowMove
@@ -78,6 +78,10 @@ class _Denied(Exception):
         self.denial = denial
         self.budget_id = budget_id
         self.window = window
+
+
+class _NotOpen(Exception):
+    """``mark_submitted`` in one round trip found no open hold (or a caller's statement no row): the long way."""
 
 
 class Ledger(HoldResolver, LedgerReads, BudgetStore, PackStore):
@@ -463,11 +467,23 @@ class Ledger(HoldResolver, LedgerReads, BudgetStore, PackStore):
 
         def tx(conn: Connection) -> ReservationInfo:
             # The common case in one statement (the row lock is taken by the UPDATE itself): an open hold.
-            row = conn.fetchone(
+            update = (
                 "UPDATE reservations SET state = 'submitted', task_id = COALESCE(?, task_id) "
                 f"WHERE id = ? AND state IN ('held', 'submitted') RETURNING {RESERVATION_COLUMNS}",
                 (task_id, key),
             )
+            if fast[0] and isinstance(also, Statements) and pipelined(conn):
+                # With the caller's statements and COMMIT, in one round trip (PostgreSQL). A hold that is not
+                # open, or a required statement of the caller's that finds no row, stops that COMMIT: then
+                # the long way, which answers exactly.
+                statements = [update, *((sql, params) for sql, params, _ in also.items)]
+                required = [0, *(index + 1 for index, item in enumerate(also.items) if item[2])]
+                try:
+                    rows = conn.fetch_each(statements, required=required, last=True)
+                except RowMissing:
+                    raise _NotOpen from None
+                return info_from_row(rows[0])  # type: ignore[arg-type]
+            row = conn.fetchone(*update)
             if row is not None:
                 if also is not None:
                     also(conn)
@@ -490,7 +506,12 @@ class Ledger(HoldResolver, LedgerReads, BudgetStore, PackStore):
             assert fresh is not None
             return fresh
 
-        return self.backend.run(tx)
+        fast = [True]
+        try:
+            return self.backend.run(tx)
+        except _NotOpen:
+            fast[0] = False
+            return self.backend.run(tx)
 
     @staticmethod
     def _fetch_for_write(conn: Connection, key: str) -> tuple[ReservationInfo | None, bool, str | None]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kling_budget.errors import LedgerUnavailableError
-from kling_budget.ledger.backend import Connection, RowMissing
+from kling_budget.ledger.backend import Connection, RowMissing, Statements
 from kling_budget.ledger.group_commit import Call, GroupCommit
 
 if TYPE_CHECKING:
@@ -166,13 +166,27 @@ class OneTrip:
 
 
 def _apply_with_hooks(conn: Connection, args: Sequence[Any], hooks: Sequence[Callable[[Connection], None]]) -> None:
-    # The hooks' rows first (their foreign keys are checked at COMMIT, migration 8), then the function and
-    # COMMIT in one round trip: the hot rows the function locks are released without waiting for this
-    # client. A declined batch returns no row, which stops the COMMIT (the transaction is rolled back).
-    for hook in hooks:
-        hook(conn)
+    # A declined batch returns no row, and so does a caller's required statement that finds none: either
+    # stops the COMMIT queued behind them (the transaction is rolled back) and every reservation of the
+    # batch goes the general path, which gives each caller its own answer.
+    statements: list[tuple[str, Sequence[Any]]] = [(_APPLIED, args)]
+    required = [0]
+    given = [hook for hook in hooks if isinstance(hook, Statements)]
+    if len(given) == len(hooks):
+        # Hooks given as statements go with the function and COMMIT: the whole batch in one round trip.
+        for statements_hook in given:
+            for sql, params, must_find in statements_hook.items:
+                if must_find:
+                    required.append(len(statements))
+                statements.append((sql, params))
+    else:
+        # The hooks' rows first (their foreign keys are checked at COMMIT, migration 8), then the function
+        # and COMMIT in one round trip: the hot rows the function locks are released without waiting for
+        # this client.
+        for hook in hooks:
+            hook(conn)
     try:
-        conn.fetch_each([(_APPLIED, args)], required=(0,), last=True)
+        conn.fetch_each(statements, required=required, last=True)
     except RowMissing:
         raise Declined from None
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kling_budget.kling._core import json_text
-from kling_budget.ledger.backend import Backend, Connection, Row
+from kling_budget.ledger.backend import Backend, Connection, Row, Statements
 from kling_budget.ledger.locks import skip_locked
 
 __all__ = [
@@ -133,36 +133,35 @@ class TaskStore:
         client_external_id: str | None,
         callback_url: str | None,
         check_at: int,
-    ) -> Callable[[Connection], None]:
+    ) -> Statements:
         """A hook inserting the ownership row in the reservation's transaction (raises on a duplicate)."""
-
-        def hook(conn: Connection) -> None:
-            now = now_micros()
-            inserted = conn.execute(
-                "INSERT INTO gateway_tasks (reservation_id, key_id, endpoint, client_external_id, callback_url, "
-                "status, created_at, updated_at, next_check_at) VALUES (?, ?, ?, ?, ?, 'submitting', ?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                (reservation_id, key_id, endpoint, client_external_id, callback_url, now, now, check_at),
-            )
-            if not inserted:
-                raise DuplicateExternalIdError(client_external_id or reservation_id)
-
-        return hook
+        now = now_micros()
+        return Statements(
+            (
+                (
+                    "INSERT INTO gateway_tasks (reservation_id, key_id, endpoint, client_external_id, callback_url, "
+                    "status, created_at, updated_at, next_check_at) VALUES (?, ?, ?, ?, ?, 'submitting', ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING RETURNING reservation_id",
+                    (reservation_id, key_id, endpoint, client_external_id, callback_url, now, now, check_at),
+                    True,
+                ),
+            ),
+            error=lambda: DuplicateExternalIdError(client_external_id or reservation_id),
+        )
 
     @staticmethod
-    def record_hook(
-        reservation_id: str, *, task_id: str, status: str, data: Any, check_at: int
-    ) -> Callable[[Connection], None]:
+    def record_hook(reservation_id: str, *, task_id: str, status: str, data: Any, check_at: int) -> Statements:
         """A hook recording Kling's task id and first answer in the ``mark_submitted`` transaction."""
-
-        def hook(conn: Connection) -> None:
-            conn.execute(
-                "UPDATE gateway_tasks SET task_id = ?, status = ?, data = ?, updated_at = ?, next_check_at = ? "
-                "WHERE reservation_id = ?",
-                (task_id, status, dumps(data), now_micros(), check_at, reservation_id),
+        return Statements(
+            (
+                (
+                    "UPDATE gateway_tasks SET task_id = ?, status = ?, data = ?, updated_at = ?, next_check_at = ? "
+                    "WHERE reservation_id = ?",
+                    (task_id, status, dumps(data), now_micros(), check_at, reservation_id),
+                    False,
+                ),
             )
-
-        return hook
+        )
 
     # -- plain writes ----------------------------------------------------------------------------------
 
