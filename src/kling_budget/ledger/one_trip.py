@@ -16,8 +16,10 @@ reservation of that batch is then reserved alone by :meth:`Ledger.reserve`'s gen
 each its exact answer. The same happens when the connection is lost during the statement (the outcome is
 unknown): the general path, keyed by the reservation id, finds the reservation if it committed (a
 replay) or makes it, waiting for the lost transaction if the server is still finishing it. Reservations
-that bring their own statements (``also``) run those statements, then the function and COMMIT in one
-round trip (a declined batch stops that COMMIT: :meth:`Connection.fetch_each` with ``required``).
+that bring their own statements (``also``) send them after the function, with COMMIT, in one round trip
+when they are given as data (:class:`~kling_budget.ledger.backend.Statements`); other hooks run first,
+then the function and COMMIT go in one round trip. A declined batch, or a caller's statement that must
+find a row and finds none, stops that COMMIT (:meth:`Connection.fetch_each` with ``required``).
 """
 
 from __future__ import annotations
