@@ -109,12 +109,16 @@ def settle_window(
     return f"{_SETTLE} RETURNING {COUNTER_COLUMNS}", (*units, *usd, budget_id, window_start)
 
 
+def _windows(count: int) -> str:
+    """The condition naming ``count`` windows by ``(budget id, window start)`` parameters."""
+    return " OR ".join(["(budget_id = ? AND window_start = ?)"] * count)
+
+
 @lru_cache(maxsize=32)
 def _windows_moved_sql(count: int) -> str:
-    windows = " OR ".join(["(budget_id = ? AND window_start = ?)"] * count)
     return (
         "SELECT COUNT(*) FROM budget_windows WHERE xmin = pg_current_xact_id()::xid "
-        f"AND ({windows}) HAVING COUNT(*) = ?"
+        f"AND ({_windows(count)}) HAVING COUNT(*) = ?"
     )
 
 
@@ -127,8 +131,7 @@ def windows_moved(keys: Sequence[tuple[int | None, int]]) -> tuple[str, tuple[An
 
 @lru_cache(maxsize=32)
 def _counters_sql(count: int) -> str:
-    windows = " OR ".join(["(budget_id = ? AND window_start = ?)"] * count)
-    return f"SELECT budget_id, {COUNTER_COLUMNS} FROM budget_windows WHERE {windows}"
+    return f"SELECT budget_id, {COUNTER_COLUMNS} FROM budget_windows WHERE {_windows(count)}"
 
 
 def _counters(conn: Connection, keys: Sequence[tuple[int | None, int]]) -> dict[int, Counters]:

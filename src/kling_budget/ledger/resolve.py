@@ -151,24 +151,16 @@ class HoldResolver(PackStore, LedgerShared):
             for budget, window, held_delta, actual_delta, overage_delta in moves:  # budget rows last (see reserve)
                 if moved is not None:
                     after = moved.get(budget.id)  # type: ignore[arg-type]
-                    if after is not None and self._may_alert(
-                        config, budget, after, actual_delta - held_delta, actual_nano - info.usd_nano
-                    ):
-                        before = after.shifted(
-                            held_milli=held_delta,
-                            committed_milli=-actual_delta,
-                            held_nano=info.usd_nano,
-                            committed_nano=-actual_nano,
-                        )
-                        events += self._threshold_events(budget, window, before, after, at, key)
-                    continue
-                update = settle_window(budget.id, window.start_us, (held_delta, actual_delta, overage_delta), usd_moves)
-                row = conn.fetchone(*update)
-                if row is None and lock_window(conn, budget.id, window.start_us, exclusive=False):
-                    row = conn.fetchone(*update)  # dialect hook: a concurrent creation is now committed or not
-                if row is None:
+                else:
+                    update = settle_window(
+                        budget.id, window.start_us, (held_delta, actual_delta, overage_delta), usd_moves
+                    )
+                    row = conn.fetchone(*update)
+                    if row is None and lock_window(conn, budget.id, window.start_us, exclusive=False):
+                        row = conn.fetchone(*update)  # dialect hook: a concurrent creation is now committed or not
+                    after = None if row is None else Counters(*row)
+                if after is None:
                     continue  # window not materialised yet; its first job will fold this commit in
-                after = Counters(*row)
                 if self._may_alert(config, budget, after, actual_delta - held_delta, actual_nano - info.usd_nano):
                     before = after.shifted(
                         held_milli=held_delta,
